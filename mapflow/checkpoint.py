@@ -1,0 +1,195 @@
+"""Save and load params (and any pytree) with orbax; configs as JSON.
+
+A checkpoint is a directory:
+
+    config.json     {"type": "RealNVPConfig", "fields": {...}}  (if given)
+    arrays/         orbax-checkpoint of the flattened pytree
+    meta.json       leaf paths, shapes and dtypes; free-form "extra"
+
+Leaves are stored flat under their pytree path, so a load can compare every
+path and shape against the structure the config implies and name the first
+that disagrees.  Nothing is unpickled.  Writes go to a sibling temporary
+directory that is renamed into place, so an interrupted save never leaves a
+half-written checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mapflow.flows.glow import GlowConfig
+from mapflow.flows.realnvp import RealNVPConfig
+
+CONFIG_TYPES = {"RealNVPConfig": RealNVPConfig, "GlowConfig": GlowConfig}
+
+
+class CheckpointError(ValueError):
+  """A checkpoint is missing, corrupt, or does not match what was expected."""
+
+
+def config_to_json(config) -> dict:
+  name = type(config).__name__
+  if name not in CONFIG_TYPES:
+    raise TypeError(f"config: got {name}, expected one of "
+                    f"{sorted(CONFIG_TYPES)}")
+  return {"type": name, "fields": dataclasses.asdict(config)}
+
+
+def config_from_json(d: dict):
+  try:
+    cls = CONFIG_TYPES[d["type"]]
+    fields = dict(d["fields"])
+  except (KeyError, TypeError) as e:
+    raise CheckpointError(f"config.json: malformed ({e!r}); expected "
+                          '{"type": ..., "fields": {...}}') from None
+  if "image_shape" in fields:
+    fields["image_shape"] = tuple(fields["image_shape"])
+  return cls(**fields)
+
+
+def _flatten(tree) -> tuple[dict, Any]:
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+  flat = {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves}
+  return flat, treedef
+
+
+def _atomic_dir(path: Path):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  return Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+
+
+def write_json_atomic(path, obj):
+  """Writes JSON to ``path`` via a temporary file and ``os.replace``."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+  with os.fdopen(fd, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def save(path, tree, config=None, extra: Optional[dict] = None) -> Path:
+  """Saves a pytree (params, or a whole training state) and its config.
+
+  Args:
+    path: the checkpoint directory; replaced if it exists.
+    tree: any pytree of arrays.
+    config: a flow config (``RealNVPConfig`` or ``GlowConfig``), or None.
+    extra: JSON-serialisable metadata kept in ``meta.json``.
+
+  Returns:
+    The checkpoint's path.
+  """
+  import orbax.checkpoint as ocp
+
+  path = Path(path).absolute()
+  flat, _ = _flatten(tree)
+  tmp = _atomic_dir(path)
+  try:
+    ckpt = ocp.PyTreeCheckpointer()
+    # Orbax keys must be plain names: index the leaves, map them in meta.json.
+    ckpt.save(tmp / "arrays", {f"a{i}": v for i, v in enumerate(flat.values())})
+    meta = {"leaves": [{"path": k, "shape": list(v.shape),
+                        "dtype": str(v.dtype)} for k, v in flat.items()],
+            "extra": extra or {}}
+    write_json_atomic(tmp / "meta.json", meta)
+    if config is not None:
+      write_json_atomic(tmp / "config.json", config_to_json(config))
+    old = None
+    if path.exists():
+      old = path.with_name(f".{path.name}.old-{os.getpid()}")
+      os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+      shutil.rmtree(old, ignore_errors=True)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return path
+
+
+def read_meta(path) -> dict:
+  path = Path(path)
+  if not (path / "meta.json").is_file():
+    raise CheckpointError(f"path: {str(path)!r} is not a mapflow checkpoint "
+                          "(no meta.json)")
+  try:
+    return json.loads((path / "meta.json").read_text())
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{path / 'meta.json'}: corrupt JSON ({e})") from None
+
+
+def read_config(path):
+  path = Path(path)
+  f = path / "config.json"
+  if not f.is_file():
+    raise CheckpointError(f"path: {str(path)!r} has no config.json")
+  try:
+    return config_from_json(json.loads(f.read_text()))
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{f}: corrupt JSON ({e})") from None
+
+
+def restore(path, target):
+  """Restores a pytree saved by ``save`` into the structure of ``target``.
+
+  ``target`` may hold arrays or ``jax.ShapeDtypeStruct``s.  Every leaf path
+  and shape must agree; the first mismatch is named in the error.
+  """
+  import orbax.checkpoint as ocp
+
+  path = Path(path).absolute()
+  meta = read_meta(path)
+  want, treedef = _flatten(jax.tree_util.tree_map(
+      lambda a: np.zeros(a.shape, a.dtype), target))
+  have = {m["path"]: m for m in meta["leaves"]}
+  for k, v in want.items():
+    if k not in have:
+      raise CheckpointError(f"checkpoint {str(path)!r}: missing leaf {k}; "
+                            "the config and the saved params disagree")
+    if tuple(have[k]["shape"]) != v.shape:
+      raise CheckpointError(
+          f"checkpoint {str(path)!r}: leaf {k} has shape "
+          f"{tuple(have[k]['shape'])}, expected {v.shape} from the config")
+  if len(have) != len(want):
+    extra = sorted(set(have) - set(want))[:3]
+    raise CheckpointError(f"checkpoint {str(path)!r}: unexpected leaves "
+                          f"{extra}; the config and the saved params disagree")
+  order = [m["path"] for m in meta["leaves"]]
+  try:
+    arrays = ocp.PyTreeCheckpointer().restore(path / "arrays")
+  except Exception as e:  # orbax raises many types; re-raise with context
+    raise CheckpointError(f"checkpoint {str(path)!r}: could not read arrays "
+                          f"({type(e).__name__}: {e})") from e
+  by_path = {}
+  for i, k in enumerate(order):
+    a = arrays.get(f"a{i}")
+    if a is None or tuple(np.shape(a)) != tuple(have[k]["shape"]):
+      raise CheckpointError(f"checkpoint {str(path)!r}: array for {k} is "
+                            "missing or truncated")
+    by_path[k] = jnp.asarray(a, dtype=want[k].dtype)
+  return jax.tree_util.tree_unflatten(treedef, [by_path[k] for k in want])
+
+
+def abstract_params(config):
+  """Param shapes a config implies, without running the init."""
+  from mapflow.flows.presets import from_config
+  flow = from_config(config)
+  x = jnp.full((1,) + tuple(config.image_shape), 0.5, jnp.float32)
+  return jax.eval_shape(flow.init, jax.random.PRNGKey(0), x)
+
+
+def load(path):
+  """Loads ``(params, config)`` saved with a flow config."""
+  config = read_config(path)
+  return restore(path, abstract_params(config)), config
