@@ -4,6 +4,9 @@ Reimplements Whang, Lei & Dimakis, "Compressed Sensing with Invertible
 Generative Models and Dependent Noise" (2020) in JAX.
 """
 
-from mapflow import flows
+from mapflow import (checkpoint, data, flows, metrics, noise, objectives,
+                     operators)
+from mapflow.solve import (RecoveryResult, recover, recover_asim,
+                           recover_bora, sweep)
 
 __version__ = "0.1.0"

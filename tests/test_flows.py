@@ -165,9 +165,14 @@ def test_flow_logdet_matches_jacfwd(kind, shape):
     flow, params, x = flow_and_params(cfg)
     params = to64(params)
     z = jax.random.normal(KEY, (1,) + shape, jnp.float64) * 0.5
-    _, ld = flow.forward(params, z)
-    want = jacobian_logdet(lambda v: flow.forward(params, v[None])[0][0], z[0])
-    np.testing.assert_allclose(float(ld[0]), float(want), rtol=1e-6, atol=1e-5)
+
+    @jax.jit
+    def both(params, z):
+      fwd = lambda v: flow.forward(params, v[None])[0][0]
+      return flow.forward(params, z)[1][0], jacobian_logdet(fwd, z[0])
+
+    ld, want = both(params, z)
+    np.testing.assert_allclose(float(ld), float(want), rtol=1e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["realnvp", "glow_affine", "glow_additive"])
@@ -175,17 +180,22 @@ def test_flow_logdet_matches_jacfwd(kind, shape):
 def test_flow_round_trip_and_log_prob(kind, scan):
   cfg = dataclasses.replace(small_configs((8, 8, 3))[kind], scan_layers=scan)
   flow, params, x = flow_and_params(cfg)
-  z, ild = flow.inverse(params, x)
+
+  @jax.jit
+  def everything(params, x):
+    z, ild = flow.inverse(params, x)
+    xr, fld = flow.forward(params, z)
+    return (z, ild, xr, fld, flow.log_prob(params, x),
+            flow.distribution(params).log_prob(x))
+
+  z, ild, xr, fld, lp, dist_lp = everything(params, x)
   chex.assert_shape(z, x.shape)
-  xr, fld = flow.forward(params, z)
   assert float(jnp.max(jnp.abs(xr - x))) <= 1e-4
   np.testing.assert_allclose(ild, -fld, rtol=1e-5, atol=1e-3)
-  lp = flow.log_prob(params, x)
   chex.assert_shape(lp, (4,))
   want = mf.flows.standard_normal_log_prob(z) - fld
   np.testing.assert_allclose(lp, want, rtol=1e-5, atol=1e-3)
-  np.testing.assert_allclose(flow.distribution(params).log_prob(x), lp,
-                             rtol=1e-5, atol=1e-3)
+  np.testing.assert_allclose(dist_lp, lp, rtol=1e-5, atol=1e-3)
 
 
 def test_scanned_and_unrolled_agree():
@@ -304,18 +314,19 @@ class TestTransforms(chex.TestCase):
 
   def test_vmap_equals_batch(self):
     f, p, x = self.flow, self.params, self.x
-    per = jax.vmap(lambda xi: f.log_prob(p, xi))(x)
+    per = jax.jit(jax.vmap(lambda xi: f.log_prob(p, xi)))(x)
     np.testing.assert_allclose(per, f.log_prob(p, x), rtol=1e-5)
     unbatched = f.log_prob(p, x[0])
     chex.assert_shape(unbatched, ())
 
   def test_grad_is_finite(self):
     f, p, x = self.flow, self.params, self.x
-    gp = jax.grad(lambda p: jnp.sum(f.log_prob(p, x)))(p)
+    gp = jax.jit(jax.grad(lambda p: jnp.sum(f.log_prob(p, x))))(p)
     chex.assert_tree_all_finite(gp)
-    gx = jax.grad(lambda x: jnp.sum(f.log_prob(p, x)))(x)
+    gx = jax.jit(jax.grad(lambda x: jnp.sum(f.log_prob(p, x))))(x)
     chex.assert_shape(gx, x.shape)
-    gz = jax.grad(lambda z: jnp.sum(f.forward(p, z)[1]))(jnp.zeros_like(x))
+    gz = jax.jit(jax.grad(lambda z: jnp.sum(f.forward(p, z)[1])))(
+        jnp.zeros_like(x))
     chex.assert_tree_all_finite(gz)
 
 

@@ -1,0 +1,209 @@
+"""Noise densities ``p_Δ``: distrax distributions over one measurement.
+
+``log_prob(delta)`` takes a batch of residuals (B, *event) and returns (B,).
+The Gaussian models also have ``masked_log_prob(delta, mask)``, which counts
+only entries with mask 1 (rows beyond a Gaussian operator's ``active``), and
+expose ``std_map`` for plots.  Any other distrax distribution whose
+``event_shape`` is the measurement's shape also works as noise.
+
+Std maps (``s`` is the largest per-entry standard deviation):
+
+    sinusoidal, image (H, W, C):  row k:  s * exp(sin(2 pi 4 k / H) - 1)
+    radial, image (H, W, C):      s * exp(-0.005 (64 d / H)^2), d the
+                                  distance to the centre ((H-1)/2, (W-1)/2)
+    sinusoidal_1d, m entries:     entry i: s * exp(sin(2 pi i / 16) - 1),
+                                  with mean ``shift`` (0.5 s by default)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import distrax
+import jax
+import jax.numpy as jnp
+
+
+def _sum_event(x, event_ndims):
+  if event_ndims == 0:
+    return x
+  return jnp.sum(x, axis=tuple(range(-event_ndims, 0)))
+
+
+def _normal_logpdf(r, mean, std):
+  return (-0.5 * jnp.square((r - mean) / std) - jnp.log(std)
+          - 0.5 * math.log(2 * math.pi))
+
+
+class DiagonalGaussian(distrax.Distribution):
+  """Independent Gaussian entries: ``delta ~ N(mean, diag(std^2))``.
+
+  log p(delta) = sum_i [-(delta_i - mean_i)^2 / (2 std_i^2) - log std_i
+                        - log(2 pi) / 2]
+  """
+
+  def __init__(self, std, mean=0.0):
+    self._std = jnp.asarray(std, jnp.float32)
+    self._mean = jnp.broadcast_to(jnp.asarray(mean, jnp.float32),
+                                  self._std.shape)
+
+  @property
+  def event_shape(self):
+    return tuple(self._std.shape)
+
+  @property
+  def std_map(self):
+    return self._std
+
+  @property
+  def mean_map(self):
+    return self._mean
+
+  def log_prob(self, value):
+    lp = _normal_logpdf(value, self._mean, self._std)
+    return _sum_event(lp, len(self.event_shape))
+
+  def masked_log_prob(self, value, mask):
+    lp = _normal_logpdf(value, self._mean, self._std) * mask
+    return _sum_event(lp, len(self.event_shape))
+
+  def _sample_n(self, key, n):
+    eps = jax.random.normal(key, (n,) + self.event_shape)
+    return self._mean + self._std * eps
+
+  def mean(self):
+    return self._mean
+
+  def stddev(self):
+    return self._std
+
+
+class IsotropicGaussian(distrax.Distribution):
+  """iid ``N(0, sigma^2)`` entries in a residual of any shape.
+
+  ``log_prob`` sums over every axis but the first (the batch).  ``shape``
+  is needed only to ``sample``.
+  """
+
+  def __init__(self, sigma, shape: Optional[Sequence[int]] = None):
+    self._sigma = jnp.asarray(sigma, jnp.float32)
+    self._shape = None if shape is None else tuple(shape)
+
+  @property
+  def event_shape(self):
+    return self._shape if self._shape is not None else ()
+
+  @property
+  def sigma(self):
+    return self._sigma
+
+  def log_prob(self, value):
+    lp = _normal_logpdf(value, 0.0, self._sigma)
+    return jnp.sum(lp, axis=tuple(range(1, lp.ndim))) if lp.ndim > 1 else lp
+
+  def masked_log_prob(self, value, mask):
+    lp = _normal_logpdf(value, 0.0, self._sigma) * mask
+    return jnp.sum(lp, axis=tuple(range(1, lp.ndim))) if lp.ndim > 1 else lp
+
+  def _sample_n(self, key, n):
+    if self._shape is None:
+      raise ValueError("gaussian(sigma): sampling needs shape=, the shape of "
+                       "one measurement")
+    return self._sigma * jax.random.normal(key, (n,) + self._shape)
+
+
+class FlowNoise(distrax.Distribution):
+  """Noise whose density is a flow's: ``log p(delta) = log p_G(delta)``.
+
+  The flow's support is its pixel space (for RealNVP, the open unit box), so
+  residuals outside it score NaN; the solver skips such steps and counts
+  them.
+  """
+
+  def __init__(self, prior, params):
+    self._prior, self._params = prior, params
+
+  @property
+  def event_shape(self):
+    return tuple(self._prior.config.image_shape)
+
+  def log_prob(self, value):
+    return self._prior.log_prob(self._params, value)
+
+  def _sample_n(self, key, n):
+    return self._prior.sample(self._params, key, n)
+
+
+def gaussian(sigma: float, shape=None) -> IsotropicGaussian:
+  """iid ``N(0, sigma^2)``; fits any residual shape."""
+  if not float(sigma) > 0:
+    raise ValueError(f"sigma: got {sigma!r}, expected > 0")
+  return IsotropicGaussian(sigma, shape)
+
+
+def diagonal(std_map, mean=0.0) -> DiagonalGaussian:
+  """Independent Gaussian noise with a per-entry std map (any shape)."""
+  return DiagonalGaussian(std_map, mean)
+
+
+def sinusoidal_std_map(shape, scale: float):
+  """Row k of an (H, W, C) image: ``scale * exp(sin(2 pi 4 k / H) - 1)``."""
+  h, w, c = shape
+  k = jnp.arange(h, dtype=jnp.float32)
+  row = scale * jnp.exp(jnp.sin(2 * jnp.pi * 4 * k / h) - 1.0)
+  return jnp.broadcast_to(row[:, None, None], (h, w, c))
+
+
+def radial_std_map(shape, scale: float):
+  """``scale * exp(-0.005 (64 d / H)^2)``, d the distance to the centre."""
+  h, w, c = shape
+  i, j = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32),
+                      jnp.arange(w, dtype=jnp.float32), indexing="ij")
+  d = jnp.sqrt((i - (h - 1) / 2) ** 2 + (j - (w - 1) / 2) ** 2)
+  m = scale * jnp.exp(-0.005 * (64.0 * d / h) ** 2)
+  return jnp.broadcast_to(m[..., None], (h, w, c))
+
+
+def sinusoidal_1d_std_map(m: int, scale: float):
+  """Entry i of m: ``scale * exp(sin(2 pi i / 16) - 1)``."""
+  i = jnp.arange(m, dtype=jnp.float32)
+  return scale * jnp.exp(jnp.sin(2 * jnp.pi * i / 16.0) - 1.0)
+
+
+def sinusoidal(shape, scale: float) -> DiagonalGaussian:
+  """SINUSOIDAL noise on images (paper 5.4.2; formula in DESIGN.md)."""
+  return DiagonalGaussian(sinusoidal_std_map(tuple(shape), scale))
+
+
+def radial(shape, scale: float) -> DiagonalGaussian:
+  """RADIAL noise on images (paper 5.4.3; formula in DESIGN.md)."""
+  return DiagonalGaussian(radial_std_map(tuple(shape), scale))
+
+
+def sinusoidal_1d(m: int, scale: float, shift: Optional[float] = None):
+  """Noise for 1-bit CS: ``N(shift, sinusoidal_1d_std_map(m, scale)^2)``.
+
+  ``shift`` defaults to ``0.5 * scale`` (positive mean, as in the paper).
+  Rows beyond an operator's ``active`` are left out through
+  ``masked_log_prob``.
+  """
+  shift = 0.5 * scale if shift is None else shift
+  return DiagonalGaussian(sinusoidal_1d_std_map(m, scale), shift)
+
+
+def from_flow(prior, params) -> FlowNoise:
+  """Structured noise with a flow's density (e.g. handwritten digits)."""
+  return FlowNoise(prior, params)
+
+
+def log_prob(noise, residual, mask=None):
+  """``log p_Δ(residual)`` per example, counting only entries with mask 1."""
+  if mask is None:
+    return noise.log_prob(residual)
+  if hasattr(noise, "masked_log_prob"):
+    return noise.masked_log_prob(residual, mask)
+  raise ValueError(
+      f"noise: a {type(noise).__name__} cannot leave out masked measurement "
+      "rows (the operator has active < m); use a mapflow.noise model, or an "
+      "operator without `active`")

@@ -1,0 +1,58 @@
+"""Losses, per example (batch leading, one value per example).
+
+    map_loss   (paper eq. 12):  -log p_Δ(y - f(G(z))) - β log p_G(G(z)),
+               log p_G(G(z)) = log N(z; 0, I) - log|det dG/dz|
+    map_loss_x (same, over x):  -log p_Δ(y - f(x)) - β log p_G(x)
+    asim_loss  (eq. 9):         ||y - f(G(z))||^2 + γ ||z||
+    bora_loss  (eq. 4):         ||y - f(g(z))||^2 + λ ||z||^2
+
+Entries the operator masks (rows beyond ``active``) count nowhere: the
+measurement ``y`` is masked like ``f(x)``, and the noise leaves them out.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from mapflow import noise as noise_lib
+
+
+def _sum_but_batch(a):
+  return jnp.sum(a, axis=tuple(range(1, a.ndim)))
+
+
+def masked_residual(y, fx, operator):
+  mask = operator.measurement_mask()
+  r = y - fx
+  return (r if mask is None else r * mask), mask
+
+
+def map_loss(z, y, *, prior, params, operator, noise, beta):
+  """Eq. 12 over latents ``z`` (B, H, W, C); returns (B,)."""
+  x, logdet = prior.forward(params, z)
+  r, mask = masked_residual(y, operator(x), operator)
+  nll = -noise_lib.log_prob(noise, r, mask)
+  log_prior = prior.base_log_prob(z) - logdet
+  return nll - beta * log_prior
+
+
+def map_loss_x(x, y, *, prior, params, operator, noise, beta):
+  """Eq. 12 over images ``x`` (B, H, W, C) directly; returns (B,)."""
+  r, mask = masked_residual(y, operator(x), operator)
+  nll = -noise_lib.log_prob(noise, r, mask)
+  return nll - beta * prior.log_prob(params, x)
+
+
+def asim_loss(z, y, *, prior, params, operator, gamma):
+  """Eq. 9, Asim et al.'s proxy: squared error + γ ||z|| (not squared)."""
+  x, _ = prior.forward(params, z)
+  r, _ = masked_residual(y, operator(x), operator)
+  return _sum_but_batch(jnp.square(r)) + gamma * jnp.sqrt(
+      _sum_but_batch(jnp.square(z)) + 1e-12)
+
+
+def bora_loss(z, y, *, generator, operator, lam):
+  """Eq. 4, Bora et al.: squared error + λ ||z||^2, any generator z -> x."""
+  x = generator(z)
+  r, _ = masked_residual(y, operator(x), operator)
+  return _sum_but_batch(jnp.square(r)) + lam * _sum_but_batch(jnp.square(z))

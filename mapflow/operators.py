@@ -1,0 +1,228 @@
+"""Forward operators ``f``: pytrees callable on a batch ``x`` (B, H, W, C).
+
+Every operator maps a batch to a batch of measurements and exposes
+``measurement_mask()``: None, or an array of 0/1 over the measurement's
+event shape saying which entries count.  Masked entries are zero in the
+output and count nowhere (not in the noise density, not in any loss).
+
+``gaussian(..., active=k)`` keeps the first ``k`` of its ``m`` rows; ``k``
+may be traced, so the number of measurements can be vmapped over.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+
+def _ste_identity_fwd(u):
+  return jnp.sign(u), None
+
+
+@jax.custom_vjp
+def sign_ste(u):
+  """``sign(u)`` with the straight-through gradient ``d/du := 1``.
+
+  Forward: exactly -1, 0 or +1 (0 only at u = 0).  Backward: the incoming
+  cotangent passes through unchanged (Bengio et al., 2013).
+  """
+  return jnp.sign(u)
+
+
+sign_ste.defvjp(_ste_identity_fwd, lambda _, g: (g,))
+
+
+@jax.custom_vjp
+def sign_ste_clipped(u):
+  """``sign(u)`` with gradient ``1{|u| <= 1}`` (the "hard tanh" estimator)."""
+  return jnp.sign(u)
+
+
+sign_ste_clipped.defvjp(lambda u: (jnp.sign(u), u),
+                        lambda u, g: (g * (jnp.abs(u) <= 1.0),))
+
+
+class Operator:
+  """Mixin: the default ``measurement_mask`` (everything counts)."""
+
+  def measurement_mask(self):
+    return None
+
+  def output_event_shape(self, image_shape):
+    return jax.eval_shape(self, jax.ShapeDtypeStruct((1,) + tuple(image_shape),
+                                                     jnp.float32)).shape[1:]
+
+
+@flax.struct.dataclass
+class Scale(Operator):
+  """``f(x) = c x``."""
+
+  c: Any
+
+  def __call__(self, x):
+    return self.c * x
+
+  def back_project(self, y):
+    return y / self.c
+
+
+@flax.struct.dataclass
+class Identity(Operator):
+  """``f(x) = x``."""
+
+  def __call__(self, x):
+    return x
+
+  def back_project(self, y):
+    return y
+
+
+@flax.struct.dataclass
+class GaussianMatrix(Operator):
+  """``f(x) = A vec(x)`` with rows at or beyond ``active`` masked to zero."""
+
+  matrix: jax.Array          # (m, d)
+  active: Any = None         # int or traced scalar; None = all m rows
+
+  def row_mask(self):
+    m = self.matrix.shape[0]
+    if self.active is None:
+      return jnp.ones((m,), self.matrix.dtype)
+    return (jnp.arange(m) < self.active).astype(self.matrix.dtype)
+
+  def measurement_mask(self):
+    return None if self.active is None else self.row_mask()
+
+  def __call__(self, x):
+    flat = x.reshape(x.shape[:-3] + (-1,))
+    y = flat @ self.matrix.T
+    return y * self.row_mask() if self.active is not None else y
+
+  def back_project(self, y):
+    return y @ self.matrix
+
+
+@flax.struct.dataclass
+class OneBit(Operator):
+  """``f(x) = sign(op(x - center))``, straight-through gradient.
+
+  ``ste`` is "identity" (gradient 1) or "clipped" (gradient 1{|u| <= 1}).
+  Masked rows of ``op`` give sign(0) = 0.
+  """
+
+  op: Any
+  center: Any = 0.0
+  ste: str = flax.struct.field(pytree_node=False, default="identity")
+
+  def __call__(self, x):
+    u = self.op(x - self.center)
+    return sign_ste(u) if self.ste == "identity" else sign_ste_clipped(u)
+
+  def measurement_mask(self):
+    return self.op.measurement_mask()
+
+  def back_project(self, y):
+    return self.op.back_project(y)
+
+
+@flax.struct.dataclass
+class Mask(Operator):
+  """``f(x) = M * x`` with a fixed binary mask ``M`` of the image's shape."""
+
+  mask: jax.Array
+
+  def __call__(self, x):
+    return self.mask * x
+
+  def back_project(self, y):
+    return y + 0.5 * (1.0 - self.mask)
+
+
+@flax.struct.dataclass
+class Compose(Operator):
+  """``f(x) = outer(inner(x))``."""
+
+  outer: Any
+  inner: Any
+
+  def __call__(self, x):
+    return self.outer(self.inner(x))
+
+  def measurement_mask(self):
+    m = self.outer.measurement_mask()
+    return self.inner.measurement_mask() if m is None else m
+
+
+def scale(c: float) -> Scale:
+  return Scale(jnp.asarray(c, jnp.float32))
+
+
+def identity() -> Identity:
+  return Identity()
+
+
+def gaussian(key, m: int, d, active=None) -> GaussianMatrix:
+  """A Gaussian measurement matrix, ``A_ij ~ N(0, 1/m)``.
+
+  Args:
+    key: PRNG key.
+    m: rows (the most measurements any sweep will use).
+    d: the signal's dimension, or its image shape (H, W, C).
+    active: keep rows ``< active`` (may be traced); None keeps all.
+  """
+  d = math.prod(d) if isinstance(d, (tuple, list)) else int(d)
+  if not isinstance(m, int) or m < 1:
+    raise ValueError(f"m: got {m!r}, expected a positive int")
+  if active is not None and not isinstance(active, jax.core.Tracer):
+    if not 0 <= int(active) <= m:
+      raise ValueError(f"active: got {active!r}, expected 0 <= active <= m "
+                       f"(m={m})")
+  a = jax.random.normal(key, (m, d)) / math.sqrt(m)
+  act = None if active is None else jnp.asarray(active, jnp.int32)
+  return GaussianMatrix(a, act)
+
+
+def one_bit(op, center: float = 0.0, ste: str = "identity") -> OneBit:
+  """``sign(op(x - center))``; the protocol centres at 0.5 (see DESIGN.md)."""
+  if ste not in ("identity", "clipped"):
+    raise ValueError(f"ste: got {ste!r}, expected 'identity' or 'clipped'")
+  return OneBit(op, jnp.asarray(center, jnp.float32), ste)
+
+
+def mask(key, shape, keep: float = 0.75) -> Mask:
+  """A Bernoulli(``keep``) sub-pixel mask of the image's ``shape``."""
+  if not 0.0 < keep <= 1.0:
+    raise ValueError(f"keep: got {keep!r}, expected 0 < keep <= 1")
+  return Mask(jax.random.bernoulli(key, keep, tuple(shape)).astype(
+      jnp.float32))
+
+
+def compose(outer, inner) -> Compose:
+  return Compose(outer, inner)
+
+
+def with_active(op, active):
+  """``op`` with every Gaussian matrix inside it keeping ``active`` rows."""
+  if isinstance(op, GaussianMatrix):
+    return op.replace(active=jnp.asarray(active, jnp.int32))
+  if isinstance(op, OneBit):
+    return op.replace(op=with_active(op.op, active))
+  if isinstance(op, Compose):
+    return op.replace(outer=with_active(op.outer, active),
+                      inner=with_active(op.inner, active))
+  return op
+
+
+def max_rows(op) -> Optional[int]:
+  """``m`` of the Gaussian matrix inside ``op``, if there is one."""
+  if isinstance(op, GaussianMatrix):
+    return op.matrix.shape[0]
+  if isinstance(op, OneBit):
+    return max_rows(op.op)
+  if isinstance(op, Compose):
+    return max_rows(op.outer) or max_rows(op.inner)
+  return None

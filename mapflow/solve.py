@@ -1,0 +1,402 @@
+"""Recovery by optimisation: jit-compiled, vmapped over examples, restarts
+and hyperparameter grids.
+
+Each example (and each restart, β and m) is its own optimisation problem with
+its own optimiser state: the update is ``vmap``-ed over them, so gradient
+clipping, ``optax.apply_if_finite`` and L-BFGS line searches act per example.
+Shapes: ``P`` problems (a β x m grid, or 1), ``R`` restarts, ``B`` examples.
+
+Loop: on CPU the default is a Python loop over one jitted, buffer-donating
+step (convolutions inside XLA:CPU loop bodies run far slower, JAX issue
+#12868); elsewhere the default runs ``chunk`` steps per call under
+``lax.scan``.  β, m (``active``), the noise, the measurements and the seed
+are traced arguments, so changing them never recompiles.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mapflow import objectives
+from mapflow import operators as ops_lib
+
+
+class RecoveryResult(NamedTuple):
+  """Per-example results (leading axes ``[β, m]`` first for ``sweep``).
+
+  Attributes:
+    x: recovered images (..., B, H, W, C).
+    z: their latents (the variable optimised; x itself for parametrization
+      "x").
+    loss: final loss of the chosen restart (..., B).
+    trace: loss at every step for the chosen restart (..., steps, B).
+    skipped: steps ``apply_if_finite`` skipped as non-finite (..., B).
+  """
+
+  x: jax.Array
+  z: jax.Array
+  loss: jax.Array
+  trace: jax.Array
+  skipped: jax.Array
+
+
+DEFAULT_OPTIMIZER = optax.adam(1e-2)
+# Skip non-finite steps for ever (counted), never abort a long sweep.
+_MAX_ERRORS = 2 ** 30
+
+
+def default_chunk() -> int:
+  return 1 if jax.default_backend() == "cpu" else 50
+
+
+def _full_optimizer(optimizer, clip_norm):
+  parts = []
+  if clip_norm is not None:
+    parts.append(optax.clip_by_global_norm(clip_norm))
+  parts.append(optax.with_extra_args_support(optimizer))
+  return optax.apply_if_finite(optax.chain(*parts), _MAX_ERRORS)
+
+
+def _example_loss(kind, prior, generator):
+  """``(v, y, h, params, operator, noise) -> scalar`` for one example."""
+
+  def loss(v, y, h, params, operator, noise):
+    op = operator if h.get("active") is None else ops_lib.with_active(
+        operator, h["active"])
+    v, y = v[None], y[None]
+    if kind == "map":
+      out = objectives.map_loss(v, y, prior=prior, params=params, operator=op,
+                                noise=noise, beta=h["beta"])
+    elif kind == "map_x":
+      out = objectives.map_loss_x(v, y, prior=prior, params=params,
+                                  operator=op, noise=noise, beta=h["beta"])
+    elif kind == "asim":
+      out = objectives.asim_loss(v, y, prior=prior, params=params,
+                                 operator=op, gamma=h["gamma"])
+    elif kind == "bora":
+      out = objectives.bora_loss(v, y, generator=generator, operator=op,
+                                 lam=h["lam"])
+    else:
+      raise ValueError(kind)
+    return out[0]
+
+  return loss
+
+
+def _vmap_prb(fn, y_axis=0):
+  """vmap ``fn(v, s, y, h, *shared)`` over B, then R, then P."""
+  f = jax.vmap(fn, in_axes=(0, 0, y_axis, None, None, None, None))
+  f = jax.vmap(f, in_axes=(0, 0, None, None, None, None, None))
+  return jax.vmap(f, in_axes=(0, 0, None, 0, None, None, None))
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(kind, prior, generator, optimizer, clip_norm, chunk):
+  """Jitted init/step/evaluate functions, cached on their static parts."""
+  loss = _example_loss(kind, prior, generator)
+  opt = _full_optimizer(optimizer, clip_norm)
+
+  def update(v, state, y, h, params, operator, noise):
+    f = lambda vv: loss(vv, y, h, params, operator, noise)
+    val, g = jax.value_and_grad(f)(v)
+    upd, state = opt.update(g, state, v, value=val, grad=g, value_fn=f)
+    return optax.apply_updates(v, upd), state, val
+
+  upd = _vmap_prb(update)
+
+  def one(carry, _, y, h, params, operator, noise):
+    v, s = carry
+    v, s, val = upd(v, s, y, h, params, operator, noise)
+    return (v, s), val
+
+  def step(v, s, y, h, params, operator, noise):
+    if chunk == 1:
+      v, s, val = upd(v, s, y, h, params, operator, noise)
+      return v, s, val[None]
+    (v, s), vals = jax.lax.scan(
+        functools.partial(one, y=y, h=h, params=params, operator=operator,
+                          noise=noise), (v, s), None, length=chunk)
+    return v, s, vals
+
+  def init(v):
+    f = jax.vmap(jax.vmap(jax.vmap(opt.init)))
+    return f(v)
+
+  def evaluate(v, y, h, params, operator, noise):
+    f = lambda v, s, y, h, p, o, n: loss(v, y, h, p, o, n)
+    return _vmap_prb(f)(v, v, y, h, params, operator, noise)
+
+  return (jax.jit(init), jax.jit(step, donate_argnums=(0, 1)),
+          jax.jit(evaluate))
+
+
+def _check_inputs(y, operator, noise, image_shape, hyper):
+  y = jnp.asarray(y)
+  if not bool(jnp.all(jnp.isfinite(y))):
+    raise ValueError(f"y: got non-finite values ({int(jnp.sum(~jnp.isfinite(y)))}"
+                     " entries), expected finite measurements")
+  want = jax.eval_shape(operator, jax.ShapeDtypeStruct(
+      (y.shape[0],) + tuple(image_shape), jnp.float32)).shape
+  if tuple(y.shape) != tuple(want):
+    raise ValueError(f"y: got shape {tuple(y.shape)}, expected {tuple(want)} "
+                     f"(batch, then the operator's output for images "
+                     f"{tuple(image_shape)})")
+  if noise is not None:
+    ev = tuple(getattr(noise, "event_shape", ()) or ())
+    if ev and ev != tuple(y.shape[1:]):
+      raise ValueError(f"noise: event shape {ev} does not fit measurements of "
+                       f"shape {tuple(y.shape[1:])}")
+  for name in ("beta", "gamma", "lam"):
+    if name in hyper:
+      v = np.asarray(hyper[name])
+      if np.any(v < 0) or not np.all(np.isfinite(v)):
+        raise ValueError(f"{name}: got {v.tolist()}, expected finite values "
+                         ">= 0")
+  if hyper.get("active") is not None:
+    m = ops_lib.max_rows(operator)
+    a = np.asarray(hyper["active"])
+    if m is None:
+      raise ValueError("ms: the operator has no Gaussian matrix whose rows "
+                       "could be masked")
+    if np.any(a > m) or np.any(a < 0):
+      raise ValueError(f"active: got {a.tolist()}, expected 0 <= active <= "
+                       f"m = {m}")
+  return y
+
+
+def _initial_latents(init, key, restarts, y, prior, params, operator,
+                     image_shape, init_std, parametrization):
+  shape = (restarts, y.shape[0]) + tuple(image_shape)
+  key = jax.random.PRNGKey(0) if key is None else key
+  noise = init_std * jax.random.normal(key, shape)
+  if isinstance(init, str):
+    if init == "zeros":
+      base = jnp.zeros(shape)
+      if parametrization == "x":
+        base = jnp.broadcast_to(prior.forward(params, base[0])[0], shape)
+      return base
+    if init == "random":
+      if parametrization == "x":
+        return jax.vmap(lambda z: prior.forward(params, z)[0])(noise)
+      return noise
+    if init == "measurements":
+      x0 = measurement_init(y, operator, image_shape)
+      if parametrization == "x":
+        base = x0
+      else:
+        base = prior.inverse(params, x0)[0]
+      # Restart 0 starts at the estimate; the others nearby.
+      jitter = noise.at[0].set(0.0)
+      return base[None] + jitter
+    raise ValueError(f"init: got {init!r}, expected 'zeros', 'random', "
+                     "'measurements' or an array")
+  arr = jnp.asarray(init)
+  if arr.shape == shape[1:]:
+    arr = jnp.broadcast_to(arr, shape)
+  if arr.shape != shape:
+    raise ValueError(f"init: got an array of shape {arr.shape}, expected "
+                     f"{shape[1:]} or {shape}")
+  return arr
+
+
+def measurement_init(y, operator, image_shape, lo=0.02, hi=0.98):
+  """An image estimate from the measurements (back-projection), clipped."""
+  if not hasattr(operator, "back_project"):
+    raise ValueError(f"init: 'measurements' needs an operator with "
+                     f"back_project; {type(operator).__name__} has none")
+  bp = operator.back_project(y).reshape((y.shape[0],) + tuple(image_shape))
+  if isinstance(operator, ops_lib.OneBit):
+    # sign measurements carry direction only: centre and set a spread.
+    bp = bp - jnp.mean(bp, axis=(1, 2, 3), keepdims=True)
+    bp = operator.center + 0.25 * bp / (
+        jnp.std(bp, axis=(1, 2, 3), keepdims=True) + 1e-8)
+  return jnp.clip(bp, lo, hi)
+
+
+def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
+         restarts, init, init_std, key, clip_norm, progress, chunk,
+         generator=None, image_shape=None, parametrization="z", check=True):
+  image_shape = tuple(image_shape or prior.config.image_shape)
+  if not isinstance(steps, int) or steps < 1:
+    raise ValueError(f"steps: got {steps!r}, expected an int >= 1")
+  if not isinstance(restarts, int) or restarts < 1:
+    raise ValueError(f"restarts: got {restarts!r}, expected an int >= 1")
+  if check:
+    y = _check_inputs(y, operator, noise, image_shape, hyper)
+  optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
+  chunk = default_chunk() if chunk is None else int(chunk)
+  hyper = {k: (None if v is None else jnp.atleast_1d(jnp.asarray(
+      v, jnp.int32 if k == "active" else jnp.float32)))
+           for k, v in hyper.items()}
+  p = max(v.shape[0] for v in hyper.values() if v is not None)
+  hyper = {k: (None if v is None else jnp.broadcast_to(v, (p,)))
+           for k, v in hyper.items()}
+  init_fn, step_fn, eval_fn = _compiled(kind, prior, generator, optimizer,
+                                        clip_norm, chunk)
+  v0 = _initial_latents(init, key, restarts, y, prior, params, operator,
+                        image_shape, init_std, parametrization)
+  v = jnp.broadcast_to(v0, (p,) + v0.shape)
+  v = jnp.array(v)  # a fresh buffer: the step donates it
+  state = init_fn(v)
+  trace = []
+  done = 0
+  while done < steps:
+    v, state, vals = step_fn(v, state, y, hyper, params, operator, noise)
+    n = min(chunk, steps - done)
+    trace.append(vals[:n])
+    done += n
+    if progress is not None:
+      progress(done, vals[n - 1])
+  trace = jnp.concatenate(trace)            # (steps, P, R, B)
+  final = eval_fn(v, y, hyper, params, operator, noise)  # (P, R, B)
+  best = jnp.argmin(jnp.where(jnp.isfinite(final), final, jnp.inf), axis=1)
+  pick = lambda a: jnp.take_along_axis(
+      a, best.reshape(best.shape[:1] + (1,) + best.shape[1:] +
+                      (1,) * (a.ndim - 3)), axis=1)[:, 0]
+  v_best = pick(v)
+  loss = jnp.take_along_axis(final, best[:, None], axis=1)[:, 0]
+  trace_best = jnp.take_along_axis(
+      trace, jnp.broadcast_to(best[None, :, None], (trace.shape[0],) +
+                              best.shape[:1] + (1,) + best.shape[1:]),
+      axis=2)[:, :, 0]
+  skipped = pick(state.total_notfinite)
+  if kind == "bora":
+    x = jax.vmap(generator)(v_best)
+  elif parametrization == "x":
+    x = v_best
+  else:
+    x = jax.vmap(lambda z: prior.forward(params, z)[0])(v_best)
+  return RecoveryResult(x, v_best, loss, jnp.moveaxis(trace_best, 0, 1),
+                        skipped)
+
+
+def _squeeze_p(res: RecoveryResult) -> RecoveryResult:
+  return RecoveryResult(*(a[0] for a in res))
+
+
+def recover(y, *, prior, params, operator, noise, beta=1.0, steps=1000,
+            optimizer=None, restarts=1, init="zeros", init_std=0.1, key=None,
+            clip_norm=None, progress=None, chunk=None,
+            parametrization="z") -> RecoveryResult:
+  """MAP recovery (paper eq. 12) of a batch from measurements ``y``.
+
+  Args:
+    y: measurements (B, *measurement shape).
+    prior: a ``Flow``; params: its params.
+    operator: a forward operator from ``mapflow.operators``.
+    noise: a noise distribution (``mapflow.noise`` or any distrax one).
+    beta: the smoothing parameter β >= 0.
+    steps: optimiser steps.
+    optimizer: any optax optimiser (default Adam, lr 1e-2; ``optax.lbfgs()``
+      works).  Reuse one object across calls to reuse compiled code.
+    restarts: independent starts per example; each example keeps the one
+      with the lowest final loss (never a choice that looks at ground truth).
+    init: "zeros", "random" (std ``init_std``), "measurements"
+      (back-projection), or an array of latents.
+    key: PRNG key for random inits.
+    clip_norm: per-example gradient clipping by global norm (None: off).
+    progress: ``callback(steps_done, loss)``, e.g. to drive tqdm.
+    chunk: steps per compiled call (None: 1 on CPU, 50 elsewhere).
+    parametrization: "z" (optimise the latent) or "x" (the image).
+
+  Returns:
+    A ``RecoveryResult``.
+  """
+  if parametrization not in ("z", "x"):
+    raise ValueError(f"parametrization: got {parametrization!r}, expected "
+                     "'z' or 'x'")
+  kind = "map" if parametrization == "z" else "map_x"
+  return _squeeze_p(_run(
+      kind, y, prior=prior, params=params, operator=operator, noise=noise,
+      hyper={"beta": beta}, steps=steps, optimizer=optimizer,
+      restarts=restarts, init=init, init_std=init_std, key=key,
+      clip_norm=clip_norm, progress=progress, chunk=chunk,
+      parametrization=parametrization))
+
+
+def recover_asim(y, *, prior, params, operator, gamma=0.1, steps=1000,
+                 optimizer=None, restarts=1, init="zeros", init_std=0.1,
+                 key=None, clip_norm=None, progress=None,
+                 chunk=None) -> RecoveryResult:
+  """Asim et al.'s proxy loss (eq. 9) through the same machinery."""
+  return _squeeze_p(_run(
+      "asim", y, prior=prior, params=params, operator=operator, noise=None,
+      hyper={"gamma": gamma}, steps=steps, optimizer=optimizer,
+      restarts=restarts, init=init, init_std=init_std, key=key,
+      clip_norm=clip_norm, progress=progress, chunk=chunk))
+
+
+def recover_bora(y, *, generator, operator, latent_shape, lam=0.1,
+                 steps=1000, optimizer=None, restarts=1, init="random",
+                 init_std=1.0, key=None, clip_norm=None, progress=None,
+                 chunk=None, image_shape=None) -> RecoveryResult:
+  """Bora et al.'s loss (eq. 4) for any generator ``z -> x``.
+
+  ``generator`` maps one latent of ``latent_shape`` to one image; ``latent
+  shape`` is e.g. (20,) for the VAE.  Reuse one generator object across
+  calls to reuse compiled code.
+  """
+  latent_shape = tuple(latent_shape)
+  img = image_shape or jax.eval_shape(
+      generator, jax.ShapeDtypeStruct(latent_shape, jnp.float32)).shape
+  y = jnp.asarray(y)
+  _check_inputs(y, operator, None, img, {"lam": lam})
+  gen_b = _BatchedGenerator(generator)
+  return _squeeze_p(_run(
+      "bora", y, prior=None, params=None, operator=operator, noise=None,
+      hyper={"lam": lam}, steps=steps, optimizer=optimizer, restarts=restarts,
+      init=init, init_std=init_std, key=key, clip_norm=clip_norm,
+      progress=progress, chunk=chunk, generator=gen_b,
+      image_shape=latent_shape, check=False))
+
+
+class _BatchedGenerator:
+  """Wraps a per-example generator to act on a batch; hashable by identity
+  of the wrapped function, so compiled code is reused."""
+
+  def __init__(self, fn):
+    self.fn = fn
+
+  def __call__(self, z):
+    return jax.vmap(self.fn)(z)
+
+  def __hash__(self):
+    return hash(self.fn)
+
+  def __eq__(self, other):
+    return isinstance(other, _BatchedGenerator) and other.fn is self.fn
+
+
+def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
+          optimizer=None, restarts=1, init="zeros", init_std=0.1, key=None,
+          clip_norm=None, progress=None, chunk=None) -> RecoveryResult:
+  """A β x m grid of MAP recoveries in one compiled program.
+
+  ``ms`` (optional) are measurement counts: the operator's Gaussian matrix
+  must have ``max(ms)`` rows or more, and ``y`` is its full output; rows at
+  or beyond each ``m`` are masked.  Results are indexed ``[β, m, example]``
+  (``[β, 0, example]`` without ``ms``) and equal separate ``recover`` calls
+  with ``operators.with_active(operator, m)``.
+  """
+  betas = jnp.atleast_1d(jnp.asarray(betas, jnp.float32))
+  if ms is None:
+    grid = {"beta": betas, "active": None}
+    nm = 1
+  else:
+    ms_arr = jnp.atleast_1d(jnp.asarray(ms, jnp.int32))
+    nm = ms_arr.shape[0]
+    grid = {"beta": jnp.repeat(betas, nm), "active": jnp.tile(ms_arr,
+                                                               betas.shape[0])}
+  res = _run("map", y, prior=prior, params=params, operator=operator,
+             noise=noise, hyper=grid, steps=steps, optimizer=optimizer,
+             restarts=restarts, init=init, init_std=init_std, key=key,
+             clip_norm=clip_norm, progress=progress, chunk=chunk)
+  nb = betas.shape[0]
+  return RecoveryResult(*(a.reshape((nb, nm) + a.shape[1:]) for a in res))

@@ -1,0 +1,309 @@
+"""Operators, noise, objectives and the solver against closed forms."""
+
+import dataclasses
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from scipy import stats
+
+import mapflow as mf
+
+KEY = jax.random.PRNGKey(0)
+SHAPE = (2, 2, 1)
+ADAM = optax.adam(0.05)
+
+
+def linear_prior(seed=0):
+  rng = np.random.RandomState(seed)
+  l = np.tril(rng.randn(4, 4)) * 0.3 + np.eye(4) * 0.8
+  mu = rng.randn(*SHAPE) * 0.5
+  prior = mf.flows.linear_gaussian(mf.flows.LinearGaussianConfig(SHAPE))
+  return prior, mf.flows.linear_gaussian_params(mu, l), mu.reshape(-1), l
+
+
+def closed_form_map(y, a, sigma, mu, l, beta):
+  """argmin ||y - A x||^2 / (2 s^2) + beta/2 (x-mu)^T S^-1 (x-mu)."""
+  s_inv = np.linalg.inv(l @ l.T)
+  h = a.T @ a / sigma ** 2 + beta * s_inv
+  rhs = a.T @ y / sigma ** 2 + beta * s_inv @ mu
+  return np.linalg.solve(h, rhs)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.3])
+def test_map_matches_closed_form_gaussian_posterior(beta):
+  prior, params, mu, l = linear_prior()
+  op = mf.operators.gaussian(KEY, 3, SHAPE)
+  a = np.asarray(op.matrix)
+  sigma = 0.5
+  y = jax.random.normal(jax.random.PRNGKey(3), (2, 3))
+  res = mf.recover(y, prior=prior, params=params, operator=op,
+                   noise=mf.noise.gaussian(sigma), beta=beta, steps=1500,
+                   optimizer=ADAM)
+  for i in range(2):
+    want = closed_form_map(np.asarray(y[i]), a, sigma, mu, l, beta)
+    got = np.asarray(res.x[i]).reshape(-1)
+    assert np.linalg.norm(got - want) <= 1e-3 * max(1.0, np.linalg.norm(want))
+  chex.assert_shape(res.trace, (1500, 2))
+  chex.assert_shape(res.loss, (2,))
+  assert np.all(np.asarray(res.skipped) == 0)
+
+
+def test_lbfgs_reaches_the_same_map():
+  prior, params, mu, l = linear_prior()
+  op = mf.operators.scale(0.5)
+  y = jax.random.normal(KEY, (2,) + SHAPE)
+  res = mf.recover(y, prior=prior, params=params, operator=op,
+                   noise=mf.noise.gaussian(0.4), beta=1.0, steps=30,
+                   optimizer=optax.lbfgs())
+  a = 0.5 * np.eye(4)
+  want = closed_form_map(np.asarray(y[0]).reshape(-1), a, 0.4, mu, l, 1.0)
+  np.testing.assert_allclose(np.asarray(res.x[0]).reshape(-1), want,
+                             rtol=1e-3, atol=1e-4)
+
+
+def test_theorem_4_1_denoising_bound():
+  # x_bar - x* <= ||delta|| / (1 + mu sigma^2) for -log p mu-strongly convex.
+  prior, params, mu_vec, l = linear_prior(1)
+  cov = l @ l.T
+  mu_conv = 1.0 / np.linalg.eigvalsh(cov).max()
+  sigma = 0.7
+  # The theorem takes x* at a local maximum of p: the Gaussian's mean.
+  x_star = np.broadcast_to(mu_vec.reshape(SHAPE), (8,) + SHAPE)
+  delta = sigma * np.asarray(jax.random.normal(jax.random.PRNGKey(5),
+                                               x_star.shape))
+  y = x_star + delta
+  res = mf.recover(jnp.asarray(y), prior=prior, params=params,
+                   operator=mf.operators.identity(),
+                   noise=mf.noise.gaussian(sigma), beta=1.0, steps=1500,
+                   optimizer=ADAM)
+  err = np.linalg.norm((np.asarray(res.x) - x_star).reshape(8, -1), axis=1)
+  bound = np.linalg.norm(delta.reshape(8, -1), axis=1) / (
+      1 + mu_conv * sigma ** 2)
+  assert np.all(err <= bound + 1e-4)
+  assert np.mean(err) < np.mean(bound)
+
+
+def test_noise_log_densities_match_closed_forms():
+  r = np.asarray(jax.random.normal(KEY, (3, 4, 6, 1)))
+  sin = mf.noise.sinusoidal((4, 6, 1), 0.8)
+  k = np.arange(4)
+  std = 0.8 * np.exp(np.sin(2 * np.pi * 4 * k / 4) - 1)
+  std = np.broadcast_to(std[:, None, None], (4, 6, 1))
+  want = stats.norm.logpdf(r, 0, std).reshape(3, -1).sum(1)
+  np.testing.assert_allclose(sin.log_prob(r), want, rtol=1e-5)
+  np.testing.assert_allclose(sin.std_map, std, rtol=1e-6)
+  rad = mf.noise.radial((4, 6, 1), 1.5)
+  i, j = np.meshgrid(np.arange(4), np.arange(6), indexing="ij")
+  d = np.sqrt((i - 1.5) ** 2 + (j - 2.5) ** 2)
+  rstd = 1.5 * np.exp(-0.005 * (64 * d / 4) ** 2)[..., None]
+  np.testing.assert_allclose(rad.std_map, rstd, rtol=1e-5)
+  np.testing.assert_allclose(
+      rad.log_prob(r), stats.norm.logpdf(r, 0, rstd).reshape(3, -1).sum(1),
+      rtol=1e-5)
+  iso = mf.noise.gaussian(0.3)
+  np.testing.assert_allclose(
+      iso.log_prob(r), stats.norm.logpdf(r, 0, 0.3).reshape(3, -1).sum(1),
+      rtol=1e-5)
+  # s is the largest std: reached where sin = 1 (rows k = H/16 + k' H/4).
+  big = mf.noise.sinusoidal((32, 4, 1), 0.8)
+  assert float(jnp.max(big.std_map)) == pytest.approx(0.8, rel=1e-6)
+
+
+def test_sinusoidal_1d_shift_mask_and_samples():
+  m = 40
+  n1 = mf.noise.sinusoidal_1d(m, 2.0)
+  i = np.arange(m)
+  std = 2.0 * np.exp(np.sin(2 * np.pi * i / 16) - 1)
+  np.testing.assert_allclose(n1.std_map, std, rtol=1e-6)
+  np.testing.assert_allclose(n1.mean_map, 1.0)
+  r = np.asarray(jax.random.normal(KEY, (2, m)))
+  mask = (i < 25).astype(np.float32)
+  want = (stats.norm.logpdf(r, 1.0, std) * mask).sum(1)
+  np.testing.assert_allclose(n1.masked_log_prob(r, mask), want, rtol=1e-5)
+  s = np.asarray(n1.sample(seed=KEY, sample_shape=(20000,)))
+  np.testing.assert_allclose(s.mean(0), 1.0, atol=0.1)
+  np.testing.assert_allclose(s.std(0), std, rtol=0.05)
+
+
+def test_any_distrax_distribution_works_as_noise():
+  import distrax
+  prior, params, _, _ = linear_prior()
+  lap = distrax.Independent(distrax.Laplace(jnp.zeros(SHAPE),
+                                            0.3 * jnp.ones(SHAPE)), 3)
+  y = jax.random.normal(KEY, (2,) + SHAPE)
+  res = mf.recover(y, prior=prior, params=params,
+                   operator=mf.operators.identity(), noise=lap, beta=1.0,
+                   steps=50, optimizer=ADAM)
+  assert np.all(np.isfinite(res.loss))
+
+
+def test_straight_through_sign():
+  u = jnp.array([-2.0, -0.5, 0.3, 1.5])
+  y = mf.operators.sign_ste(u)
+  np.testing.assert_array_equal(y, [-1, -1, 1, 1])
+  g = jax.grad(lambda u: jnp.sum(mf.operators.sign_ste(u) * jnp.arange(4.)))(u)
+  np.testing.assert_array_equal(g, [0, 1, 2, 3])
+  gc = jax.grad(lambda u: jnp.sum(
+      mf.operators.sign_ste_clipped(u) * jnp.arange(4.)))(u)
+  np.testing.assert_array_equal(gc, [0, 1, 2, 0])
+  op = mf.operators.one_bit(mf.operators.gaussian(KEY, 50, (4, 4, 1)), 0.5)
+  out = op(jax.random.uniform(KEY, (3, 4, 4, 1)))
+  assert set(np.unique(np.asarray(out)).tolist()) <= {-1.0, 1.0}
+
+
+def test_active_rows_count_nowhere():
+  op = mf.operators.gaussian(KEY, 10, (2, 2, 1), active=6)
+  y = op(jnp.ones((1, 2, 2, 1)))
+  assert np.all(np.asarray(y[0, 6:]) == 0)
+  with pytest.raises(ValueError, match="active"):
+    mf.operators.gaussian(KEY, 10, 4, active=11)
+
+
+def test_sweep_equals_sequential_recover_and_does_not_recompile():
+  prior, params, _, _ = linear_prior()
+  op = mf.operators.gaussian(KEY, 4, SHAPE)
+  x = prior.sample(params, KEY, 3)
+  y = op(x) + 0.1 * jax.random.normal(jax.random.PRNGKey(9), (3, 4))
+  noise = mf.noise.gaussian(0.2)
+  betas, ms = jnp.array([0.5, 2.0]), jnp.array([2, 4])
+  grid = mf.sweep(y, prior=prior, params=params, operator=op, noise=noise,
+                  betas=betas, ms=ms, steps=60, optimizer=ADAM)
+  chex.assert_shape(grid.x, (2, 2, 3) + SHAPE)
+  chex.assert_shape(grid.loss, (2, 2, 3))
+  for bi, b in enumerate(betas):
+    for mi, m in enumerate(ms):
+      res = mf.recover(y, prior=prior, params=params,
+                       operator=mf.operators.with_active(op, m), noise=noise,
+                       beta=b, steps=60, optimizer=ADAM)
+      np.testing.assert_allclose(grid.x[bi, mi], res.x, rtol=1e-4, atol=1e-5)
+  _, step_fn, _ = mf.solve._compiled("map", prior, None, ADAM, None, 1)
+  before = step_fn._cache_size()
+  mf.recover(y * 2, prior=prior, params=params,
+             operator=mf.operators.with_active(op, 3), noise=noise, beta=7.0,
+             steps=5, optimizer=ADAM, key=jax.random.PRNGKey(4))
+  assert step_fn._cache_size() == before
+
+
+def test_restarts_keep_the_min_loss_restart():
+  prior, params, _, _ = linear_prior()
+  y = jax.random.normal(KEY, (2,) + SHAPE)
+  kw = dict(prior=prior, params=params, operator=mf.operators.identity(),
+            noise=mf.noise.gaussian(0.5), beta=1.0, steps=3, optimizer=ADAM,
+            init="random", init_std=1.0, key=jax.random.PRNGKey(2))
+  res = mf.recover(y, restarts=4, **kw)
+  # Recompute each restart's final loss from the same starts.
+  z0 = 1.0 * jax.random.normal(jax.random.PRNGKey(2), (4, 2) + SHAPE)
+  losses = []
+  for r in range(4):
+    one = mf.recover(y, restarts=1, **{**kw, "init": z0[r]})
+    losses.append(np.asarray(one.loss))
+  np.testing.assert_allclose(res.loss, np.min(losses, axis=0), rtol=1e-5)
+
+
+def test_z_and_x_parametrisations_agree():
+  cfg = mf.flows.RealNVPConfig(image_shape=(4, 4, 1), num_scales=2,
+                               num_blocks=1, hidden_channels=8,
+                               couplings_per_scale=2, final_couplings=2)
+  prior = mf.flows.realnvp(cfg)
+  x0 = jax.random.uniform(KEY, (4, 4, 4, 1), minval=0.2, maxval=0.8)
+  params = prior.init(KEY, x0)
+  leaves, tdef = jax.tree_util.tree_flatten(params)
+  params = jax.tree_util.tree_unflatten(tdef, [
+      a + 0.05 * jax.random.normal(jax.random.fold_in(KEY, i), a.shape)
+      for i, a in enumerate(leaves)])
+  y = x0[:2] + 0.05 * jax.random.normal(KEY, (2, 4, 4, 1))
+  kw = dict(prior=prior, params=params, operator=mf.operators.identity(),
+            noise=mf.noise.gaussian(0.1), beta=0.5, steps=400,
+            optimizer=optax.adam(0.01), init="measurements")
+  rz = mf.recover(y, **kw)
+  rx = mf.recover(y, parametrization="x", **kw)
+  np.testing.assert_allclose(rz.x, rx.x, atol=2e-3)
+
+
+def test_one_bit_cs_beats_back_projection_on_a_small_problem():
+  # Centred 1-bit CS of a Gaussian signal around 0.5: MAP with the right
+  # prior beats the mean plus a scaled back-projection.
+  prior, params, mu, l = linear_prior(2)
+  params = mf.flows.linear_gaussian_params(0.5 + 0.0 * mu.reshape(SHAPE),
+                                           0.2 * l)
+  x = prior.sample(params, KEY, 16)
+  op = mf.operators.one_bit(mf.operators.gaussian(KEY, 64, SHAPE), 0.5)
+  noise = mf.noise.sinusoidal_1d(64, 0.3)
+  y = op(x) + noise.sample(seed=jax.random.PRNGKey(1), sample_shape=(16,))
+  res = mf.recover(y, prior=prior, params=params, operator=op, noise=noise,
+                   beta=1.0, steps=300, optimizer=ADAM)
+  bp = mf.solve.measurement_init(y - 0.5 * 0.3, op, SHAPE, -10, 10)
+  ours = float(jnp.mean(mf.metrics.mse(x, res.x)))
+  base = float(jnp.mean(mf.metrics.mse(x, bp)))
+  assert ours < base
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(y_shape=(2, 5)), "y: got shape"),
+    (dict(beta=-1.0), "beta"),
+    (dict(nan=True), "non-finite"),
+    (dict(noise_shape=(3, 3, 1)), "noise: event shape"),
+])
+def test_bad_input_is_named(kwargs, match):
+  prior, params, _, _ = linear_prior()
+  op = mf.operators.identity()
+  y = jnp.zeros(kwargs.get("y_shape", (2,) + SHAPE))
+  if kwargs.get("nan"):
+    y = y.at[0, 0, 0, 0].set(jnp.nan)
+  noise = (mf.noise.diagonal(jnp.ones(kwargs["noise_shape"]))
+           if "noise_shape" in kwargs else mf.noise.gaussian(1.0))
+  with pytest.raises(ValueError, match=match):
+    mf.recover(y, prior=prior, params=params, operator=op, noise=noise,
+               beta=kwargs.get("beta", 1.0), steps=2)
+
+
+def test_active_beyond_m_in_sweep_is_named():
+  prior, params, _, _ = linear_prior()
+  op = mf.operators.gaussian(KEY, 3, SHAPE)
+  with pytest.raises(ValueError, match="active"):
+    mf.sweep(jnp.zeros((1, 3)), prior=prior, params=params, operator=op,
+             noise=mf.noise.gaussian(1.0), betas=[1.0], ms=[2, 5], steps=2)
+
+
+def test_equal_quality_ratio_recovers_a_known_factor():
+  s = np.geomspace(0.1, 2.0, 8)
+  base = (s, 30 - 10 * np.log10(s))
+  ours = (s, 30 - 10 * np.log10(s / 3.0))   # same PSNR at 3x the noise
+  assert mf.metrics.equal_quality_ratio(ours, base) == pytest.approx(3.0,
+                                                                      rel=1e-6)
+  m = np.geomspace(100, 3200, 6)
+  asim = (m, 5 * np.log(m))
+  ours_m = (m, 5 * np.log(2 * m))           # ours needs 2x fewer
+  assert mf.metrics.equal_quality_ratio(asim, ours_m) == pytest.approx(
+      2.0, rel=1e-6)
+
+
+def test_psnr_units():
+  x = jnp.zeros((2, 4, 4, 1))
+  np.testing.assert_allclose(mf.metrics.psnr(x, x + 0.1), 20.0, rtol=1e-5)
+
+
+def test_bora_and_asim_run_through_the_same_machinery():
+  prior, params, _, _ = linear_prior()
+  y = jax.random.normal(KEY, (2,) + SHAPE)
+  ra = mf.recover_asim(y, prior=prior, params=params,
+                       operator=mf.operators.identity(), gamma=0.1, steps=20,
+                       optimizer=ADAM)
+  chex.assert_shape(ra.x, (2,) + SHAPE)
+  w = jax.random.normal(KEY, (3, 4))
+  gen = lambda z: (z @ w).reshape(SHAPE)
+  rb = mf.recover_bora(y, generator=gen, operator=mf.operators.identity(),
+                       latent_shape=(3,), lam=0.01, steps=300, optimizer=ADAM,
+                       restarts=2, key=KEY)
+  chex.assert_shape(rb.x, (2,) + SHAPE)
+  chex.assert_shape(rb.z, (2, 3))
+  # Bora's optimum is the regularised least-squares projection.
+  a = np.asarray(w).T
+  want = np.linalg.solve(a.T @ a + 0.01 * np.eye(3),
+                         a.T @ np.asarray(y[0]).reshape(-1))
+  np.testing.assert_allclose(rb.z[0], want, atol=1e-3)
