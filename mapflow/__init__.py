@@ -5,7 +5,7 @@ Generative Models and Dependent Noise" (2020) in JAX.
 """
 
 from mapflow import (checkpoint, data, flows, metrics, noise, objectives,
-                     operators)
+                     operators, pretrained, training, vae)
 from mapflow.solve import (RecoveryResult, recover, recover_asim,
                            recover_bora, sweep)
 

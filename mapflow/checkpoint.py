@@ -28,9 +28,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from mapflow.flows.glow import GlowConfig
+from mapflow.flows.linear import LinearGaussianConfig
 from mapflow.flows.realnvp import RealNVPConfig
+from mapflow.vae import VAEConfig
 
-CONFIG_TYPES = {"RealNVPConfig": RealNVPConfig, "GlowConfig": GlowConfig}
+CONFIG_TYPES = {"RealNVPConfig": RealNVPConfig, "GlowConfig": GlowConfig,
+                "LinearGaussianConfig": LinearGaussianConfig,
+                "VAEConfig": VAEConfig}
 
 
 class CheckpointError(ValueError):
@@ -52,8 +56,9 @@ def config_from_json(d: dict):
   except (KeyError, TypeError) as e:
     raise CheckpointError(f"config.json: malformed ({e!r}); expected "
                           '{"type": ..., "fields": {...}}') from None
-  if "image_shape" in fields:
-    fields["image_shape"] = tuple(fields["image_shape"])
+  for k in ("image_shape", "hidden"):
+    if k in fields:
+      fields[k] = tuple(fields[k])
   return cls(**fields)
 
 
@@ -183,6 +188,9 @@ def restore(path, target):
 
 def abstract_params(config):
   """Param shapes a config implies, without running the init."""
+  if isinstance(config, VAEConfig):
+    from mapflow import vae
+    return jax.eval_shape(lambda k: vae.init(config, k), jax.random.PRNGKey(0))
   from mapflow.flows.presets import from_config
   flow = from_config(config)
   x = jnp.full((1,) + tuple(config.image_shape), 0.5, jnp.float32)
@@ -191,5 +199,6 @@ def abstract_params(config):
 
 def load(path):
   """Loads ``(params, config)`` saved with a flow config."""
+  read_meta(path)
   config = read_config(path)
   return restore(path, abstract_params(config)), config

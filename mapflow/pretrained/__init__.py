@@ -1,0 +1,62 @@
+"""Shipped, trained models, loaded offline in one call.
+
+    prior, params = mapflow.pretrained.load("fashion_mnist_realnvp")
+    decode, params = mapflow.pretrained.load("fashion_mnist_vae")
+
+Each model is a checkpoint directory under ``mapflow/pretrained/models``
+(params via orbax, config as JSON); MODELS.md lists how each was trained
+and its test figure.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mapflow import checkpoint as ckpt
+
+MODELS_DIR = Path(__file__).parent / "models"
+
+DESCRIPTIONS = {
+    "fashion_mnist_realnvp": "signal prior: RealNVP (realnvp_fmnist_cpu) on "
+                             "Fashion-MNIST",
+    "digits_realnvp": "noise prior: RealNVP on scikit-learn digits, 28x28",
+    "fashion_mnist_glow": "small Glow (glow_fmnist_small) on Fashion-MNIST",
+    "fashion_mnist_vae": "Bora et al.'s VAE (784-500-500-20) on "
+                         "Fashion-MNIST",
+}
+
+
+def available() -> list:
+  """Names of the models shipped in this installation."""
+  if not MODELS_DIR.is_dir():
+    return []
+  return sorted(p.name for p in MODELS_DIR.iterdir()
+                if (p / "meta.json").is_file())
+
+
+def path(name: str) -> Path:
+  p = MODELS_DIR / name
+  if not (p / "meta.json").is_file():
+    raise ValueError(f"name: got {name!r}, expected one of {available()} "
+                     f"(known: {sorted(DESCRIPTIONS)}; a known name missing "
+                     "here has not been trained and committed yet)")
+  return p
+
+
+def info(name: str) -> dict:
+  """The metadata saved with a model (training step, test figures)."""
+  return json.loads((path(name) / "meta.json").read_text())["extra"]
+
+
+def load(name: str):
+  """``(prior, params)`` for a flow, ``(decode, params)`` for the VAE.
+
+  ``decode`` maps one latent (20,) to one image (28, 28, 1) in [0, 1].
+  """
+  from mapflow import vae
+  from mapflow.flows import from_config
+  params, config = ckpt.load(path(name))
+  if isinstance(config, vae.VAEConfig):
+    return vae.generator(config, params), params
+  return from_config(config), params

@@ -1,0 +1,189 @@
+"""Data loaders, checkpoints, resumable training and shipped models."""
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mapflow as mf
+from mapflow import checkpoint as ckpt
+from mapflow import data, training
+
+TINY = mf.flows.RealNVPConfig(image_shape=(8, 8, 1), num_scales=2,
+                              num_blocks=1, hidden_channels=8,
+                              couplings_per_scale=2, final_couplings=2)
+TC = training.TrainConfig(batch_size=16, learning_rate=3e-3, halve_every=50,
+                          eval_every=0, sample_every=0, checkpoint_every=2,
+                          log_every=1, eval_batch=64, eval_limit=64)
+
+
+def write_idx(path, arr, gz=False):
+  header = struct.pack(">BBBB", 0, 0, 0x08, arr.ndim) + struct.pack(
+      f">{arr.ndim}I", *arr.shape)
+  raw = header + arr.astype(np.uint8).tobytes()
+  opener = gzip.open if gz else open
+  with opener(path, "wb") as f:
+    f.write(raw)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_loader(tmp_path, gz):
+  x = np.random.RandomState(0).randint(0, 256, (5, 28, 28)).astype(np.uint8)
+  y = np.arange(5).astype(np.uint8)
+  sfx = ".gz" if gz else ""
+  write_idx(tmp_path / f"t10k-images-idx3-ubyte{sfx}", x, gz)
+  write_idx(tmp_path / f"t10k-labels-idx1-ubyte{sfx}", y, gz)
+  xs, ys = data.load("fashion_mnist", "test", data_dir=tmp_path,
+                     with_labels=True)
+  assert xs.shape == (5, 28, 28, 1) and xs.dtype == np.uint8
+  np.testing.assert_array_equal(xs[..., 0], x)
+  np.testing.assert_array_equal(ys, y)
+
+
+def test_truncated_idx_is_an_error(tmp_path):
+  x = np.zeros((5, 4, 4), np.uint8)
+  write_idx(tmp_path / "t10k-images-idx3-ubyte", x)
+  p = tmp_path / "t10k-images-idx3-ubyte"
+  p.write_bytes(p.read_bytes()[:-7])
+  with pytest.raises(ValueError, match="truncated"):
+    data.read_idx(p)
+
+
+def test_folder_loader(tmp_path):
+  from PIL import Image
+  rng = np.random.RandomState(1)
+  imgs = rng.randint(0, 256, (3, 6, 5, 3)).astype(np.uint8)
+  for i, a in enumerate(imgs):
+    Image.fromarray(a).save(tmp_path / f"im{i}.png")
+  x = data.load(f"folder:{tmp_path}", "test")
+  np.testing.assert_array_equal(x, imgs)
+  g = data.load_folder(tmp_path, channels=1)
+  assert g.shape == (3, 6, 5, 1)
+
+
+def test_tfds_through_mock_data():
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=6):
+    x, y = data.load_tfds("mnist", "train", with_labels=True)
+  assert x.shape == (6, 28, 28, 1) and x.dtype == np.uint8
+  assert y.shape == (6,)
+
+
+def test_digits_split_and_resize():
+  tr = data.load("digits8", "train")
+  te = data.load("digits8", "test")
+  assert tr.shape[1:] == (8, 8, 1) and te.shape[1:] == (8, 8, 1)
+  assert len(tr) + len(te) == 1797
+  flat = {a.tobytes() for a in tr}
+  assert sum(a.tobytes() in flat for a in te) < 0.1 * len(te)
+  big = data.load("digits", "test")
+  assert big.shape == (len(te), 28, 28, 1) and big.max() > 200
+
+
+def test_missing_dataset_says_how_to_get_it(tmp_path):
+  with pytest.raises(data.DatasetNotFoundError, match="no t10k-images"):
+    data.load_idx_dir(tmp_path, "test")
+  with pytest.raises(ValueError, match="expected one of"):
+    data.load("imagenet", "train")
+
+
+def test_checkpoint_round_trip_is_exact(tmp_path):
+  flow = mf.flows.from_config(TINY)
+  params = flow.init(jax.random.PRNGKey(0),
+                     jnp.full((2, 8, 8, 1), 0.5))
+  ckpt.save(tmp_path / "c", params, TINY, {"note": "x"})
+  back, cfg = ckpt.load(tmp_path / "c")
+  assert cfg == TINY
+  for a, b in zip(jax.tree_util.tree_leaves(params),
+                  jax.tree_util.tree_leaves(back)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_corrupt_and_mismatched_checkpoints_fail_clearly(tmp_path):
+  flow = mf.flows.from_config(TINY)
+  params = flow.init(jax.random.PRNGKey(0), jnp.full((2, 8, 8, 1), 0.5))
+  ckpt.save(tmp_path / "c", params, TINY)
+  # Truncate every array file: the load must say so, not crash obscurely.
+  for f in (tmp_path / "c" / "arrays").rglob("*"):
+    if f.is_file() and f.stat().st_size > 64 and "METADATA" not in f.name:
+      f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+  with pytest.raises(ckpt.CheckpointError):
+    ckpt.load(tmp_path / "c")
+  # A config that implies other shapes.
+  ckpt.save(tmp_path / "d", params, TINY)
+  cfg = json.loads((tmp_path / "d" / "config.json").read_text())
+  cfg["fields"]["hidden_channels"] = 16
+  (tmp_path / "d" / "config.json").write_text(json.dumps(cfg))
+  with pytest.raises(ckpt.CheckpointError, match="shape"):
+    ckpt.load(tmp_path / "d")
+  (tmp_path / "e").mkdir()
+  with pytest.raises(ckpt.CheckpointError, match="not a mapflow checkpoint"):
+    ckpt.load(tmp_path / "e")
+
+
+def tiny_data():
+  x = data.load("digits8", "train")[:256]
+  return x, data.load("digits8", "test")[:64]
+
+
+def test_training_lowers_the_loss(tmp_path):
+  xtr, xte = tiny_data()
+  training.train(TINY, TC, xtr, xte, tmp_path, steps=30, progress=False)
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").open()]
+  first = np.mean([r["bpd"] for r in rows[:5]])
+  last = np.mean([r["bpd"] for r in rows[-5:]])
+  assert last < first - 0.2
+  ev = [json.loads(l) for l in (tmp_path / "evals.jsonl").open()]
+  assert ev[-1]["step"] == 30 and np.isfinite(ev[-1]["test_bpd"])
+  assert (tmp_path / "samples_000030.png").is_file()
+
+
+def test_resume_in_two_pieces_equals_one_run(tmp_path):
+  xtr, xte = tiny_data()
+  one = training.train(TINY, TC, xtr, xte, tmp_path / "a", steps=6,
+                       progress=False)
+  training.train(TINY, TC, xtr, xte, tmp_path / "b", steps=3, progress=False)
+  two = training.train(TINY, TC, xtr, xte, tmp_path / "b", steps=6,
+                       progress=False)
+  assert int(two.step) == 6
+  for a, b in zip(jax.tree_util.tree_leaves(one),
+                  jax.tree_util.tree_leaves(two)):
+    np.testing.assert_array_equal(a, b)
+  steps = [json.loads(l)["step"] for l in (tmp_path / "b" /
+                                           "metrics.jsonl").open()]
+  assert steps == sorted(set(steps))
+
+
+def test_batches_cover_each_epoch_once():
+  seen = np.concatenate([training.batch_indices(s, 100, 10, 3)
+                         for s in range(10)])
+  assert sorted(seen.tolist()) == list(range(100))
+  nxt = training.batch_indices(10, 100, 10, 3)
+  assert not np.array_equal(nxt, training.batch_indices(0, 100, 10, 3))
+
+
+@pytest.mark.parametrize("name", mf.pretrained.available())
+def test_shipped_models_load_and_score_real_images(name):
+  model, params = mf.pretrained.load(name)
+  if name.endswith("_vae"):
+    x = model(jnp.zeros((20,)))
+    assert x.shape == (28, 28, 1) and bool(jnp.all(jnp.isfinite(x)))
+    return
+  src = "digits" if name.startswith("digits") else "fashion_mnist"
+  try:
+    imgs = data.load(src, "test")[:4]
+  except data.DatasetNotFoundError:
+    pytest.skip(f"{src} not installed here")
+  lp = jax.jit(model.log_prob)(params, mf.flows.dequantize(
+      imgs, model.config.num_bits))
+  assert lp.shape == (4,) and bool(jnp.all(jnp.isfinite(lp)))
+
+
+def test_unknown_pretrained_name_is_named():
+  with pytest.raises(ValueError, match="expected one of"):
+    mf.pretrained.load("imagenet_glow")

@@ -1,0 +1,36 @@
+"""Train Bora et al.'s VAE (784-500-500-20, softplus) on a dataset.
+
+python -m train.vae --data fashion_mnist --workdir DIR [--steps 30000]
+Resumable like train.flow.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from mapflow import data, vae
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(prog="python -m train.vae",
+                              description=__doc__.splitlines()[0])
+  p.add_argument("--data", default="fashion_mnist")
+  p.add_argument("--data-dir")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--steps", type=int, default=30000)
+  p.add_argument("--batch-size", type=int, default=100)
+  p.add_argument("--learning-rate", type=float, default=1e-3)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--no-progress", action="store_true")
+  args = p.parse_args(argv)
+  x_train = data.load(args.data, "train", args.data_dir)
+  x_test = data.load(args.data, "test", args.data_dir)
+  cfg = vae.VAEConfig(image_shape=tuple(x_train.shape[1:]))
+  _, test_elbo = vae.train_vae(cfg, x_train, x_test, args.workdir, args.steps,
+                               args.batch_size, args.learning_rate, args.seed,
+                               not args.no_progress)
+  print(f"test ELBO: {test_elbo:.2f} nats per image")
+
+
+if __name__ == "__main__":
+  main()
