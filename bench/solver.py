@@ -57,6 +57,21 @@ def time_recover(prior, params, batch, steps, opt):
           "s_per_step": dt / steps, "first_call_s": first}
 
 
+def time_loop_modes(prior, params, batch, steps, opt, chunk):
+  """A Python loop over one jitted step against ``chunk`` steps per scan."""
+  op, noise, y = one_bit_problem(prior, params, batch, 784,
+                                 jax.random.PRNGKey(3))
+  kw = dict(prior=prior, params=params, operator=op, noise=noise, beta=0.1,
+            optimizer=opt)
+  out = {"batch": batch, "steps": steps, "chunk": chunk}
+  for name, c in (("python_loop", 1), ("scanned", chunk)):
+    jax.block_until_ready(mf.recover(y, steps=c, chunk=c, **kw).x)
+    t = time.perf_counter()
+    jax.block_until_ready(mf.recover(y, steps=steps, chunk=c, **kw).x)
+    out[f"{name}_s_per_step"] = (time.perf_counter() - t) / steps
+  return out
+
+
 def time_sweep(prior, params, steps, opt, n=16):
   betas = jnp.array([0.1, 0.5, 1.0, 5.0, 10.0])
   ms = jnp.array([100, 200, 400, 800, 1600, 3200])
@@ -101,6 +116,8 @@ def main(argv=None):
     r = time_recover(prior, params, b, args.steps, opt)
     rows["recover"].append(r)
     print(json.dumps(r), flush=True)
+  rows["loop_modes"] = time_loop_modes(prior, params, 16, 10, opt, 5)
+  print(json.dumps(rows["loop_modes"]), flush=True)
   rows["sweep"] = time_sweep(prior, params, args.sweep_steps, opt)
   print(json.dumps(rows["sweep"]), flush=True)
   out = Path(args.out)

@@ -307,3 +307,16 @@ def test_bora_and_asim_run_through_the_same_machinery():
   want = np.linalg.solve(a.T @ a + 0.01 * np.eye(3),
                          a.T @ np.asarray(y[0]).reshape(-1))
   np.testing.assert_allclose(rb.z[0], want, atol=1e-3)
+
+
+def test_uncentred_one_bit_loses_brightness_centred_keeps_it():
+  # The trap DESIGN.md documents: sign(A x) is blind to x's scale, so a
+  # non-negative image and a brighter copy give identical measurements; the
+  # prior then drags every recovery to its densest point (black).  Centring
+  # at 0.5 makes the measurements see brightness.
+  x = jax.random.uniform(KEY, (2, 4, 4, 1), minval=0.1, maxval=0.45)
+  a = mf.operators.gaussian(KEY, 200, (4, 4, 1))
+  plain = mf.operators.one_bit(a, 0.0)
+  centred = mf.operators.one_bit(a, 0.5)
+  np.testing.assert_array_equal(plain(x), plain(2 * x))
+  assert np.any(np.asarray(centred(x)) != np.asarray(centred(2 * x)))

@@ -1,0 +1,51 @@
+"""Ship a trained model: copy a run's params into mapflow/pretrained/models.
+
+python -m train.export --workdir DIR --name NAME --command "python -m ..."
+
+The copy keeps the params and config and records the run's last test
+figure, step, wall time and the command that trained it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from mapflow import checkpoint as ckpt
+from mapflow import pretrained
+
+
+def last_eval(workdir: Path) -> dict:
+  for name in ("evals.jsonl",):
+    f = workdir / name
+    if f.is_file():
+      rows = [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
+      if rows:
+        return rows[-1]
+  f = workdir / "eval.json"
+  return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(prog="python -m train.export")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--name", required=True,
+                 choices=sorted(pretrained.DESCRIPTIONS))
+  p.add_argument("--command", required=True,
+                 help="the exact command that trained the model")
+  args = p.parse_args(argv)
+  workdir = Path(args.workdir)
+  params, config = ckpt.load(workdir / "params")
+  meta = ckpt.read_meta(workdir / "params")["extra"]
+  ev = last_eval(workdir)
+  extra = {"step": meta.get("step", ev.get("step")), "eval": ev,
+           "command": args.command}
+  dest = pretrained.MODELS_DIR / args.name
+  ckpt.save(dest, params, config, extra)
+  print(json.dumps({"name": args.name, **extra}, indent=1))
+
+
+if __name__ == "__main__":
+  main()
