@@ -35,11 +35,21 @@ def main(argv=None):
                  choices=sorted(pretrained.DESCRIPTIONS))
   p.add_argument("--command", required=True,
                  help="the exact command that trained the model")
+  p.add_argument("--data", help="flows: evaluate test bits/dim of the "
+                 "exported params on this dataset's full test split")
   args = p.parse_args(argv)
   workdir = Path(args.workdir)
   params, config = ckpt.load(workdir / "params")
   meta = ckpt.read_meta(workdir / "params")["extra"]
   ev = last_eval(workdir)
+  if args.data:
+    from mapflow import data
+    from mapflow.flows import from_config
+    from mapflow.training import evaluate_bpd
+    x = data.load(args.data, "test")
+    seed = meta.get("train_config", {}).get("seed", 0)
+    ev = {"step": meta.get("step"), "num_test": int(len(x)),
+          "test_bpd": evaluate_bpd(from_config(config), params, x, 500, seed)}
   extra = {"step": meta.get("step", ev.get("step")), "eval": ev,
            "command": args.command}
   dest = pretrained.MODELS_DIR / args.name
