@@ -1,0 +1,53 @@
+"""Experiment infrastructure: protocol indices, resumable tables, baselines."""
+
+import numpy as np
+import pytest
+
+import mapflow as mf
+from mapflow import experiments as ex
+
+
+def test_protocol_indices_follow_design():
+  val, test = ex.protocol_indices()
+  np.random.seed(0)
+  idx = np.random.choice(10000, 80, False)
+  np.testing.assert_array_equal(val, idx[:16])
+  np.testing.assert_array_equal(test, idx[16:])
+  assert len(set(val) & set(test)) == 0
+
+
+def test_result_table_resumes_and_is_atomic(tmp_path):
+  cols = ["method", "scale", "image", "psnr"]
+  t = ex.ResultTable(tmp_path / "r.csv", cols, ["method", "scale", "image"])
+  t.add([{"method": "ours", "scale": 0.5, "image": 3, "psnr": 21.25}])
+  assert t.done(method="ours", scale=0.5, image=3)
+  again = ex.ResultTable(tmp_path / "r.csv", cols, ["method", "scale", "image"])
+  assert again.done(method="ours", scale=0.5, image=3)
+  assert not again.done(method="asim", scale=0.5, image=3)
+  assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
+  with pytest.raises(ValueError, match="missing"):
+    again.add([{"method": "x"}])
+  with pytest.raises(ValueError, match="columns"):
+    ex.ResultTable(tmp_path / "r.csv", ["a", "b"], ["a"])
+
+
+def test_isotropic_ablation_matches_average_variance():
+  n = mf.noise.sinusoidal((16, 8, 1), 1.0)
+  iso = ex.isotropic_like(n)
+  assert float(iso.sigma) ** 2 == pytest.approx(
+      float(np.mean(np.asarray(n.std_map) ** 2)), rel=1e-5)
+
+
+def test_bm3d_denoises_when_available():
+  pytest.importorskip("bm3d")
+  rng = np.random.RandomState(0)
+  x = np.zeros((1, 16, 16, 1), np.float32)
+  x[:, 4:12, 4:12] = 0.8
+  y = x + 0.1 * rng.randn(*x.shape).astype(np.float32)
+  d = ex.bm3d_denoise(y, 0.1)
+  assert np.mean((d - x) ** 2) < 0.5 * np.mean((y - x) ** 2)
+
+
+def test_mean_and_stderr():
+  m, s = ex.mean_and_stderr([1.0, 2.0, 3.0, 4.0])
+  assert m == 2.5 and s == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
