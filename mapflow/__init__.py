@@ -4,8 +4,8 @@ Reimplements Whang, Lei & Dimakis, "Compressed Sensing with Invertible
 Generative Models and Dependent Noise" (2020) in JAX.
 """
 
-from mapflow import (checkpoint, data, flows, metrics, noise, objectives,
-                     operators, pretrained, training, vae)
+from mapflow import (checkpoint, data, experiments, flows, metrics, noise,
+                     objectives, operators, pretrained, training, vae)
 from mapflow.solve import (RecoveryResult, recover, recover_asim,
                            recover_bora, sweep)
 

@@ -128,3 +128,165 @@ def mean_and_stderr(values) -> Tuple[float, float]:
   if v.size < 2:
     return float(v.mean()), float("nan")
   return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size))
+
+
+# ---------------------------------------------------------------------------
+# Denoising experiments (SINUSOIDAL, RADIAL): y = x + delta.
+
+PAPER_BETAS = (0.1, 0.5, 1.0, 5.0, 10.0)
+EXTENDED_BETAS = (0.01, 0.03) + PAPER_BETAS
+ASIM_GAMMAS = (0.0, 0.1, 0.5, 1.0, 5.0)
+BORA_LAMS = (0.0, 0.001, 0.01, 0.1, 1.0)
+# BM3D's sigma^2 as multiples of the largest noise variance (s^2).
+BM3D_VARIANCE_FACTORS = (0.1 ** 2, 0.5 ** 2, 1.0, 2.0 ** 2, 5.0 ** 2)
+DENOISING_METHODS = ("ours", "ours_ext", "ablation", "asim", "bora", "bm3d")
+RESULT_COLUMNS = ["experiment", "setting", "method", "hyper", "image",
+                  "psnr"]
+SELECTION_COLUMNS = ["experiment", "setting", "method", "hyper",
+                     "val_psnr"]
+
+
+def structured_noise(kind: str, shape, scale: float):
+  if kind == "sinusoidal":
+    return noise_lib.sinusoidal(shape, scale)
+  if kind == "radial":
+    return noise_lib.radial(shape, scale)
+  raise ValueError(f"kind: got {kind!r}, expected 'sinusoidal' or 'radial'")
+
+
+def _choose(values: Sequence[float], scores: Sequence[float]):
+  scores = np.asarray(scores, np.float64)
+  scores = np.where(np.isfinite(scores), scores, -np.inf)
+  i = int(np.argmax(scores))
+  return values[i], float(scores[i])
+
+
+def run_denoising(kind: str, scales: Sequence[float], out, *, prior, params,
+                  x_val, x_test, test_ids, decode=None, steps: int = 300,
+                  bora_steps: int = 300, bora_restarts: int = 4,
+                  methods: Sequence[str] = DENOISING_METHODS, seed: int = 0,
+                  optimizer=None, progress=None):
+  """Runs one denoising experiment; returns the result table's path.
+
+  Every method's hyperparameter is chosen on ``x_val`` (by mean PSNR) and
+  then run once on ``x_test``; per-image test PSNRs go to
+  ``out/results.csv`` and the choices to ``out/selection.csv``.  Cells
+  already in the CSVs are skipped.
+  """
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  from mapflow import metrics, solve
+  from mapflow import operators as ops
+
+  unknown = sorted(set(methods) - set(DENOISING_METHODS))
+  if unknown:
+    raise ValueError(f"methods: got {unknown}, expected some of "
+                     f"{DENOISING_METHODS}")
+  if "bora" in methods and decode is None:
+    raise ValueError("decode: Bora et al. needs a generator (the VAE)")
+  out = Path(out)
+  results = ResultTable(out / "results.csv", RESULT_COLUMNS,
+                        ["experiment", "setting", "method", "image"])
+  selection = ResultTable(out / "selection.csv", SELECTION_COLUMNS,
+                          ["experiment", "setting", "method", "hyper"])
+  optimizer = optimizer or optax.adam(1e-2)
+  shape = tuple(x_test.shape[1:])
+  op = ops.identity()
+  x_val, x_test = jnp.asarray(x_val), jnp.asarray(x_test)
+  say = progress or (lambda msg: None)
+
+  for s in scales:
+    setting = f"{float(s):g}"
+    noise = structured_noise(kind, shape, float(s))
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), int(round(s * 1e4)))
+    kv, kt = jax.random.split(key)
+    y_val = x_val + noise.sample(seed=kv, sample_shape=(len(x_val),))
+    y_test = x_test + noise.sample(seed=kt, sample_shape=(len(x_test),))
+
+    def record(method, hyper_values, val_scores, run_test):
+      if results.done(experiment=kind, setting=setting, method=method,
+                      image=int(test_ids[0])):
+        return
+      best, best_score = _choose(hyper_values, val_scores)
+      selection.add([{"experiment": kind, "setting": setting,
+                      "method": method, "hyper": h, "val_psnr": v}
+                     for h, v in zip(hyper_values, val_scores)])
+      x_hat = run_test(best)
+      p = np.asarray(metrics.psnr(x_test, x_hat))
+      results.add([{"experiment": kind, "setting": setting, "method": method,
+                    "hyper": best, "image": int(i), "psnr": float(v)}
+                   for i, v in zip(test_ids, p)])
+      say(f"{kind} s={setting} {method}: hyper {best}, val {best_score:.2f} "
+          f"dB, test {p.mean():.2f} dB")
+
+    def map_method(method, noise_model, betas):
+      if results.done(experiment=kind, setting=setting, method=method,
+                      image=int(test_ids[0])):
+        return
+      # Start at the measurements: denoising GD from y, as in Theorem 4.1.
+      grid = solve.sweep(y_val, prior=prior, params=params, operator=op,
+                         noise=noise_model, betas=jnp.asarray(betas),
+                         steps=steps, optimizer=optimizer,
+                         init="measurements")
+      scores = [float(jnp.mean(metrics.psnr(x_val, grid.x[b, 0])))
+                for b in range(len(betas))]
+      record(method, list(betas), scores, lambda b: solve.recover(
+          y_test, prior=prior, params=params, operator=op, noise=noise_model,
+          beta=b, steps=steps, optimizer=optimizer, init="measurements").x)
+
+    if "ours" in methods:
+      map_method("ours", noise, PAPER_BETAS)
+    if "ours_ext" in methods:
+      map_method("ours_ext", noise, EXTENDED_BETAS)
+    if "ablation" in methods:
+      map_method("ablation", isotropic_like(noise), PAPER_BETAS)
+    if "asim" in methods and not results.done(
+        experiment=kind, setting=setting, method="asim",
+        image=int(test_ids[0])):
+      run = lambda g, y: solve.recover_asim(
+          y, prior=prior, params=params, operator=op, gamma=g, steps=steps,
+          optimizer=optimizer, init="measurements").x
+      scores = [float(jnp.mean(metrics.psnr(x_val, run(g, y_val))))
+                for g in ASIM_GAMMAS]
+      record("asim", list(ASIM_GAMMAS), scores, lambda g: run(g, y_test))
+    if "bora" in methods and not results.done(
+        experiment=kind, setting=setting, method="bora",
+        image=int(test_ids[0])):
+      run = lambda l, y: solve.recover_bora(
+          y, generator=decode, operator=op, latent_shape=(20,), lam=l,
+          steps=bora_steps, restarts=bora_restarts, optimizer=optimizer,
+          key=jax.random.PRNGKey(seed)).x
+      scores = [float(jnp.mean(metrics.psnr(x_val, run(l, y_val))))
+                for l in BORA_LAMS]
+      record("bora", list(BORA_LAMS), scores, lambda l: run(l, y_test))
+    if "bm3d" in methods and not results.done(
+        experiment=kind, setting=setting, method="bm3d",
+        image=int(test_ids[0])):
+      sigmas = [float(s) * np.sqrt(f) for f in BM3D_VARIANCE_FACTORS]
+      scores = [float(jnp.mean(metrics.psnr(
+          x_val, bm3d_denoise(np.asarray(y_val), sg)))) for sg in sigmas]
+      record("bm3d", sigmas, scores,
+             lambda sg: jnp.asarray(bm3d_denoise(np.asarray(y_test), sg)))
+  return out / "results.csv"
+
+
+def summarize(results_csv) -> List[dict]:
+  """Mean PSNR ± standard error per (experiment, setting, method)."""
+  with Path(results_csv).open(newline="") as f:
+    rows = list(csv.DictReader(f))
+  groups: Dict[tuple, list] = {}
+  hyper: Dict[tuple, str] = {}
+  for r in rows:
+    k = (r["experiment"], r["setting"], r["method"])
+    groups.setdefault(k, []).append(float(r["psnr"]))
+    hyper[k] = r["hyper"]
+  out = []
+  for k, v in sorted(groups.items(), key=lambda kv: (kv[0][0], float(
+      kv[0][1]), kv[0][2])):
+    m, se = mean_and_stderr(v)
+    out.append({"experiment": k[0], "setting": k[1], "method": k[2],
+                "hyper": hyper[k], "n": len(v), "psnr_mean": m,
+                "psnr_stderr": se})
+  return out

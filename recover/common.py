@@ -1,0 +1,85 @@
+"""Shared command-line plumbing for the experiment scripts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+
+def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog=prog, description=description)
+  p.add_argument("--out", required=True, help="output folder (CSV, PNG)")
+  p.add_argument("--prior", default="fashion_mnist_realnvp",
+                 help="shipped prior name, or a checkpoint directory")
+  p.add_argument("--steps", type=int, default=300,
+                 help="optimiser steps per recovery (default 300)")
+  p.add_argument("--num-val", type=int, default=16,
+                 help="validation images used to choose hyperparameters")
+  p.add_argument("--num-test", type=int, default=64,
+                 help="reported test images")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--data-dir", help="Fashion-MNIST IDX directory")
+  return p
+
+
+def load_prior(name_or_path):
+  import mapflow as mf
+  from pathlib import Path
+  if Path(name_or_path).is_dir():
+    params, cfg = mf.checkpoint.load(name_or_path)
+    return mf.flows.from_config(cfg), params
+  return mf.pretrained.load(name_or_path)
+
+
+def protocol_images(args):
+  """(x_val, x_test, test_ids) in [0, 1] from the Fashion-MNIST test split."""
+  from mapflow import data, experiments
+  x = data.load("fashion_mnist", "test", args.data_dir)
+  val, test = experiments.protocol_indices(len(x))
+  val, test = val[:args.num_val], test[:args.num_test]
+  f = lambda i: x[i].astype(np.float32) / 255.0
+  return f(val), f(test), test
+
+
+def say(msg):
+  print(msg, file=sys.stderr, flush=True)
+
+
+def write_summary(out, rows):
+  from mapflow.checkpoint import write_json_atomic
+  write_json_atomic(out / "summary.json", rows)
+  for r in rows:
+    say(f"{r['experiment']:>10} {r['setting']:>6} {r['method']:>9}: "
+        f"{r['psnr_mean']:6.2f} ± {r['psnr_stderr']:.2f} dB "
+        f"(hyper {r['hyper']}, n={r['n']})")
+
+
+def plot_curves(out, rows, xlabel, name):
+  """PSNR against the setting, one line per method (needs matplotlib)."""
+  try:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+  except ImportError:
+    say("matplotlib not installed: skipping the figure")
+    return None
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  for m in sorted({r["method"] for r in rows}):
+    pts = sorted((float(r["setting"]), r["psnr_mean"], r["psnr_stderr"])
+                 for r in rows if r["method"] == m)
+    xs, ys, es = zip(*pts)
+    ax.errorbar(xs, ys, yerr=es, marker="o", capsize=2, label=m)
+  ax.set_xscale("log")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel("PSNR (dB)")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  path = out / name
+  tmp = out / f".{name}.tmp.png"
+  fig.savefig(tmp, dpi=120)
+  plt.close(fig)
+  tmp.replace(path)
+  return path
