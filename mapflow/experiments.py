@@ -161,115 +161,160 @@ def _choose(values: Sequence[float], scores: Sequence[float]):
   return values[i], float(scores[i])
 
 
-def run_denoising(kind: str, scales: Sequence[float], out, *, prior, params,
-                  x_val, x_test, test_ids, decode=None, steps: int = 300,
-                  bora_steps: int = 300, bora_restarts: int = 4,
-                  methods: Sequence[str] = DENOISING_METHODS, seed: int = 0,
-                  optimizer=None, progress=None):
-  """Runs one denoising experiment; returns the result table's path.
+class Context:
+  """What every cell of an experiment shares: prior, data, tables, knobs."""
 
-  Every method's hyperparameter is chosen on ``x_val`` (by mean PSNR) and
-  then run once on ``x_test``; per-image test PSNRs go to
-  ``out/results.csv`` and the choices to ``out/selection.csv``.  Cells
-  already in the CSVs are skipped.
+  def __init__(self, out, *, prior, params, x_val, x_test, test_ids,
+               decode=None, steps=300, bora_steps=300, bora_restarts=4,
+               methods=DENOISING_METHODS, seed=0, optimizer=None,
+               progress=None, valid_methods=DENOISING_METHODS):
+    import optax
+    unknown = sorted(set(methods) - set(valid_methods))
+    if unknown:
+      raise ValueError(f"methods: got {unknown}, expected some of "
+                       f"{tuple(valid_methods)}")
+    if "bora" in methods and decode is None:
+      raise ValueError("decode: Bora et al. needs a generator (the VAE)")
+    self.out = Path(out)
+    self.results = ResultTable(self.out / "results.csv", RESULT_COLUMNS,
+                               ["experiment", "setting", "method", "image"])
+    self.selection = ResultTable(self.out / "selection.csv",
+                                 SELECTION_COLUMNS,
+                                 ["experiment", "setting", "method", "hyper"])
+    self.prior, self.params, self.decode = prior, params, decode
+    self.x_val, self.x_test = np.asarray(x_val), np.asarray(x_test)
+    self.test_ids = [int(i) for i in test_ids]
+    self.steps, self.bora_steps = steps, bora_steps
+    self.bora_restarts, self.methods, self.seed = bora_restarts, methods, seed
+    self.optimizer = optimizer or optax.adam(1e-2)
+    self.say = progress or (lambda msg: None)
+
+
+def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
+             y_test, init: str = "zeros"):
+  """Every method of ``ctx.methods`` on one setting of one experiment.
+
+  Each method's hyperparameter is chosen by mean validation PSNR, then run
+  once on the test images.  Cells already recorded are skipped.
   """
   import jax
   import jax.numpy as jnp
-  import optax
 
   from mapflow import metrics, solve
-  from mapflow import operators as ops
 
-  unknown = sorted(set(methods) - set(DENOISING_METHODS))
-  if unknown:
-    raise ValueError(f"methods: got {unknown}, expected some of "
-                     f"{DENOISING_METHODS}")
-  if "bora" in methods and decode is None:
-    raise ValueError("decode: Bora et al. needs a generator (the VAE)")
-  out = Path(out)
-  results = ResultTable(out / "results.csv", RESULT_COLUMNS,
-                        ["experiment", "setting", "method", "image"])
-  selection = ResultTable(out / "selection.csv", SELECTION_COLUMNS,
-                          ["experiment", "setting", "method", "hyper"])
-  optimizer = optimizer or optax.adam(1e-2)
-  shape = tuple(x_test.shape[1:])
-  op = ops.identity()
-  x_val, x_test = jnp.asarray(x_val), jnp.asarray(x_test)
-  say = progress or (lambda msg: None)
+  x_val, x_test = jnp.asarray(ctx.x_val), jnp.asarray(ctx.x_test)
+  prior, params, steps, opt = ctx.prior, ctx.params, ctx.steps, ctx.optimizer
 
-  for s in scales:
-    setting = f"{float(s):g}"
-    noise = structured_noise(kind, shape, float(s))
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), int(round(s * 1e4)))
-    kv, kt = jax.random.split(key)
-    y_val = x_val + noise.sample(seed=kv, sample_shape=(len(x_val),))
-    y_test = x_test + noise.sample(seed=kt, sample_shape=(len(x_test),))
+  def done(method):
+    return ctx.results.done(experiment=experiment, setting=setting,
+                            method=method, image=ctx.test_ids[0])
 
-    def record(method, hyper_values, val_scores, run_test):
-      if results.done(experiment=kind, setting=setting, method=method,
-                      image=int(test_ids[0])):
-        return
-      best, best_score = _choose(hyper_values, val_scores)
-      selection.add([{"experiment": kind, "setting": setting,
-                      "method": method, "hyper": h, "val_psnr": v}
-                     for h, v in zip(hyper_values, val_scores)])
-      x_hat = run_test(best)
-      p = np.asarray(metrics.psnr(x_test, x_hat))
-      results.add([{"experiment": kind, "setting": setting, "method": method,
-                    "hyper": best, "image": int(i), "psnr": float(v)}
-                   for i, v in zip(test_ids, p)])
-      say(f"{kind} s={setting} {method}: hyper {best}, val {best_score:.2f} "
-          f"dB, test {p.mean():.2f} dB")
+  def record(method, hyper_values, val_scores, run_test):
+    best, best_score = _choose(hyper_values, val_scores)
+    ctx.selection.add([{"experiment": experiment, "setting": setting,
+                        "method": method, "hyper": h, "val_psnr": v}
+                       for h, v in zip(hyper_values, val_scores)])
+    p = np.asarray(metrics.psnr(x_test, run_test(best)))
+    ctx.results.add([{"experiment": experiment, "setting": setting,
+                      "method": method, "hyper": best, "image": i,
+                      "psnr": float(v)} for i, v in zip(ctx.test_ids, p)])
+    ctx.say(f"{experiment} {setting} {method}: hyper {best}, val "
+            f"{best_score:.2f} dB, test {p.mean():.2f} dB")
 
-    def map_method(method, noise_model, betas):
-      if results.done(experiment=kind, setting=setting, method=method,
-                      image=int(test_ids[0])):
-        return
-      # Start at the measurements: denoising GD from y, as in Theorem 4.1.
-      grid = solve.sweep(y_val, prior=prior, params=params, operator=op,
-                         noise=noise_model, betas=jnp.asarray(betas),
-                         steps=steps, optimizer=optimizer,
-                         init="measurements")
-      scores = [float(jnp.mean(metrics.psnr(x_val, grid.x[b, 0])))
-                for b in range(len(betas))]
-      record(method, list(betas), scores, lambda b: solve.recover(
-          y_test, prior=prior, params=params, operator=op, noise=noise_model,
-          beta=b, steps=steps, optimizer=optimizer, init="measurements").x)
+  def map_method(method, noise_model, betas):
+    grid = solve.sweep(y_val, prior=prior, params=params, operator=op,
+                       noise=noise_model, betas=jnp.asarray(betas),
+                       steps=steps, optimizer=opt, init=init)
+    scores = [float(jnp.mean(metrics.psnr(x_val, grid.x[b, 0])))
+              for b in range(len(betas))]
+    record(method, list(betas), scores, lambda b: solve.recover(
+        y_test, prior=prior, params=params, operator=op, noise=noise_model,
+        beta=b, steps=steps, optimizer=opt, init=init).x)
 
-    if "ours" in methods:
+  for method in ctx.methods:
+    if done(method):
+      continue
+    if method == "ours":
       map_method("ours", noise, PAPER_BETAS)
-    if "ours_ext" in methods:
+    elif method == "ours_ext":
       map_method("ours_ext", noise, EXTENDED_BETAS)
-    if "ablation" in methods:
+    elif method == "ablation":
       map_method("ablation", isotropic_like(noise), PAPER_BETAS)
-    if "asim" in methods and not results.done(
-        experiment=kind, setting=setting, method="asim",
-        image=int(test_ids[0])):
+    elif method == "asim":
       run = lambda g, y: solve.recover_asim(
           y, prior=prior, params=params, operator=op, gamma=g, steps=steps,
-          optimizer=optimizer, init="measurements").x
+          optimizer=opt, init=init).x
       scores = [float(jnp.mean(metrics.psnr(x_val, run(g, y_val))))
                 for g in ASIM_GAMMAS]
       record("asim", list(ASIM_GAMMAS), scores, lambda g: run(g, y_test))
-    if "bora" in methods and not results.done(
-        experiment=kind, setting=setting, method="bora",
-        image=int(test_ids[0])):
+    elif method == "bora":
       run = lambda l, y: solve.recover_bora(
-          y, generator=decode, operator=op, latent_shape=(20,), lam=l,
-          steps=bora_steps, restarts=bora_restarts, optimizer=optimizer,
-          key=jax.random.PRNGKey(seed)).x
+          y, generator=ctx.decode, operator=op, latent_shape=(20,), lam=l,
+          steps=ctx.bora_steps, restarts=ctx.bora_restarts, optimizer=opt,
+          key=jax.random.PRNGKey(ctx.seed)).x
       scores = [float(jnp.mean(metrics.psnr(x_val, run(l, y_val))))
                 for l in BORA_LAMS]
       record("bora", list(BORA_LAMS), scores, lambda l: run(l, y_test))
-    if "bm3d" in methods and not results.done(
-        experiment=kind, setting=setting, method="bm3d",
-        image=int(test_ids[0])):
-      sigmas = [float(s) * np.sqrt(f) for f in BM3D_VARIANCE_FACTORS]
+    elif method == "bm3d":
+      scale = float(np.max(np.asarray(noise.std_map)))
+      sigmas = [scale * float(np.sqrt(f)) for f in BM3D_VARIANCE_FACTORS]
       scores = [float(jnp.mean(metrics.psnr(
           x_val, bm3d_denoise(np.asarray(y_val), sg)))) for sg in sigmas]
       record("bm3d", sigmas, scores,
              lambda sg: jnp.asarray(bm3d_denoise(np.asarray(y_test), sg)))
-  return out / "results.csv"
+
+
+def _split_keys(seed, *tags):
+  import jax
+  key = jax.random.PRNGKey(seed)
+  for t in tags:
+    key = jax.random.fold_in(key, int(t))
+  return jax.random.split(key)
+
+
+def run_denoising(ctx: Context, kind: str, scales: Sequence[float]):
+  """SINUSOIDAL or RADIAL: ``y = x + delta`` at each noise scale."""
+  from mapflow import operators as ops
+  shape = tuple(ctx.x_test.shape[1:])
+  for s in scales:
+    noise = structured_noise(kind, shape, float(s))
+    kv, kt = _split_keys(ctx.seed, round(s * 1e4))
+    y_val = ctx.x_val + noise.sample(seed=kv, sample_shape=(len(ctx.x_val),))
+    y_test = ctx.x_test + noise.sample(seed=kt,
+                                       sample_shape=(len(ctx.x_test),))
+    # Denoising starts at the measurements (Theorem 4.1's GD from y).
+    run_cell(ctx, kind, f"{float(s):g}", ops.identity(), noise, y_val, y_test,
+             init="measurements")
+  return ctx.out / "results.csv"
+
+
+ONE_BIT_METHODS = ("ours", "ours_ext", "ablation", "asim", "bora")
+
+
+def run_one_bit(ctx: Context, settings: Sequence[Tuple[int, float]],
+                max_m: int):
+  """Noisy 1-bit CS, ``y = sign(A (x - 0.5)) + delta`` for (m, s) settings.
+
+  One matrix of ``max_m`` rows serves every m (its first m rows), and one
+  noise draw per scale, so settings along m are nested designs.
+  """
+  import jax
+  from mapflow import operators as ops
+  shape = tuple(ctx.x_test.shape[1:])
+  a = ops.gaussian(jax.random.PRNGKey(ctx.seed + 101), max_m, shape)
+  for m, s in settings:
+    if not 0 < m <= max_m:
+      raise ValueError(f"m: got {m}, expected 1..{max_m}")
+    noise = noise_lib.sinusoidal_1d(max_m, float(s))
+    op = ops.one_bit(ops.with_active(a, m), 0.5)
+    kv, kt = _split_keys(ctx.seed, round(s * 1e4))
+    y_val = op(ctx.x_val) + noise.sample(seed=kv,
+                                         sample_shape=(len(ctx.x_val),))
+    y_test = op(ctx.x_test) + noise.sample(seed=kt,
+                                           sample_shape=(len(ctx.x_test),))
+    run_cell(ctx, "one_bit", f"m={m},s={float(s):g}", op, noise, y_val,
+             y_test)
+  return ctx.out / "results.csv"
 
 
 def summarize(results_csv) -> List[dict]:
@@ -283,10 +328,19 @@ def summarize(results_csv) -> List[dict]:
     groups.setdefault(k, []).append(float(r["psnr"]))
     hyper[k] = r["hyper"]
   out = []
-  for k, v in sorted(groups.items(), key=lambda kv: (kv[0][0], float(
-      kv[0][1]), kv[0][2])):
+  for k, v in sorted(groups.items(), key=lambda kv: (kv[0][0],
+                                                    _setting_key(kv[0][1]),
+                                                    kv[0][2])):
     m, se = mean_and_stderr(v)
     out.append({"experiment": k[0], "setting": k[1], "method": k[2],
                 "hyper": hyper[k], "n": len(v), "psnr_mean": m,
                 "psnr_stderr": se})
   return out
+
+
+def _setting_key(setting: str):
+  """Sorts "0.5" and "m=100,s=1" settings numerically."""
+  try:
+    return (float(setting),)
+  except ValueError:
+    return tuple(float(p.split("=")[1]) for p in setting.split(","))

@@ -57,7 +57,7 @@ def write_summary(out, rows):
         f"(hyper {r['hyper']}, n={r['n']})")
 
 
-def plot_curves(out, rows, xlabel, name):
+def plot_curves(out, rows, xlabel, name, x_of=float):
   """PSNR against the setting, one line per method (needs matplotlib)."""
   try:
     import matplotlib
@@ -68,7 +68,7 @@ def plot_curves(out, rows, xlabel, name):
     return None
   fig, ax = plt.subplots(figsize=(5, 3.5))
   for m in sorted({r["method"] for r in rows}):
-    pts = sorted((float(r["setting"]), r["psnr_mean"], r["psnr_stderr"])
+    pts = sorted((x_of(r["setting"]), r["psnr_mean"], r["psnr_stderr"])
                  for r in rows if r["method"] == m)
     xs, ys, es = zip(*pts)
     ax.errorbar(xs, ys, yerr=es, marker="o", capsize=2, label=m)

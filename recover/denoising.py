@@ -27,11 +27,12 @@ def main(kind: str, argv=None):
     decode, _ = mf.pretrained.load(args.vae)
   x_val, x_test, test_ids = common.protocol_images(args)
   scales = [float(s) for s in args.scales.split(",")]
-  csv_path = experiments.run_denoising(
-      kind, scales, out, prior=prior, params=params, x_val=x_val,
-      x_test=x_test, test_ids=test_ids, decode=decode, steps=args.steps,
+  ctx = experiments.Context(
+      out, prior=prior, params=params, x_val=x_val, x_test=x_test,
+      test_ids=test_ids, decode=decode, steps=args.steps,
       bora_steps=args.bora_steps, bora_restarts=args.bora_restarts,
       methods=methods, seed=args.seed, progress=common.say)
+  csv_path = experiments.run_denoising(ctx, kind, scales)
   rows = experiments.summarize(csv_path)
   common.write_summary(out, rows)
   common.plot_curves(out, rows, "noise scale s", f"{kind}_psnr.png")

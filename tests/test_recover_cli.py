@@ -47,3 +47,18 @@ def test_denoising_cli_end_to_end(tiny_prior, tmp_path, kind):
   before = (tmp_path / "results.csv").read_text()
   main(kind, args)
   assert (tmp_path / "results.csv").read_text() == before
+
+
+def test_one_bit_cli_end_to_end(tiny_prior, tmp_path):
+  from recover.one_bit import main
+  main(["--out", str(tmp_path), "--prior", tiny_prior, "--steps", "2",
+        "--bora-steps", "2", "--bora-restarts", "1", "--num-val", "2",
+        "--num-test", "2", "--ms", "50,100", "--scale", "1", "--scales",
+        "0.5", "--m", "100"])
+  with (tmp_path / "results.csv").open() as f:
+    rows = list(csv.DictReader(f))
+  assert list(rows[0]) == mf.experiments.RESULT_COLUMNS
+  settings = {r["setting"] for r in rows}
+  assert settings == {"m=50,s=1", "m=100,s=1", "m=100,s=0.5"}
+  assert {r["method"] for r in rows} == set(mf.experiments.ONE_BIT_METHODS)
+  assert (tmp_path / "summary.json").is_file()
