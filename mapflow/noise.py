@@ -116,20 +116,39 @@ class IsotropicGaussian(distrax.Distribution):
 class FlowNoise(distrax.Distribution):
   """Noise whose density is a flow's: ``log p(delta) = log p_G(delta)``.
 
-  The flow's support is its pixel space (for RealNVP, the open unit box), so
-  residuals outside it score NaN; the solver skips such steps and counts
-  them.
+  A RealNVP's pixel space is a bounded box (its logit preprocessing needs
+  ``a + (1 - 2a) delta`` in (0, 1)); outside it the density is zero and its
+  log is not finite.  An iterate that stepped outside would stay there (the
+  solver skips non-finite steps), so outside a box slightly inside the
+  support the log-density is extended continuously:
+
+      log p(delta) := log p_G(c(delta)) - penalty * ||delta - c(delta)||^2
+
+  with ``c`` the clip to the box.  Inside the box this is exactly
+  ``log p_G``; outside, its gradient points back in.
   """
 
-  def __init__(self, prior, params):
+  def __init__(self, prior, params, penalty: float = 1e4,
+               margin: float = 1e-3):
     self._prior, self._params = prior, params
+    self._penalty = penalty
+    a = getattr(prior.config, "logit_alpha", None)
+    if a is None:
+      self._box = None
+    else:
+      lo, hi = -a / (1 - 2 * a), (1 - a) / (1 - 2 * a)
+      self._box = (lo + margin, hi - margin)
 
   @property
   def event_shape(self):
     return tuple(self._prior.config.image_shape)
 
   def log_prob(self, value):
-    return self._prior.log_prob(self._params, value)
+    if self._box is None:
+      return self._prior.log_prob(self._params, value)
+    inside = jnp.clip(value, *self._box)
+    excess = jnp.sum(jnp.square(value - inside), axis=(-3, -2, -1))
+    return self._prior.log_prob(self._params, inside) - self._penalty * excess
 
   def _sample_n(self, key, n):
     return self._prior.sample(self._params, key, n)

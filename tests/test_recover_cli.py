@@ -62,3 +62,16 @@ def test_one_bit_cli_end_to_end(tiny_prior, tmp_path):
   assert settings == {"m=50,s=1", "m=100,s=1", "m=100,s=0.5"}
   assert {r["method"] for r in rows} == set(mf.experiments.ONE_BIT_METHODS)
   assert (tmp_path / "summary.json").is_file()
+
+
+def test_digit_noise_cli_end_to_end(tiny_prior, tmp_path):
+  from recover.digit_noise import main
+  main(["--out", str(tmp_path), "--prior", tiny_prior, "--noise-prior",
+        tiny_prior, "--steps", "2", "--bora-steps", "2", "--bora-restarts",
+        "1", "--num-val", "2", "--num-test", "2"])
+  with (tmp_path / "results.csv").open() as f:
+    rows = list(csv.DictReader(f))
+  assert {r["method"] for r in rows} == set(
+      mf.experiments.DENOISING_METHODS)
+  assert all(r["setting"] == "0.5x+digit" for r in rows)
+  assert all(float(r["psnr"]) > 0 for r in rows)
