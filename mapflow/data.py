@@ -215,3 +215,12 @@ def load(name: str, split: str = "train", data_dir=None,
   raise ValueError(f"name: got {name!r}, expected one of "
                    f"{sorted(set(TFDS_NAMES) | {'digits', 'digits8'})} or "
                    "'folder:/path'")
+
+
+def demo_images():
+  """The shipped demo images: 8 Fashion-MNIST test images (from the
+  protocol's reported set) and 8 held-out scikit-learn digits at 28x28,
+  both uint8 (8, 28, 28, 1), with their indices."""
+  path = Path(__file__).parent / "assets" / "demo_images.npz"
+  with np.load(path) as z:
+    return {k: z[k] for k in z.files}

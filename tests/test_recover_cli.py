@@ -75,3 +75,16 @@ def test_digit_noise_cli_end_to_end(tiny_prior, tmp_path):
       mf.experiments.DENOISING_METHODS)
   assert all(r["setting"] == "0.5x+digit" for r in rows)
   assert all(float(r["psnr"]) > 0 for r in rows)
+
+
+def test_demo_runs_offline_on_shipped_images(tiny_prior, tmp_path, capsys):
+  from recover.demo import METHODS, main
+  main(["--out", str(tmp_path), "--prior", tiny_prior, "--noise-prior",
+        tiny_prior, "--steps", "2", "--bora-steps", "2", "--images", "2",
+        "--m", "64"])
+  rows = json.loads((tmp_path / "psnr.json").read_text())
+  assert [r["task"] for r in rows] == ["1-bit CS", "sinusoidal",
+                                       "digit noise"]
+  assert all(r[m] > 0 for r in rows for m in ("ours", "asim", "bora"))
+  assert (tmp_path / "demo.png").is_file()
+  assert "PSNR (dB)" in capsys.readouterr().out
