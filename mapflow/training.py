@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
@@ -226,8 +228,22 @@ def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
 
   step = start
   last = {}
+  # Ctrl-C / SIGTERM stop the loop between steps: an interrupt inside a step
+  # would leave the donated state half-replaced and unsaveable.
+  stop = []
+  previous = {}
+
+  def request_stop(signum, frame):
+    del frame
+    stop.append(signum)
+    if bar is not None:
+      bar.write("stopping after this step (checkpointing)...")
+
+  if threading.current_thread() is threading.main_thread():
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      previous[sig] = signal.signal(sig, request_stop)
   try:
-    while step < steps:
+    while step < steps and not stop:
       if time_budget is not None and time.time() - t0 > time_budget:
         break
       idx = batch_indices(step, len(x_train), tc.batch_size, tc.seed)
@@ -249,11 +265,19 @@ def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
       if tc.eval_every and step % tc.eval_every == 0:
         do_eval(state)
   finally:
-    # Whatever stopped the loop (end, budget, Ctrl-C), keep finished steps.
-    if int(state.step) > start or restored is None:
-      save_state(workdir, state, flow_config, tc)
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
+    # Whatever stopped the loop (end, budget, signal, error), keep finished
+    # steps; a state whose buffers were donated mid-step cannot be saved,
+    # and then the last periodic checkpoint stands.
+    if not any(a.is_deleted() for a in jax.tree_util.tree_leaves(state)):
+      if int(state.step) > start or restored is None:
+        save_state(workdir, state, flow_config, tc)
     if bar is not None:
       bar.close()
+  if stop:
+    raise KeyboardInterrupt(f"stopped by signal {stop[0]} at step {step}; "
+                            "checkpointed")
   if step >= steps:
     if not (tc.sample_every and step % tc.sample_every == 0):
       do_samples(state)

@@ -187,3 +187,33 @@ def test_shipped_models_load_and_score_real_images(name):
 def test_unknown_pretrained_name_is_named():
   with pytest.raises(ValueError, match="expected one of"):
     mf.pretrained.load("imagenet_glow")
+
+
+def test_sigint_stops_between_steps_and_checkpoints(tmp_path):
+  import os
+  import signal
+  import subprocess
+  import sys
+  import textwrap
+  import time
+  script = textwrap.dedent(f"""
+      import sys
+      sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+      from tests.test_data_train import TINY, TC, tiny_data
+      from mapflow import training
+      xtr, xte = tiny_data()
+      training.train(TINY, TC, xtr, xte, {str(tmp_path)!r}, steps=100000,
+                     progress=False)
+  """)
+  proc = subprocess.Popen([sys.executable, "-c", script],
+                          stderr=subprocess.PIPE)
+  deadline = time.time() + 240
+  while time.time() < deadline and not (tmp_path / "metrics.jsonl").exists():
+    time.sleep(0.5)
+  time.sleep(1.0)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=240)
+  assert proc.returncode != 0 and b"checkpointed" in err
+  meta = json.loads((tmp_path / "state" / "meta.json").read_text())
+  logged = [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").open()]
+  assert meta["extra"]["step"] >= max(logged)
