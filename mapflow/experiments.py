@@ -321,6 +321,29 @@ def run_digit_noise(ctx: Context, noise_prior, noise_params, digits_val,
   return ctx.out / "results.csv"
 
 
+SUBPIXEL_METHODS = ("ours", "ours_ext", "asim", "bora")
+
+
+def run_subpixel(ctx: Context, keep: float = 0.75, sigma: float = 0.01):
+  """Sub-pixel imputation, ``y = M * x`` with ``M ~ Bernoulli(keep)``.
+
+  The task is noiseless; the MAP's noise model is iid N(0, sigma^2) with a
+  small ``sigma`` (a data-fit weight, 1 / (2 sigma^2)).  One mask, drawn
+  from the seed, serves every image: the solver shares one operator across
+  a batch.
+  """
+  import jax
+  import jax.numpy as jnp
+  from mapflow import operators as ops
+  shape = tuple(ctx.x_test.shape[1:])
+  key, _ = _split_keys(ctx.seed, round(keep * 1e4))
+  op = ops.mask(key, shape, keep)
+  run_cell(ctx, "subpixel", f"keep={keep:g}", op,
+           noise_lib.gaussian(sigma, shape), op(jnp.asarray(ctx.x_val)),
+           op(jnp.asarray(ctx.x_test)), init="measurements")
+  return ctx.out / "results.csv"
+
+
 ONE_BIT_METHODS = ("ours", "ours_ext", "ablation", "asim", "bora")
 
 

@@ -88,3 +88,14 @@ def test_demo_runs_offline_on_shipped_images(tiny_prior, tmp_path, capsys):
   assert all(r[m] > 0 for r in rows for m in ("ours", "asim", "bora"))
   assert (tmp_path / "demo.png").is_file()
   assert "PSNR (dB)" in capsys.readouterr().out
+
+
+def test_subpixel_cli_end_to_end(tiny_prior, tmp_path):
+  from recover.subpixel import main
+  main(["--out", str(tmp_path), "--prior", tiny_prior, "--steps", "2",
+        "--bora-steps", "2", "--bora-restarts", "1", "--num-val", "2",
+        "--num-test", "2"])
+  with (tmp_path / "results.csv").open() as f:
+    rows = list(csv.DictReader(f))
+  assert {r["method"] for r in rows} == set(mf.experiments.SUBPIXEL_METHODS)
+  assert all(r["setting"] == "keep=0.75" for r in rows)
