@@ -25,6 +25,33 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
   return p
 
 
+def add_method_args(p, methods):
+  """The options every experiment shares: methods and the Bora baseline."""
+  p.add_argument("--methods", default=",".join(methods),
+                 help=f"comma-separated subset of {','.join(methods)}")
+  p.add_argument("--bora-steps", type=int, default=300)
+  p.add_argument("--bora-restarts", type=int, default=4)
+  p.add_argument("--vae", default="fashion_mnist_vae",
+                 help="Bora et al.'s generator (shipped VAE name)")
+
+
+def make_context(args, valid_methods):
+  """Loads the prior, the VAE (if Bora runs) and the protocol images."""
+  import mapflow as mf
+  from mapflow import experiments
+  from pathlib import Path
+  methods = [m for m in args.methods.split(",") if m]
+  prior, params = load_prior(args.prior)
+  decode = mf.pretrained.load(args.vae)[0] if "bora" in methods else None
+  x_val, x_test, test_ids = protocol_images(args)
+  return experiments.Context(
+      Path(args.out), prior=prior, params=params, x_val=x_val, x_test=x_test,
+      test_ids=test_ids, decode=decode, steps=args.steps,
+      bora_steps=args.bora_steps, bora_restarts=args.bora_restarts,
+      methods=methods, seed=args.seed, progress=say,
+      valid_methods=valid_methods)
+
+
 def load_prior(name_or_path):
   import mapflow as mf
   from pathlib import Path

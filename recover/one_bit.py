@@ -30,30 +30,15 @@ def main(argv=None):
                  help="noise scales for the PSNR-vs-s curve")
   p.add_argument("--m", type=int, default=800,
                  help="measurements of the PSNR-vs-s curve")
-  p.add_argument("--methods", default=",".join(experiments.ONE_BIT_METHODS))
-  p.add_argument("--bora-steps", type=int, default=300)
-  p.add_argument("--bora-restarts", type=int, default=4)
-  p.add_argument("--vae", default="fashion_mnist_vae")
+  common.add_method_args(p, experiments.ONE_BIT_METHODS)
   args = p.parse_args(argv)
   out = Path(args.out)
-  methods = [m for m in args.methods.split(",") if m]
-  prior, params = common.load_prior(args.prior)
-  decode = None
-  if "bora" in methods:
-    import mapflow as mf
-    decode, _ = mf.pretrained.load(args.vae)
-  x_val, x_test, test_ids = common.protocol_images(args)
   ms = [int(v) for v in args.ms.split(",") if v]
   scales = [float(v) for v in args.scales.split(",") if v]
   settings = [(m, args.scale) for m in ms] + [(args.m, s) for s in scales
                                               if (args.m, s) not in
                                               [(m, args.scale) for m in ms]]
-  ctx = experiments.Context(
-      out, prior=prior, params=params, x_val=x_val, x_test=x_test,
-      test_ids=test_ids, decode=decode, steps=args.steps,
-      bora_steps=args.bora_steps, bora_restarts=args.bora_restarts,
-      methods=methods, seed=args.seed, progress=common.say,
-      valid_methods=experiments.ONE_BIT_METHODS)
+  ctx = common.make_context(args, experiments.ONE_BIT_METHODS)
   csv_path = experiments.run_one_bit(ctx, settings,
                                      max(max(ms, default=1), args.m))
   rows = experiments.summarize(csv_path)
