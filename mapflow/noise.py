@@ -156,7 +156,7 @@ class FlowNoise(distrax.Distribution):
 
 def gaussian(sigma: float, shape=None) -> IsotropicGaussian:
   """iid ``N(0, sigma^2)``; fits any residual shape."""
-  if not float(sigma) > 0:
+  if not isinstance(sigma, jax.core.Tracer) and not float(sigma) > 0:
     raise ValueError(f"sigma: got {sigma!r}, expected > 0")
   return IsotropicGaussian(sigma, shape)
 

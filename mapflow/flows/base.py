@@ -45,12 +45,12 @@ class ImageBijector(distrax.Bijector):
                      is_constant_jacobian=is_constant_jacobian)
 
   def forward_and_log_det(self, x):
-    x, lead = flatten_batch(x)
+    x, lead = flatten_batch(jnp.asarray(x))
     y, ld = self._forward(x)
     return unflatten_batch(y, ld, lead)
 
   def inverse_and_log_det(self, y):
-    y, lead = flatten_batch(y)
+    y, lead = flatten_batch(jnp.asarray(y))
     x, ld = self._inverse(y)
     return unflatten_batch(x, ld, lead)
 
