@@ -145,11 +145,13 @@ def read_config(path):
     raise CheckpointError(f"{f}: corrupt JSON ({e})") from None
 
 
-def restore(path, target):
+def restore(path, target, strict: bool = True):
   """Restores a pytree saved by ``save`` into the structure of ``target``.
 
   ``target`` may hold arrays or ``jax.ShapeDtypeStruct``s.  Every leaf path
-  and shape must agree; the first mismatch is named in the error.
+  and shape must agree; the first mismatch is named in the error.  With
+  ``strict=False`` the checkpoint may hold more leaves than ``target`` (to
+  read the params out of a full training state).
   """
   import orbax.checkpoint as ocp
 
@@ -166,7 +168,7 @@ def restore(path, target):
       raise CheckpointError(
           f"checkpoint {str(path)!r}: leaf {k} has shape "
           f"{tuple(have[k]['shape'])}, expected {v.shape} from the config")
-  if len(have) != len(want):
+  if strict and len(have) != len(want):
     extra = sorted(set(have) - set(want))[:3]
     raise CheckpointError(f"checkpoint {str(path)!r}: unexpected leaves "
                           f"{extra}; the config and the saved params disagree")
@@ -178,6 +180,8 @@ def restore(path, target):
                           f"({type(e).__name__}: {e})") from e
   by_path = {}
   for i, k in enumerate(order):
+    if k not in want:
+      continue
     a = arrays.get(f"a{i}")
     if a is None or tuple(np.shape(a)) != tuple(have[k]["shape"]):
       raise CheckpointError(f"checkpoint {str(path)!r}: array for {k} is "
@@ -197,8 +201,15 @@ def abstract_params(config):
   return jax.eval_shape(flow.init, jax.random.PRNGKey(0), x)
 
 
-def load(path):
-  """Loads ``(params, config)`` saved with a flow config."""
+def load(path, key: Optional[str] = None):
+  """Loads ``(params, config)`` saved with a model config.
+
+  ``key`` reads the params stored under that top-level key of a larger
+  tree, e.g. ``key="params"`` of a training state checkpoint.
+  """
   read_meta(path)
   config = read_config(path)
-  return restore(path, abstract_params(config)), config
+  target = abstract_params(config)
+  if key is None:
+    return restore(path, target), config
+  return restore(path, {key: target}, strict=False)[key], config

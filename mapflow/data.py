@@ -217,6 +217,36 @@ def load(name: str, split: str = "train", data_dir=None,
                    "'folder:/path'")
 
 
+def ood_images(size: int = 28):
+  """Out-of-distribution test images for a Fashion-MNIST prior, offline.
+
+  Returns ``(x, names)``: ``x`` uint8 (6, size, size, 1), grey:
+  three held-out scikit-learn digits (the first three of its "test"
+  split), the two photographs bundled with scikit-learn (``china``,
+  ``flower``; centre square crop, bilinear down-sampling) and a flat
+  cartoon-like image (a disc and a bar on a mid-grey ground).
+  """
+  from PIL import Image
+  from sklearn.datasets import load_sample_images
+  digits = load_digits("test", size)[:3]
+  photos = []
+  for im in load_sample_images().images:
+    h, w = im.shape[:2]
+    k = min(h, w)
+    crop = im[(h - k) // 2:(h - k) // 2 + k, (w - k) // 2:(w - k) // 2 + k]
+    grey = np.asarray(Image.fromarray(crop).convert("L"))[None, ..., None]
+    photos.append(resize(grey, (size, size))[0])
+  u = (np.arange(size) + 0.5) / size
+  yy, xx = np.meshgrid(u, u, indexing="ij")
+  cartoon = np.full((size, size), 110.0)
+  cartoon[(yy - 0.4) ** 2 + (xx - 0.4) ** 2 < 0.22 ** 2] = 235.0
+  cartoon[(yy > 0.7) & (yy < 0.85) & (xx > 0.15) & (xx < 0.9)] = 20.0
+  x = np.concatenate([digits, np.stack(photos),
+                      cartoon.astype(np.uint8)[None, ..., None]])
+  names = ["digit0", "digit1", "digit2", "china", "flower", "cartoon"]
+  return x, names
+
+
 def demo_images():
   """The shipped demo images: 8 Fashion-MNIST test images (from the
   protocol's reported set) and 8 held-out scikit-learn digits at 28x28,

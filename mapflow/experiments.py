@@ -167,7 +167,8 @@ class Context:
   def __init__(self, out, *, prior, params, x_val, x_test, test_ids,
                decode=None, steps=300, bora_steps=300, bora_restarts=4,
                methods=DENOISING_METHODS, seed=0, optimizer=None,
-               progress=None, valid_methods=DENOISING_METHODS):
+               progress=None, valid_methods=DENOISING_METHODS, x_ood=None,
+               ood_ids=(), figures=True):
     import optax
     unknown = sorted(set(methods) - set(valid_methods))
     if unknown:
@@ -184,6 +185,12 @@ class Context:
     self.prior, self.params, self.decode = prior, params, decode
     self.x_val, self.x_test = np.asarray(x_val), np.asarray(x_test)
     self.test_ids = [int(i) for i in test_ids]
+    self.x_ood = None if x_ood is None else np.asarray(x_ood)
+    self.ood_ids = [str(i) for i in ood_ids]
+    if (0 if x_ood is None else len(x_ood)) != len(self.ood_ids):
+      raise ValueError(f"ood_ids: got {len(self.ood_ids)} names for "
+                       f"{0 if x_ood is None else len(x_ood)} images")
+    self.figures = figures
     self.steps, self.bora_steps = steps, bora_steps
     self.bora_restarts, self.methods, self.seed = bora_restarts, methods, seed
     self.optimizer = optimizer or optax.adam(1e-2)
@@ -192,13 +199,15 @@ class Context:
 
 def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
              y_test, init: str = "zeros", ablation_noise=None,
-             noise_scale=None):
+             noise_scale=None, y_ood=None):
   """Every method of ``ctx.methods`` on one setting of one experiment.
 
   Each method's hyperparameter is chosen by mean validation PSNR, then run
   once on the test images.  Cells already recorded are skipped.
   ``ablation_noise`` defaults to ``isotropic_like(noise)``; ``noise_scale``
   (BM3D's reference std) to the largest entry of ``noise.std_map``.
+  ``y_ood`` (measurements of ``ctx.x_ood``) are recovered with the test
+  images and recorded under ``f"{experiment}_ood"``.
   """
   import jax
   import jax.numpy as jnp
@@ -212,38 +221,71 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
     return ctx.results.done(experiment=experiment, setting=setting,
                             method=method, image=ctx.test_ids[0])
 
+  # Out-of-distribution images ride along in the test batch, with the
+  # hyperparameter chosen on the in-distribution validation images.
+  n_test = len(ctx.x_test)
+  if y_ood is not None:
+    x_all = jnp.concatenate([x_test, jnp.asarray(ctx.x_ood)])
+    y_test = jnp.concatenate([jnp.asarray(y_test), jnp.asarray(y_ood)])
+  else:
+    x_all = x_test
+  shown = {}
+
   def record(method, hyper_values, val_scores, run_test):
     best, best_score = _choose(hyper_values, val_scores)
     ctx.selection.add([{"experiment": experiment, "setting": setting,
                         "method": method, "hyper": h, "val_psnr": v}
                        for h, v in zip(hyper_values, val_scores)])
-    p = np.asarray(metrics.psnr(x_test, run_test(best)))
-    ctx.results.add([{"experiment": experiment, "setting": setting,
-                      "method": method, "hyper": best, "image": i,
-                      "psnr": float(v)} for i, v in zip(ctx.test_ids, p)])
+    x_hat = run_test(best)
+    p = np.asarray(metrics.psnr(x_all, x_hat))
+    rows = [{"experiment": experiment, "setting": setting, "method": method,
+             "hyper": best, "image": i, "psnr": float(v)}
+            for i, v in zip(ctx.test_ids, p[:n_test])]
+    rows += [{"experiment": f"{experiment}_ood", "setting": setting,
+              "method": method, "hyper": best, "image": i, "psnr": float(v)}
+             for i, v in zip(ctx.ood_ids, p[n_test:])]
+    ctx.results.add(rows)
+    shown[method] = np.asarray(x_hat)
     ctx.say(f"{experiment} {setting} {method}: hyper {best}, val "
-            f"{best_score:.2f} dB, test {p.mean():.2f} dB")
+            f"{best_score:.2f} dB, test {p[:n_test].mean():.2f} dB")
 
-  def map_method(method, noise_model, betas):
-    grid = solve.sweep(y_val, prior=prior, params=params, operator=op,
-                       noise=noise_model, betas=jnp.asarray(betas),
-                       steps=steps, optimizer=opt, init=init)
-    scores = [float(jnp.mean(metrics.psnr(x_val, grid.x[b, 0])))
-              for b in range(len(betas))]
-    record(method, list(betas), scores, lambda b: solve.recover(
-        y_test, prior=prior, params=params, operator=op, noise=noise_model,
-        beta=b, steps=steps, optimizer=opt, init=init).x)
+  # ours and ours_ext share the true noise model: their validation sweeps
+  # and test runs are computed once per (noise model, beta) and reused.
+  pending = [m for m in ctx.methods if not done(m)]
+  true_grid = EXTENDED_BETAS if "ours_ext" in pending else PAPER_BETAS
+  val_cache, test_cache = {}, {}
+
+  def map_val_scores(tag, noise_model, betas, grid_betas):
+    todo = [b for b in grid_betas if (tag, b) not in val_cache]
+    if todo:
+      grid = solve.sweep(y_val, prior=prior, params=params, operator=op,
+                         noise=noise_model, betas=jnp.asarray(todo),
+                         steps=steps, optimizer=opt, init=init)
+      for i, b in enumerate(todo):
+        val_cache[(tag, b)] = float(jnp.mean(metrics.psnr(x_val,
+                                                          grid.x[i, 0])))
+    return [val_cache[(tag, b)] for b in betas]
+
+  def map_test(tag, noise_model, beta):
+    if (tag, beta) not in test_cache:
+      test_cache[(tag, beta)] = solve.recover(
+          y_test, prior=prior, params=params, operator=op, noise=noise_model,
+          beta=beta, steps=steps, optimizer=opt, init=init).x
+    return test_cache[(tag, beta)]
 
   for method in ctx.methods:
     if done(method):
       continue
-    if method == "ours":
-      map_method("ours", noise, PAPER_BETAS)
-    elif method == "ours_ext":
-      map_method("ours_ext", noise, EXTENDED_BETAS)
+    if method in ("ours", "ours_ext"):
+      betas = PAPER_BETAS if method == "ours" else EXTENDED_BETAS
+      scores = map_val_scores("true", noise, betas, true_grid)
+      record(method, list(betas), scores,
+             lambda b: map_test("true", noise, b))
     elif method == "ablation":
-      map_method("ablation", ablation_noise or isotropic_like(noise),
-                 PAPER_BETAS)
+      iso = ablation_noise or isotropic_like(noise)
+      scores = map_val_scores("iso", iso, PAPER_BETAS, PAPER_BETAS)
+      record("ablation", list(PAPER_BETAS), scores,
+             lambda b: map_test("iso", iso, b))
     elif method == "asim":
       run = lambda g, y: solve.recover_asim(
           y, prior=prior, params=params, operator=op, gamma=g, steps=steps,
@@ -270,6 +312,40 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
                 for sg in sigmas]
       record("bm3d", sigmas, scores, lambda sg: den(y_test, sg))
 
+  if shown and ctx.figures:
+    save_cell_figure(ctx, experiment, setting, x_all,
+                     y_shown(op, y_test, x_all.shape[1:]), shown)
+
+
+def y_shown(op, y, image_shape):
+  """What a figure shows as the measurement: y itself for image-shaped
+  measurements, the back-projection otherwise (1-bit CS)."""
+  import jax.numpy as jnp
+  y = jnp.asarray(y)
+  if y.ndim == 4:
+    return jnp.clip(op.back_project(y), 0.0, 1.0)
+  from mapflow import solve
+  return solve.measurement_init(y, op, image_shape, 0.0, 1.0)
+
+
+def save_cell_figure(ctx: Context, experiment: str, setting: str, x, y,
+                     shown: Dict[str, np.ndarray], per_part: int = 6):
+  """PNG of truth | measurement | each method, for the first test images
+  and every out-of-distribution image (rows)."""
+  from mapflow import viz
+  n_test = len(ctx.x_test)
+  rows = list(range(min(per_part, n_test))) + list(range(n_test, len(x)))
+  methods = [m for m in ctx.methods if m in shown]
+  cols = [np.asarray(x), np.clip(np.asarray(y), 0, 1)] + [
+      np.clip(shown[m], 0, 1) for m in methods]
+  grid = np.stack([c[rows] for c in cols], axis=1)
+  name = f"{experiment}_{setting}".replace("=", "").replace(",", "_")
+  viz.save_grid(ctx.out / "figures" / f"{name}.png",
+                grid.reshape((-1,) + grid.shape[2:]), ncols=len(cols),
+                scale=3)
+  (ctx.out / "figures" / f"{name}.txt").write_text(
+      "columns: truth, measurement, " + ", ".join(methods) + "\n")
+
 
 def _split_keys(seed, *tags):
   import jax
@@ -277,6 +353,15 @@ def _split_keys(seed, *tags):
   for t in tags:
     key = jax.random.fold_in(key, int(t))
   return jax.random.split(key)
+
+
+def _ood_measurements(ctx: Context, measure, key):
+  """Measurements of the out-of-distribution images, on their own key (so
+  the test images' noise does not depend on whether OOD images run)."""
+  import jax
+  if ctx.x_ood is None:
+    return None
+  return measure(ctx.x_ood, jax.random.fold_in(key, 0x00D))
 
 
 def run_denoising(ctx: Context, kind: str, scales: Sequence[float]):
@@ -289,9 +374,11 @@ def run_denoising(ctx: Context, kind: str, scales: Sequence[float]):
     y_val = ctx.x_val + noise.sample(seed=kv, sample_shape=(len(ctx.x_val),))
     y_test = ctx.x_test + noise.sample(seed=kt,
                                        sample_shape=(len(ctx.x_test),))
+    y_ood = _ood_measurements(ctx, lambda x, k: x + noise.sample(
+        seed=k, sample_shape=(len(x),)), kt)
     # Denoising starts at the measurements (Theorem 4.1's GD from y).
     run_cell(ctx, kind, f"{float(s):g}", ops.identity(), noise, y_val, y_test,
-             init="measurements")
+             init="measurements", y_ood=y_ood)
   return ctx.out / "results.csv"
 
 
@@ -368,8 +455,10 @@ def run_one_bit(ctx: Context, settings: Sequence[Tuple[int, float]],
                                          sample_shape=(len(ctx.x_val),))
     y_test = op(ctx.x_test) + noise.sample(seed=kt,
                                            sample_shape=(len(ctx.x_test),))
+    y_ood = _ood_measurements(ctx, lambda x, k: op(x) + noise.sample(
+        seed=k, sample_shape=(len(x),)), kt)
     run_cell(ctx, "one_bit", f"m={m},s={float(s):g}", op, noise, y_val,
-             y_test)
+             y_test, y_ood=y_ood)
   return ctx.out / "results.csv"
 
 

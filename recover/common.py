@@ -22,6 +22,11 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                  help="reported test images")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--data-dir", help="Fashion-MNIST IDX directory")
+  p.add_argument("--no-ood", dest="ood", action="store_false",
+                 help="skip the out-of-distribution images (digits, two "
+                 "photographs, a cartoon; reported as EXPERIMENT_ood)")
+  p.add_argument("--no-figures", dest="figures", action="store_false",
+                 help="skip the per-setting PNG grids of recoveries")
   return p
 
 
@@ -44,12 +49,18 @@ def make_context(args, valid_methods):
   prior, params = load_prior(args.prior)
   decode = mf.pretrained.load(args.vae)[0] if "bora" in methods else None
   x_val, x_test, test_ids = protocol_images(args)
+  x_ood, ood_ids = None, ()
+  if getattr(args, "ood", False):
+    from mapflow import data
+    x_ood, ood_ids = data.ood_images(x_test.shape[1])
+    x_ood = x_ood.astype(np.float32) / 255.0
   return experiments.Context(
       Path(args.out), prior=prior, params=params, x_val=x_val, x_test=x_test,
       test_ids=test_ids, decode=decode, steps=args.steps,
       bora_steps=args.bora_steps, bora_restarts=args.bora_restarts,
       methods=methods, seed=args.seed, progress=say,
-      valid_methods=valid_methods)
+      valid_methods=valid_methods, x_ood=x_ood, ood_ids=ood_ids,
+      figures=getattr(args, "figures", True))
 
 
 def load_prior(name_or_path):

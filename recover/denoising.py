@@ -21,4 +21,7 @@ def main(kind: str, argv=None):
   csv_path = experiments.run_denoising(ctx, kind, scales)
   rows = experiments.summarize(csv_path)
   common.write_summary(out, rows)
-  common.plot_curves(out, rows, "noise scale s", f"{kind}_psnr.png")
+  for exp in (kind, f"{kind}_ood"):
+    part = [r for r in rows if r["experiment"] == exp]
+    if part:
+      common.plot_curves(out, part, "noise scale s", f"{exp}_psnr.png")

@@ -43,8 +43,9 @@ def main(argv=None):
                                      max(max(ms, default=1), args.m))
   rows = experiments.summarize(csv_path)
   common.write_summary(out, rows)
-  by_m = [r for r in rows if _parse(r["setting"])["s"] == args.scale]
-  by_s = [r for r in rows if _parse(r["setting"])["m"] == args.m]
+  main_rows = [r for r in rows if r["experiment"] == "one_bit"]
+  by_m = [r for r in main_rows if _parse(r["setting"])["s"] == args.scale]
+  by_s = [r for r in main_rows if _parse(r["setting"])["m"] == args.m]
   common.plot_curves(out, by_m, "measurements m", "one_bit_psnr_vs_m.png",
                      x_of=lambda st: _parse(st)["m"])
   common.plot_curves(out, by_s, f"noise scale s (m = {args.m})",

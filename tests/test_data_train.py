@@ -157,6 +157,12 @@ def test_resume_in_two_pieces_equals_one_run(tmp_path):
   steps = [json.loads(l)["step"] for l in (tmp_path / "b" /
                                            "metrics.jsonl").open()]
   assert steps == sorted(set(steps))
+  # The params inside the full training state equal the params checkpoint.
+  sub, cfg = ckpt.load(tmp_path / "b" / "state", key="params")
+  assert cfg == TINY
+  for a, b in zip(jax.tree_util.tree_leaves(two.params),
+                  jax.tree_util.tree_leaves(sub)):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_batches_cover_each_epoch_once():

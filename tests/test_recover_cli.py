@@ -40,7 +40,13 @@ def test_denoising_cli_end_to_end(tiny_prior, tmp_path, kind):
   assert list(rows[0]) == mf.experiments.RESULT_COLUMNS
   methods = {r["method"] for r in rows}
   assert methods == set(mf.experiments.DENOISING_METHODS)
-  assert len(rows) == 2 * len(methods)
+  # 2 test images, and the 6 out-of-distribution ones reported apart.
+  assert sum(r["experiment"] == kind for r in rows) == 2 * len(methods)
+  ood = [r for r in rows if r["experiment"] == f"{kind}_ood"]
+  assert len(ood) == 6 * len(methods)
+  assert {r["image"] for r in ood} == {"digit0", "digit1", "digit2",
+                                       "china", "flower", "cartoon"}
+  assert (tmp_path / "figures" / f"{kind}_0.5.png").is_file()
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert {s["method"] for s in summary} == methods
   # A rerun finds every cell done and changes nothing.
@@ -54,7 +60,7 @@ def test_one_bit_cli_end_to_end(tiny_prior, tmp_path):
   main(["--out", str(tmp_path), "--prior", tiny_prior, "--steps", "2",
         "--bora-steps", "2", "--bora-restarts", "1", "--num-val", "2",
         "--num-test", "2", "--ms", "50,100", "--scale", "1", "--scales",
-        "0.5", "--m", "100"])
+        "0.5", "--m", "100", "--no-ood"])
   with (tmp_path / "results.csv").open() as f:
     rows = list(csv.DictReader(f))
   assert list(rows[0]) == mf.experiments.RESULT_COLUMNS
@@ -62,6 +68,7 @@ def test_one_bit_cli_end_to_end(tiny_prior, tmp_path):
   assert settings == {"m=50,s=1", "m=100,s=1", "m=100,s=0.5"}
   assert {r["method"] for r in rows} == set(mf.experiments.ONE_BIT_METHODS)
   assert (tmp_path / "summary.json").is_file()
+  assert (tmp_path / "figures" / "one_bit_m50_s1.png").is_file()
 
 
 def test_digit_noise_cli_end_to_end(tiny_prior, tmp_path):

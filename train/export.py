@@ -37,10 +37,17 @@ def main(argv=None):
                  help="the exact command that trained the model")
   p.add_argument("--data", help="flows: evaluate test bits/dim of the "
                  "exported params on this dataset's full test split")
+  p.add_argument("--samples", default="docs/models/{name}_samples.png",
+                 help="flows: PNG grid of 64 samples at temperature 0.8 "
+                 "('' to skip)")
   args = p.parse_args(argv)
   workdir = Path(args.workdir)
-  params, config = ckpt.load(workdir / "params")
-  meta = ckpt.read_meta(workdir / "params")["extra"]
+  if (workdir / "params").is_dir():
+    params, config = ckpt.load(workdir / "params")
+    meta = ckpt.read_meta(workdir / "params")["extra"]
+  else:  # runs/ keeps only the resumable state; its params are a subtree
+    params, config = ckpt.load(workdir / "state", key="params")
+    meta = ckpt.read_meta(workdir / "state")["extra"]
   ev = last_eval(workdir)
   if args.data:
     from mapflow import data
@@ -55,6 +62,16 @@ def main(argv=None):
   dest = pretrained.MODELS_DIR / args.name
   ckpt.save(dest, params, config, extra)
   print(json.dumps({"name": args.name, **extra}, indent=1))
+  if args.samples and hasattr(config, "image_shape"):
+    import jax
+    from mapflow import viz
+    from mapflow.flows import from_config
+    flow = from_config(config)
+    x = jax.jit(flow.sample, static_argnums=(2, 3))(
+        params, jax.random.PRNGKey(0), 64, 0.8)
+    path = Path(args.samples.format(name=args.name))
+    viz.save_grid(path, jax.numpy.clip(x, 0.0, 1.0), ncols=8, scale=2)
+    print(f"samples: {path}")
 
 
 if __name__ == "__main__":
