@@ -168,7 +168,7 @@ class Context:
                decode=None, steps=300, bora_steps=300, bora_restarts=4,
                methods=DENOISING_METHODS, seed=0, optimizer=None,
                progress=None, valid_methods=DENOISING_METHODS, x_ood=None,
-               ood_ids=(), figures=True):
+               ood_ids=(), figures=True, bar=False):
     import optax
     unknown = sorted(set(methods) - set(valid_methods))
     if unknown:
@@ -190,7 +190,7 @@ class Context:
     if (0 if x_ood is None else len(x_ood)) != len(self.ood_ids):
       raise ValueError(f"ood_ids: got {len(self.ood_ids)} names for "
                        f"{0 if x_ood is None else len(x_ood)} images")
-    self.figures = figures
+    self.figures, self.bar = figures, bar
     self.steps, self.bora_steps = steps, bora_steps
     self.bora_restarts, self.methods, self.seed = bora_restarts, methods, seed
     self.optimizer = optimizer or optax.adam(1e-2)
@@ -273,9 +273,7 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
           beta=beta, steps=steps, optimizer=opt, init=init).x
     return test_cache[(tag, beta)]
 
-  for method in ctx.methods:
-    if done(method):
-      continue
+  def run_method(method):
     if method in ("ours", "ours_ext"):
       betas = PAPER_BETAS if method == "ours" else EXTENDED_BETAS
       scores = map_val_scores("true", noise, betas, true_grid)
@@ -311,6 +309,22 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
       scores = [float(jnp.mean(metrics.psnr(x_val, den(y_val, sg))))
                 for sg in sigmas]
       record("bm3d", sigmas, scores, lambda sg: den(y_test, sg))
+
+  bar = None
+  if ctx.bar and pending:
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(pending), desc=f"{experiment} {setting}",
+               unit="method", dynamic_ncols=True, leave=True)
+  for method in ctx.methods:
+    if done(method):
+      continue
+    if bar is not None:
+      bar.set_postfix_str(method)
+    run_method(method)
+    if bar is not None:
+      bar.update(1)
+  if bar is not None:
+    bar.close()
 
   if shown and ctx.figures:
     save_cell_figure(ctx, experiment, setting, x_all,

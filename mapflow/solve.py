@@ -26,6 +26,7 @@ import optax
 
 from mapflow import objectives
 from mapflow import operators as ops_lib
+from mapflow import sharding
 
 
 class RecoveryResult(NamedTuple):
@@ -222,7 +223,8 @@ def measurement_init(y, operator, image_shape, lo=0.02, hi=0.98):
 
 def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
          restarts, init, init_std, key, clip_norm, progress, chunk,
-         generator=None, image_shape=None, parametrization="z", check=True):
+         generator=None, image_shape=None, parametrization="z", check=True,
+         devices=None):
   image_shape = tuple(image_shape or prior.config.image_shape)
   if not isinstance(steps, int) or steps < 1:
     raise ValueError(f"steps: got {steps!r}, expected an int >= 1")
@@ -242,8 +244,17 @@ def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
                                         clip_norm, chunk)
   v0 = _initial_latents(init, key, restarts, y, prior, params, operator,
                         image_shape, init_std, parametrization)
-  v = jnp.broadcast_to(v0, (p,) + v0.shape)
-  v = jnp.array(v)  # a fresh buffer: the step donates it
+  # Data parallel: examples split over the mesh (padded to a multiple of
+  # its size with copies of the last one, dropped at the end).
+  mesh = sharding.batch_mesh(devices)
+  n_real = y.shape[0]
+  y, _ = sharding.pad_along(jnp.asarray(y), mesh.size, 0)
+  v0, _ = sharding.pad_along(v0, mesh.size, 1)
+  v = jnp.array(jnp.broadcast_to(v0, (p,) + v0.shape))  # donated below
+  v = sharding.shard_along(v, mesh, 2)
+  y = sharding.shard_along(y, mesh, 0)
+  params, operator, noise, hyper = sharding.replicate(
+      (params, operator, noise, hyper), mesh)
   state = init_fn(v)
   trace = []
   done = 0
@@ -254,7 +265,9 @@ def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
     done += n
     if progress is not None:
       progress(done, vals[n - 1])
-  trace = jnp.concatenate(trace)            # (steps, P, R, B)
+  # The trace is assembled on the host: eager XLA ops on a (steps, ...)
+  # array would compile anew for every distinct step count.
+  trace = np.concatenate([np.asarray(t) for t in trace])  # (steps, P, R, B)
   final = eval_fn(v, y, hyper, params, operator, noise)  # (P, R, B)
   best = jnp.argmin(jnp.where(jnp.isfinite(final), final, jnp.inf), axis=1)
   pick = lambda a: jnp.take_along_axis(
@@ -262,19 +275,22 @@ def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
                       (1,) * (a.ndim - 3)), axis=1)[:, 0]
   v_best = pick(v)
   loss = jnp.take_along_axis(final, best[:, None], axis=1)[:, 0]
-  trace_best = jnp.take_along_axis(
-      trace, jnp.broadcast_to(best[None, :, None], (trace.shape[0],) +
-                              best.shape[:1] + (1,) + best.shape[1:]),
+  best_h = np.asarray(best)
+  trace_best = np.take_along_axis(
+      trace, np.broadcast_to(best_h[None, :, None], (trace.shape[0],) +
+                             best_h.shape[:1] + (1,) + best_h.shape[1:]),
       axis=2)[:, :, 0]
   skipped = pick(state.total_notfinite)
+  v_best, loss, skipped = (a[:, :n_real] for a in (v_best, loss, skipped))
+  trace_best = trace_best[:, :, :n_real]
   if kind == "bora":
     x = jax.vmap(generator)(v_best)
   elif parametrization == "x":
     x = v_best
   else:
     x = jax.vmap(lambda z: prior.forward(params, z)[0])(v_best)
-  return RecoveryResult(x, v_best, loss, jnp.moveaxis(trace_best, 0, 1),
-                        skipped)
+  return RecoveryResult(x, v_best, loss,
+                        jnp.asarray(np.moveaxis(trace_best, 0, 1)), skipped)
 
 
 def _squeeze_p(res: RecoveryResult) -> RecoveryResult:
@@ -284,7 +300,7 @@ def _squeeze_p(res: RecoveryResult) -> RecoveryResult:
 def recover(y, *, prior, params, operator, noise, beta=1.0, steps=1000,
             optimizer=None, restarts=1, init="zeros", init_std=0.1, key=None,
             clip_norm=None, progress=None, chunk=None,
-            parametrization="z") -> RecoveryResult:
+            parametrization="z", devices=None) -> RecoveryResult:
   """MAP recovery (paper eq. 12) of a batch from measurements ``y``.
 
   Args:
@@ -305,6 +321,9 @@ def recover(y, *, prior, params, operator, noise, beta=1.0, steps=1000,
     progress: ``callback(steps_done, loss)``, e.g. to drive tqdm.
     chunk: steps per compiled call (None: 1 on CPU, 50 elsewhere).
     parametrization: "z" (optimise the latent) or "x" (the image).
+    devices: devices to split the examples over (data parallel, params
+      replicated; default all of ``jax.devices()``).  Results do not depend
+      on the device count.
 
   Returns:
     A ``RecoveryResult``.
@@ -318,25 +337,26 @@ def recover(y, *, prior, params, operator, noise, beta=1.0, steps=1000,
       hyper={"beta": beta}, steps=steps, optimizer=optimizer,
       restarts=restarts, init=init, init_std=init_std, key=key,
       clip_norm=clip_norm, progress=progress, chunk=chunk,
-      parametrization=parametrization))
+      parametrization=parametrization, devices=devices))
 
 
 def recover_asim(y, *, prior, params, operator, gamma=0.1, steps=1000,
                  optimizer=None, restarts=1, init="zeros", init_std=0.1,
                  key=None, clip_norm=None, progress=None,
-                 chunk=None) -> RecoveryResult:
+                 chunk=None, devices=None) -> RecoveryResult:
   """Asim et al.'s proxy loss (eq. 9) through the same machinery."""
   return _squeeze_p(_run(
       "asim", y, prior=prior, params=params, operator=operator, noise=None,
       hyper={"gamma": gamma}, steps=steps, optimizer=optimizer,
       restarts=restarts, init=init, init_std=init_std, key=key,
-      clip_norm=clip_norm, progress=progress, chunk=chunk))
+      clip_norm=clip_norm, progress=progress, chunk=chunk, devices=devices))
 
 
 def recover_bora(y, *, generator, operator, latent_shape, lam=0.1,
                  steps=1000, optimizer=None, restarts=1, init="random",
                  init_std=1.0, key=None, clip_norm=None, progress=None,
-                 chunk=None, image_shape=None) -> RecoveryResult:
+                 chunk=None, image_shape=None,
+                 devices=None) -> RecoveryResult:
   """Bora et al.'s loss (eq. 4) for any generator ``z -> x``.
 
   ``generator`` maps one latent of ``latent_shape`` to one image; ``latent
@@ -354,7 +374,7 @@ def recover_bora(y, *, generator, operator, latent_shape, lam=0.1,
       hyper={"lam": lam}, steps=steps, optimizer=optimizer, restarts=restarts,
       init=init, init_std=init_std, key=key, clip_norm=clip_norm,
       progress=progress, chunk=chunk, generator=gen_b,
-      image_shape=latent_shape, check=False))
+      image_shape=latent_shape, check=False, devices=devices))
 
 
 class _BatchedGenerator:
@@ -376,7 +396,8 @@ class _BatchedGenerator:
 
 def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
           optimizer=None, restarts=1, init="zeros", init_std=0.1, key=None,
-          clip_norm=None, progress=None, chunk=None) -> RecoveryResult:
+          clip_norm=None, progress=None, chunk=None,
+          devices=None) -> RecoveryResult:
   """A β x m grid of MAP recoveries in one compiled program.
 
   ``ms`` (optional) are measurement counts: the operator's Gaussian matrix
@@ -397,6 +418,7 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
   res = _run("map", y, prior=prior, params=params, operator=operator,
              noise=noise, hyper=grid, steps=steps, optimizer=optimizer,
              restarts=restarts, init=init, init_std=init_std, key=key,
-             clip_norm=clip_norm, progress=progress, chunk=chunk)
+             clip_norm=clip_norm, progress=progress, chunk=chunk,
+             devices=devices)
   nb = betas.shape[0]
   return RecoveryResult(*(a.reshape((nb, nm) + a.shape[1:]) for a in res))

@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from mapflow import checkpoint as ckpt
+from mapflow import sharding
 from mapflow.flows import dequantize, from_config, preset, weightnorm_l2
 
 
@@ -164,7 +165,8 @@ def _trim_metrics(path: Path, step: int):
 
 def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
           steps: int, time_budget: Optional[float] = None,
-          progress: bool = True, on_eval: Optional[Callable] = None):
+          progress: bool = True, on_eval: Optional[Callable] = None,
+          devices=None):
   """Trains (or resumes) a flow in ``workdir`` until ``steps`` or the budget.
 
   Args:
@@ -177,6 +179,9 @@ def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
     time_budget: stop (with a checkpoint) after this many seconds.
     progress: show a tqdm bar.
     on_eval: called with each evaluation's dict.
+    devices: data parallelism: each batch is split over these devices and
+      the state replicated (default all of ``jax.devices()``; the batch
+      size must be a multiple of their number).
 
   Returns:
     The final ``TrainState``.
@@ -200,6 +205,11 @@ def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
           f"workdir: {workdir} holds a run of {saved_cfg}, not of "
           f"{flow_config}; use another --workdir")
     state = restored
+  mesh = sharding.batch_mesh(devices)
+  if tc.batch_size % mesh.size:
+    raise ValueError(f"batch_size: got {tc.batch_size}, expected a multiple "
+                     f"of the {mesh.size} devices it is split over")
+  state = sharding.replicate(state, mesh)
   start = int(state.step)
   metrics_path = workdir / "metrics.jsonl"
   _trim_metrics(metrics_path, start)
@@ -247,7 +257,7 @@ def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
       if time_budget is not None and time.time() - t0 > time_budget:
         break
       idx = batch_indices(step, len(x_train), tc.batch_size, tc.seed)
-      state, m = step_fn(state, jnp.asarray(x_train[idx]))
+      state, m = step_fn(state, sharding.shard_along(x_train[idx], mesh))
       step += 1
       if step % tc.log_every == 0 or step == steps:
         last = {k: float(v) for k, v in m.items()}

@@ -14,8 +14,12 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
   p.add_argument("--out", required=True, help="output folder (CSV, PNG)")
   p.add_argument("--prior", default="fashion_mnist_realnvp",
                  help="shipped prior name, or a checkpoint directory")
-  p.add_argument("--steps", type=int, default=300,
-                 help="optimiser steps per recovery (default 300)")
+  p.add_argument("--steps", type=int, default=100,
+                 help="optimiser steps per recovery (default 100: on the "
+                 "validation images PSNR peaks near 100 Adam steps at "
+                 "lr 0.03 and then falls slowly)")
+  p.add_argument("--lr", type=float, default=0.03,
+                 help="Adam learning rate of every method (default 0.03)")
   p.add_argument("--num-val", type=int, default=16,
                  help="validation images used to choose hyperparameters")
   p.add_argument("--num-test", type=int, default=64,
@@ -42,6 +46,7 @@ def add_method_args(p, methods):
 
 def make_context(args, valid_methods):
   """Loads the prior, the VAE (if Bora runs) and the protocol images."""
+  import optax
   import mapflow as mf
   from mapflow import experiments
   from pathlib import Path
@@ -59,8 +64,9 @@ def make_context(args, valid_methods):
       test_ids=test_ids, decode=decode, steps=args.steps,
       bora_steps=args.bora_steps, bora_restarts=args.bora_restarts,
       methods=methods, seed=args.seed, progress=say,
+      optimizer=optax.adam(args.lr),
       valid_methods=valid_methods, x_ood=x_ood, ood_ids=ood_ids,
-      figures=getattr(args, "figures", True))
+      figures=getattr(args, "figures", True), bar=True)
 
 
 def load_prior(name_or_path):

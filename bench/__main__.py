@@ -1,0 +1,90 @@
+"""The benchmark harness: every figure measured in this one process.
+
+python -m bench --quick            # about a minute; what CI runs
+python -m bench                    # the full list (tens of minutes on CPU)
+python -m bench --out DIR --md BENCHMARKS.md
+
+Writes ``DIR/bench.json`` (raw figures) and a Markdown report (``DIR/
+BENCHMARKS.md`` unless ``--md`` names another file).  Times are medians over
+repeats; figures that a busy machine distorts are also given as ratios
+measured in the same run.  Sections: recovery throughput and compile time,
+a β x m sweep against sequential calls, vmapped restarts, achieved FLOP/s
+against a same-run matmul, time to quality against a GlowIP-style L-BFGS,
+training throughput, scaling with image size and depth, peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+from bench import sections
+
+QUICK = dict(tiny_prior=True, batches=(1, 8), steps=3, repeats=2, sweep_images=2,
+             sweep_betas=(0.1, 1.0), sweep_ms=(100, 400), sweep_steps=2,
+             restarts=(1, 4), restart_batch=2, restart_steps=2,
+             flops_batch=8, matmul_n=512, ttq_images=2,
+             ttq_schedule=(2, 4), lbfgs_schedule=(2, 4), train_steps=3,
+             train_batch=8, scaling_sizes=(28, 32), scaling_depths=(2,),
+             scaling_batch=2)
+FULL = dict(batches=(1, 64, 256), steps=10, repeats=3, sweep_images=16,
+            sweep_betas=(0.1, 0.5, 1.0, 5.0, 10.0),
+            sweep_ms=(100, 200, 400, 800, 1600, 3200), sweep_steps=20,
+            restarts=(1, 4, 16), restart_batch=4, restart_steps=20,
+            flops_batch=64, matmul_n=2048, ttq_images=16,
+            ttq_schedule=(25, 50, 100, 200), lbfgs_schedule=(30, 150, 600),
+            train_steps=30, train_batch=64, scaling_sizes=(28, 64, 256),
+            scaling_depths=(1, 6), scaling_batch=4)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(prog="python -m bench",
+                              description=__doc__.splitlines()[0])
+  p.add_argument("--quick", action="store_true",
+                 help="tiny sizes: checks the harness in about a minute")
+  p.add_argument("--out", default="out/bench", help="folder for bench.json")
+  p.add_argument("--md", default=None,
+                 help="Markdown report path (default OUT/BENCHMARKS.md)")
+  p.add_argument("--only", default="",
+                 help="comma-separated subset of " + ",".join(sections.ALL))
+  args = p.parse_args(argv)
+  cfg = QUICK if args.quick else FULL
+  names = [n for n in args.only.split(",") if n] or list(sections.ALL)
+  unknown = sorted(set(names) - set(sections.ALL))
+  if unknown:
+    p.error(f"--only: got {unknown}, expected some of {list(sections.ALL)}")
+  out = Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  report = {"mode": "quick" if args.quick else "full",
+            "backend": jax.default_backend(),
+            "device": str(jax.devices()[0].device_kind),
+            "devices": jax.device_count(), "python": sys.version.split()[0],
+            "jax": jax.__version__, "machine": platform.machine(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "sections": {}}
+  ctx = sections.Context(cfg)
+  from tqdm.auto import tqdm
+  for name in tqdm(names, desc="bench", unit="section"):
+    t = time.perf_counter()
+    res = sections.ALL[name](ctx)
+    res["section_wall_s"] = time.perf_counter() - t
+    res["peak_rss_mb_so_far"] = sections.peak_rss_mb()
+    report["sections"][name] = res
+    from mapflow.checkpoint import write_json_atomic
+    write_json_atomic(out / "bench.json", report)  # each section kept
+  md = Path(args.md) if args.md else out / "BENCHMARKS.md"
+  text = sections.markdown(report)
+  tmp = md.with_name(f".{md.name}.tmp")
+  tmp.write_text(text)
+  tmp.replace(md)
+  print(text)
+  print(f"\nraw figures: {out / 'bench.json'}; report: {md}")
+
+
+if __name__ == "__main__":
+  main()

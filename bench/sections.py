@@ -1,0 +1,427 @@
+"""The benchmark sections.  Each takes a ``Context`` and returns a dict of
+measured figures (seconds are medians over ``repeats`` unless noted)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import resource
+import statistics
+import time
+from typing import Callable, Dict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import mapflow as mf
+from mapflow import objectives
+
+
+TINY_28 = mf.flows.RealNVPConfig(image_shape=(28, 28, 1), num_scales=2,
+                                 num_blocks=1, hidden_channels=4,
+                                 couplings_per_scale=1, final_couplings=1)
+
+
+class Context:
+  """The prior, images and optimiser every section shares."""
+
+  def __init__(self, cfg: dict):
+    self.cfg = cfg
+    self.base_config = mf.flows.preset("realnvp_fmnist_cpu")
+    if cfg.get("tiny_prior"):
+      # Quick mode checks the harness: a tiny flow keeps compiles short.
+      self.base_config = TINY_28
+      self.which = "tiny random RealNVP (quick mode: not a speed figure)"
+      self._random_prior()
+      return
+    try:
+      self.prior, self.params = mf.pretrained.load("fashion_mnist_realnvp")
+      self.which = "shipped fashion_mnist_realnvp"
+    except (ValueError, mf.checkpoint.CheckpointError):
+      self.which = "random params, realnvp_fmnist_cpu"
+      self._random_prior()
+
+  def _random_prior(self):
+    c = self.base_config
+    self.prior = mf.flows.from_config(c)
+    self.params = self.prior.init(jax.random.PRNGKey(1),
+                                  jnp.full((2,) + c.image_shape, 0.5))
+    self.images = jnp.asarray(mf.data.demo_images()["fashion_mnist"],
+                              jnp.float32) / 255.0
+    self.optimizer = optax.adam(0.03)
+
+  def batch(self, n: int):
+    reps = -(-n // len(self.images))
+    return jnp.tile(self.images, (reps, 1, 1, 1))[:n]
+
+
+def timed(fn: Callable[[], object], repeats: int) -> float:
+  """Median wall seconds of ``fn()`` (its result blocked on)."""
+  ts = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    ts.append(time.perf_counter() - t)
+  return statistics.median(ts)
+
+
+def peak_rss_mb() -> float:
+  """Peak resident memory of this process so far (Linux: KiB units)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def device_peak_mb():
+  stats = getattr(jax.devices()[0], "memory_stats", lambda: None)()
+  if not stats or "peak_bytes_in_use" not in stats:
+    return None
+  return stats["peak_bytes_in_use"] / 2 ** 20
+
+
+def denoise_problem(ctx, n, key=0, scale=0.4):
+  shape = ctx.prior.config.image_shape
+  noise = mf.noise.sinusoidal(shape, scale)
+  x = ctx.batch(n)
+  y = x + noise.sample(seed=jax.random.PRNGKey(key), sample_shape=(n,))
+  return x, mf.operators.identity(), noise, y
+
+
+def one_bit_problem(ctx, n, m=784, key=0, scale=1.0):
+  shape = ctx.prior.config.image_shape
+  k = jax.random.PRNGKey(key)
+  op = mf.operators.one_bit(mf.operators.gaussian(k, m, shape), 0.5)
+  noise = mf.noise.sinusoidal_1d(m, scale)
+  x = ctx.batch(n)
+  y = op(x) + noise.sample(seed=jax.random.fold_in(k, 1), sample_shape=(n,))
+  return x, op, noise, y
+
+
+def _recover_kw(ctx, op, noise, **kw):
+  return dict(prior=ctx.prior, params=ctx.params, operator=op, noise=noise,
+              optimizer=ctx.optimizer, **kw)
+
+
+# ---------------------------------------------------------------------------
+
+
+def throughput(ctx) -> dict:
+  """Recovery steps/s by batch for denoising and 1-bit CS (m = 784), and
+  the first call (compile + one step) of each shape."""
+  c = ctx.cfg
+  rows = []
+  for task, make in (("denoise", denoise_problem), ("one_bit", one_bit_problem)):
+    for b in c["batches"]:
+      _, op, noise, y = make(ctx, b)
+      kw = _recover_kw(ctx, op, noise, beta=0.5, steps=c["steps"])
+      t = time.perf_counter()
+      jax.block_until_ready(mf.recover(y, **kw).x)
+      first = time.perf_counter() - t
+      run = timed(lambda: mf.recover(y, **kw).x, c["repeats"])
+      per = run / c["steps"]
+      rows.append({"task": task, "batch": b, "s_per_step": per,
+                   "steps_per_s": 1.0 / per,
+                   "images_steps_per_s": b / per,
+                   "first_call_s": first, "compile_s": first - run})
+  return {"prior": ctx.which, "rows": rows}
+
+
+def sweep(ctx) -> dict:
+  """A β x m grid as one ``sweep`` call against the same recoveries as
+  sequential ``recover`` calls (compile excluded from both)."""
+  c = ctx.cfg
+  betas = jnp.asarray(c["sweep_betas"])
+  ms = jnp.asarray(c["sweep_ms"])
+  _, op, noise, y = one_bit_problem(ctx, c["sweep_images"], int(max(ms)))
+  kw = _recover_kw(ctx, op, noise)
+  t = time.perf_counter()
+  jax.block_until_ready(mf.sweep(y, betas=betas, ms=ms, steps=1, **kw).x)
+  compile_sweep = time.perf_counter() - t
+  t_sweep = timed(lambda: mf.sweep(y, betas=betas, ms=ms,
+                                   steps=c["sweep_steps"], **kw).x, 1)
+  seq_kw = dict(kw)
+  seq_kw.pop("operator")
+
+  def one(b, m, steps):
+    return mf.recover(y, operator=mf.operators.with_active(op, m), beta=b,
+                      steps=steps, **seq_kw).x
+
+  t = time.perf_counter()
+  jax.block_until_ready(one(betas[0], ms[0], 1))
+  compile_seq = time.perf_counter() - t
+
+  def all_seq():
+    return [one(b, m, c["sweep_steps"]) for b in betas for m in ms]
+
+  t_seq = timed(all_seq, 1)
+  return {"images": c["sweep_images"], "betas": len(betas), "ms": len(ms),
+          "steps": c["sweep_steps"], "sweep_s": t_sweep,
+          "sequential_s": t_seq, "speedup": t_seq / t_sweep,
+          "compile_sweep_s": compile_sweep,
+          "compile_recover_s": compile_seq}
+
+
+def restarts(ctx) -> dict:
+  """R restarts vmapped in one call against R sequential calls."""
+  c = ctx.cfg
+  _, op, noise, y = denoise_problem(ctx, c["restart_batch"])
+  kw = _recover_kw(ctx, op, noise, beta=0.5, init="random",
+                   steps=c["restart_steps"])
+  rows = []
+  for r in c["restarts"]:
+    jax.block_until_ready(mf.recover(y, restarts=r, **kw).x)  # compile
+    t_v = timed(lambda: mf.recover(y, restarts=r, **kw).x, c["repeats"])
+    jax.block_until_ready(mf.recover(y, restarts=1, **kw).x)
+    t_s = timed(lambda: [mf.recover(y, restarts=1,
+                                    key=jax.random.PRNGKey(i), **kw).x
+                         for i in range(r)], c["repeats"])
+    rows.append({"restarts": r, "vmapped_s": t_v, "sequential_s": t_s,
+                 "speedup": t_s / t_v})
+  return {"batch": c["restart_batch"], "steps": c["restart_steps"],
+          "rows": rows}
+
+
+def _flops_of(compiled) -> float:
+  ca = compiled.cost_analysis()
+  if isinstance(ca, (list, tuple)):
+    ca = ca[0]
+  return float(ca.get("flops", float("nan")))
+
+
+def flops(ctx) -> dict:
+  """Achieved FLOP/s of the recovery gradient (XLA's cost analysis over
+  the measured time) as a fraction of a same-run f32 matmul."""
+  c = ctx.cfg
+  b = c["flops_batch"]
+  _, op, noise, y = one_bit_problem(ctx, b)
+  z = jnp.zeros((b,) + tuple(ctx.prior.config.image_shape))
+  loss = lambda z: jnp.sum(objectives.map_loss(
+      z, y, prior=ctx.prior, params=ctx.params, operator=op, noise=noise,
+      beta=0.5))
+  g = jax.jit(jax.value_and_grad(loss)).lower(z).compile()
+  f_step = _flops_of(g)
+  g(z)
+  t_step = timed(lambda: g(z), c["repeats"] + 2)
+  n = c["matmul_n"]
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n))
+  mm = jax.jit(lambda a, b: a @ b).lower(a, a).compile()
+  mm(a, a)
+  t_mm = timed(lambda: mm(a, a), c["repeats"] + 2)
+  peak = 2.0 * n ** 3 / t_mm
+  achieved = f_step / t_step
+  return {"batch": b, "step_flops": f_step, "step_s": t_step,
+          "achieved_gflops": achieved / 1e9, "matmul_n": n,
+          "matmul_gflops": peak / 1e9, "fraction_of_matmul": achieved / peak}
+
+
+def time_to_quality(ctx) -> dict:
+  """Wall time until a mean PSNR, our default solver (Adam, lr 0.03)
+  against L-BFGS set up like GlowIP's (lr 0.1, zoom line search of up to
+  20 evaluations; 30 x 20 = 600 iterations in full mode).  Each point is a
+  fresh run of that many steps, timed after compilation."""
+  c = ctx.cfg
+  x, op, noise, y = one_bit_problem(ctx, c["ttq_images"])
+  lbfgs = optax.lbfgs(learning_rate=0.1,
+                      linesearch=optax.scale_by_zoom_linesearch(
+                          max_linesearch_steps=20))
+
+  def curve(opt, schedule):
+    kw = dict(prior=ctx.prior, params=ctx.params, operator=op, noise=noise,
+              beta=0.5, optimizer=opt)
+    jax.block_until_ready(mf.recover(y, steps=1, **kw).x)
+    pts = []
+    for k in schedule:
+      t = time.perf_counter()
+      xh = jax.block_until_ready(mf.recover(y, steps=k, **kw).x)
+      pts.append({"steps": k, "wall_s": time.perf_counter() - t,
+                  "psnr": float(jnp.mean(mf.metrics.psnr(x, xh)))})
+    return pts
+
+  adam = curve(ctx.optimizer, c["ttq_schedule"])
+  lb = curve(lbfgs, c["lbfgs_schedule"])
+  target = lb[-1]["psnr"]
+  t_adam = _time_to(adam, target)
+  return {"images": c["ttq_images"], "task": "1-bit CS, m=784, s=1",
+          "adam": adam, "lbfgs": lb, "target_psnr": target,
+          "lbfgs_wall_s": lb[-1]["wall_s"], "adam_wall_s_to_target": t_adam,
+          "speedup": (lb[-1]["wall_s"] / t_adam
+                      if t_adam and math.isfinite(t_adam) else None)}
+
+
+def _time_to(points, target):
+  """Earliest wall time at which the curve reaches ``target`` (linear
+  interpolation between measured points; NaN if never)."""
+  prev = None
+  for p in points:
+    if p["psnr"] >= target:
+      if prev is None:
+        return p["wall_s"]
+      f = (target - prev["psnr"]) / max(p["psnr"] - prev["psnr"], 1e-12)
+      return prev["wall_s"] + f * (p["wall_s"] - prev["wall_s"])
+    prev = p
+  return float("nan")
+
+
+def training(ctx) -> dict:
+  """Training throughput of the CPU preset (quick: the tiny flow) and train bits/dim against
+  wall-clock over the first steps from a fresh init."""
+  from mapflow import training as tr
+  c = ctx.cfg
+  cfg = ctx.base_config
+  flow = mf.flows.from_config(cfg)
+  tc = tr.TrainConfig(batch_size=c["train_batch"])
+  opt = tr.make_optimizer(tc)
+  x = (np.asarray(ctx.batch(c["train_batch"])) * 255).astype(np.uint8)
+  state = tr.init_state(flow, tc, x, opt)
+  step = tr.make_train_step(flow, tc, opt)
+  t0 = time.perf_counter()
+  state, m = step(state, jnp.asarray(x))
+  jax.block_until_ready(m["bpd"])
+  first = time.perf_counter() - t0
+  pts, times = [], []
+  t_start = time.perf_counter()
+  for i in range(c["train_steps"]):
+    t = time.perf_counter()
+    state, m = step(state, jnp.asarray(x))
+    bpd = float(m["bpd"])
+    times.append(time.perf_counter() - t)
+    pts.append({"step": i + 2, "wall_s": time.perf_counter() - t_start,
+                "train_bpd": bpd})
+  s = statistics.median(times)
+  return {"batch": c["train_batch"], "s_per_step": s,
+          "images_per_s": c["train_batch"] / s, "first_call_s": first,
+          "curve": pts,
+          "note": "train bits/dim on a fixed batch of shipped images"}
+
+
+def scaling(ctx) -> dict:
+  """Compile and step time of MAP denoising against image size and depth
+  (CPU preset architecture, random params, batch ``scaling_batch``)."""
+  c = ctx.cfg
+  base = ctx.base_config
+  rows = []
+  variants = [(s, base.couplings_per_scale) for s in c["scaling_sizes"]]
+  variants += [(c["scaling_sizes"][0], d) for d in c["scaling_depths"]
+               if d != base.couplings_per_scale]
+  for size, depth in variants:
+    cfg = dataclasses.replace(base, image_shape=(size, size, 1),
+                              couplings_per_scale=depth)
+    prior = mf.flows.from_config(cfg)
+    params = prior.init(jax.random.PRNGKey(0),
+                        jnp.full((2, size, size, 1), 0.5))
+    noise = mf.noise.sinusoidal((size, size, 1), 0.4)
+    y = jnp.full((c["scaling_batch"], size, size, 1), 0.5)
+    kw = dict(prior=prior, params=params, operator=mf.operators.identity(),
+              noise=noise, beta=0.5, optimizer=ctx.optimizer)
+    t = time.perf_counter()
+    jax.block_until_ready(mf.recover(y, steps=1, **kw).x)
+    first = time.perf_counter() - t
+    run = timed(lambda: mf.recover(y, steps=c["steps"], **kw).x, 1)
+    rows.append({"size": size, "couplings_per_scale": depth,
+                 "params": sum(int(a.size)
+                               for a in jax.tree_util.tree_leaves(params)),
+                 "first_call_s": first, "s_per_step": run / c["steps"],
+                 "peak_rss_mb_so_far": peak_rss_mb()})
+  return {"batch": c["scaling_batch"], "rows": rows}
+
+
+def memory(ctx) -> dict:
+  """Peak memory of the whole run so far (host RSS; device peak where the
+  backend reports one)."""
+  return {"peak_rss_mb": peak_rss_mb(), "device_peak_mb": device_peak_mb()}
+
+
+ALL: Dict[str, Callable] = {
+    "throughput": throughput, "sweep": sweep, "restarts": restarts,
+    "flops": flops, "time_to_quality": time_to_quality,
+    "training": training, "scaling": scaling, "memory": memory,
+}
+
+
+# ---------------------------------------------------------------------------
+
+
+def _f(v, nd=2):
+  if v is None:
+    return "—"
+  if isinstance(v, float):
+    if not math.isfinite(v):
+      return "n/a"
+    return f"{v:.{nd}f}" if abs(v) < 1e5 else f"{v:.3g}"
+  return str(v)
+
+
+def _table(rows, cols):
+  out = ["| " + " | ".join(c for c, _ in cols) + " |",
+         "|" + "---|" * len(cols)]
+  for r in rows:
+    out.append("| " + " | ".join(_f(r.get(k)) for _, k in cols) + " |")
+  return out
+
+
+def markdown(report: dict) -> str:
+  s = report["sections"]
+  lines = ["# Benchmarks", "",
+           f"Mode **{report['mode']}**, backend `{report['backend']}` "
+           f"({report['device']}, {report['devices']} device(s)), jax "
+           f"{report['jax']}, started {report['started']}.  Regenerate "
+           "with `python -m bench` (`--quick` for the smoke version).  "
+           "Times are medians; ratios are measured within this one run.", ""]
+  if "throughput" in s:
+    lines += ["## Recovery throughput", "",
+              f"Prior: {s['throughput']['prior']}.", ""]
+    lines += _table(s["throughput"]["rows"], [
+        ("task", "task"), ("batch", "batch"), ("s/step", "s_per_step"),
+        ("steps/s", "steps_per_s"), ("image-steps/s", "images_steps_per_s"),
+        ("compile (s)", "compile_s")]) + [""]
+  if "sweep" in s:
+    w = s["sweep"]
+    lines += ["## β x m sweep: one call against sequential calls", "",
+              f"{w['betas']} β x {w['ms']} m, {w['images']} images, "
+              f"{w['steps']} steps: one `sweep` {_f(w['sweep_s'])} s, "
+              f"sequential `recover` calls {_f(w['sequential_s'])} s: "
+              f"**{_f(w['speedup'])}x**. Compile: sweep "
+              f"{_f(w['compile_sweep_s'])} s, recover "
+              f"{_f(w['compile_recover_s'])} s.", ""]
+  if "restarts" in s:
+    lines += ["## Restarts: vmapped against sequential", ""]
+    lines += _table(s["restarts"]["rows"], [
+        ("R", "restarts"), ("vmapped (s)", "vmapped_s"),
+        ("sequential (s)", "sequential_s"), ("speedup", "speedup")]) + [""]
+  if "flops" in s:
+    f = s["flops"]
+    lines += ["## Achieved FLOP/s", "",
+              f"Recovery gradient at batch {f['batch']}: "
+              f"{_f(f['achieved_gflops'])} GFLOP/s against a {f['matmul_n']}"
+              f"² f32 matmul at {_f(f['matmul_gflops'])} GFLOP/s: "
+              f"**{_f(100 * f['fraction_of_matmul'], 1)}%**.", ""]
+  if "time_to_quality" in s:
+    q = s["time_to_quality"]
+    lines += ["## Time to quality", "",
+              f"{q['task']}, {q['images']} images. L-BFGS (GlowIP-style) "
+              f"ends at {_f(q['target_psnr'])} dB after "
+              f"{_f(q['lbfgs_wall_s'])} s; Adam reaches it after "
+              f"{_f(q['adam_wall_s_to_target'])} s: "
+              f"**{_f(q['speedup'])}x** sooner.", ""]
+    lines += _table([dict(p, solver="adam") for p in q["adam"]] +
+                    [dict(p, solver="lbfgs") for p in q["lbfgs"]],
+                    [("solver", "solver"), ("steps", "steps"),
+                     ("wall (s)", "wall_s"), ("PSNR (dB)", "psnr")]) + [""]
+  if "training" in s:
+    t = s["training"]
+    lines += ["## Training", "",
+              f"CPU preset, batch {t['batch']}: {_f(t['s_per_step'])} s/step"
+              f", **{_f(t['images_per_s'], 1)} images/s** (first call "
+              f"{_f(t['first_call_s'])} s).", ""]
+  if "scaling" in s:
+    lines += ["## Scaling with image size and depth", ""]
+    lines += _table(s["scaling"]["rows"], [
+        ("size", "size"), ("couplings/scale", "couplings_per_scale"),
+        ("params", "params"), ("first call (s)", "first_call_s"),
+        ("s/step", "s_per_step")]) + [""]
+  if "memory" in s:
+    m = s["memory"]
+    lines += ["## Peak memory", "",
+              f"Host RSS {_f(m['peak_rss_mb'], 0)} MB; device peak "
+              f"{_f(m['device_peak_mb'], 0)} MB.", ""]
+  return "\n".join(lines) + "\n"

@@ -1,0 +1,28 @@
+"""The benchmark harness runs in quick mode and writes its figures."""
+
+import json
+import os
+import subprocess
+import sys
+
+
+def test_bench_quick_writes_json_and_report(tmp_path):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ)
+  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+  out = subprocess.run(
+      [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+      cwd=root, env=env, capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-3000:]
+  report = json.loads((tmp_path / "bench.json").read_text())
+  s = report["sections"]
+  assert set(s) == {"throughput", "sweep", "restarts", "flops",
+                    "time_to_quality", "training", "scaling", "memory"}
+  assert all(r["s_per_step"] > 0 for r in s["throughput"]["rows"])
+  assert s["sweep"]["speedup"] > 0
+  assert 0 < s["flops"]["fraction_of_matmul"]
+  assert s["flops"]["step_flops"] > 0
+  assert len(s["time_to_quality"]["lbfgs"]) == 2
+  assert s["memory"]["peak_rss_mb"] > 0
+  md = (tmp_path / "BENCHMARKS.md").read_text()
+  assert "Achieved FLOP/s" in md and "Time to quality" in md
