@@ -65,61 +65,95 @@ def _full_optimizer(optimizer, clip_norm):
   return optax.apply_if_finite(optax.chain(*parts), _MAX_ERRORS)
 
 
-def _example_loss(kind, prior, generator):
-  """``(v, y, h, params, operator, noise) -> scalar`` for one example."""
+def _batched_losses(kind, prior, generator):
+  """``(v (R, B, ...), y (B, ...), h, params, operator, noise) -> (R, B)``
+  for one grid point: restarts and examples flattened into one batch, so
+  the flow runs batched (cheaper to compile than per-example vmaps).
+  Examples never interact, so the gradient of the sum is per example."""
 
-  def loss(v, y, h, params, operator, noise):
+  def losses(v, y, h, params, operator, noise):
     op = operator if h.get("active") is None else ops_lib.with_active(
         operator, h["active"])
-    v, y = v[None], y[None]
+    r, b = v.shape[:2]
+    flat = v.reshape((r * b,) + v.shape[2:])
+    yy = jnp.broadcast_to(y[None], (r,) + y.shape).reshape(
+        (r * b,) + y.shape[1:])
     if kind == "map":
-      out = objectives.map_loss(v, y, prior=prior, params=params, operator=op,
-                                noise=noise, beta=h["beta"])
+      out = objectives.map_loss(flat, yy, prior=prior, params=params,
+                                operator=op, noise=noise, beta=h["beta"])
     elif kind == "map_x":
-      out = objectives.map_loss_x(v, y, prior=prior, params=params,
+      out = objectives.map_loss_x(flat, yy, prior=prior, params=params,
                                   operator=op, noise=noise, beta=h["beta"])
     elif kind == "asim":
-      out = objectives.asim_loss(v, y, prior=prior, params=params,
+      out = objectives.asim_loss(flat, yy, prior=prior, params=params,
                                  operator=op, gamma=h["gamma"])
     elif kind == "bora":
-      out = objectives.bora_loss(v, y, generator=generator, operator=op,
+      out = objectives.bora_loss(flat, yy, generator=generator, operator=op,
                                  lam=h["lam"])
     else:
       raise ValueError(kind)
-    return out[0]
+    return out.reshape(r, b)
 
-  return loss
+  return losses
 
 
-def _vmap_prb(fn, y_axis=0):
-  """vmap ``fn(v, s, y, h, *shared)`` over B, then R, then P."""
-  f = jax.vmap(fn, in_axes=(0, 0, y_axis, None, None, None, None))
-  f = jax.vmap(f, in_axes=(0, 0, None, None, None, None, None))
-  return jax.vmap(f, in_axes=(0, 0, None, 0, None, None, None))
+def _over_p(fn):
+  """Maps ``fn(v, y, h, *shared)`` over the grid axis P of ``v`` and ``h``.
+  A single grid point is traced without vmap (a plain ``recover``)."""
+
+  def mapped(v, y, h, *shared):
+    if v.shape[0] == 1:
+      out = fn(v[0], y, jax.tree_util.tree_map(lambda a: a[0], h), *shared)
+      return jax.tree_util.tree_map(lambda a: a[None], out)
+    return jax.vmap(fn, in_axes=(0, None, 0) + (None,) * len(shared))(
+        v, y, h, *shared)
+
+  return mapped
+
+
+def _vmap_update(fn):
+  """vmap ``fn(v, s, g, val, y, h, *shared)`` over B, then R, then P."""
+  n = (None, None, None)
+  f = jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, None) + n)
+  f = jax.vmap(f, in_axes=(0, 0, 0, 0, None, None) + n)
+  return jax.vmap(f, in_axes=(0, 0, 0, 0, None, 0) + n)
 
 
 @functools.lru_cache(maxsize=64)
 def _compiled(kind, prior, generator, optimizer, clip_norm, chunk):
-  """Jitted init/step/evaluate functions, cached on their static parts."""
-  loss = _example_loss(kind, prior, generator)
+  """Jitted init/step/finish functions, cached on their static parts."""
+  losses = _batched_losses(kind, prior, generator)
+  # One example, as a batch of one (for optimisers' line searches).
+  example_loss = lambda v, y, h, *shared: losses(v[None, None], y[None], h,
+                                                 *shared)[0, 0]
   opt = _full_optimizer(optimizer, clip_norm)
 
-  def update(v, state, y, h, params, operator, noise):
-    f = lambda vv: loss(vv, y, h, params, operator, noise)
-    val, g = jax.value_and_grad(f)(v)
-    upd, state = opt.update(g, state, v, value=val, grad=g, value_fn=f)
-    return optax.apply_updates(v, upd), state, val
+  def values_and_grads(v, y, h, params, operator, noise):
+    def total(v):
+      l = losses(v, y, h, params, operator, noise)
+      return jnp.sum(l), l
+    (_, l), g = jax.value_and_grad(total, has_aux=True)(v)
+    return l, g
 
-  upd = _vmap_prb(update)
+  vg = _over_p(values_and_grads)
+
+  def update_one(v, state, g, val, y, h, params, operator, noise):
+    # value_fn is traced only by optimisers that use it (line searches).
+    f = lambda vv: example_loss(vv, y, h, params, operator, noise)
+    upd, state = opt.update(g, state, v, value=val, grad=g, value_fn=f)
+    return optax.apply_updates(v, upd), state
+
+  upd = _vmap_update(update_one)
 
   def one(carry, _, y, h, params, operator, noise):
     v, s = carry
-    v, s, val = upd(v, s, y, h, params, operator, noise)
+    val, g = vg(v, y, h, params, operator, noise)
+    v, s = upd(v, s, g, val, y, h, params, operator, noise)
     return (v, s), val
 
   def step(v, s, y, h, params, operator, noise):
     if chunk == 1:
-      v, s, val = upd(v, s, y, h, params, operator, noise)
+      (v, s), val = one((v, s), None, y, h, params, operator, noise)
       return v, s, val[None]
     (v, s), vals = jax.lax.scan(
         functools.partial(one, y=y, h=h, params=params, operator=operator,
@@ -130,12 +164,36 @@ def _compiled(kind, prior, generator, optimizer, clip_norm, chunk):
     f = jax.vmap(jax.vmap(jax.vmap(opt.init)))
     return f(v)
 
-  def evaluate(v, y, h, params, operator, noise):
-    f = lambda v, s, y, h, p, o, n: loss(v, y, h, p, o, n)
-    return _vmap_prb(f)(v, v, y, h, params, operator, noise)
+  def finish(v, notfinite, y, h, params, operator, noise):
+    """Final losses, the best restart per example, and its image."""
+    final = _over_p(losses)(v, y, h, params, operator, noise)  # (P, R, B)
+    best = jnp.argmin(jnp.where(jnp.isfinite(final), final, jnp.inf), axis=1)
+    pick = lambda a: jnp.take_along_axis(
+        a, best.reshape(best.shape[:1] + (1,) + best.shape[1:] +
+                        (1,) * (a.ndim - 3)), axis=1)[:, 0]
+    v_best = pick(v)                                           # (P, B, ...)
+    flat = v_best.reshape((-1,) + v_best.shape[2:])
+    if kind == "bora":
+      x = generator(flat)
+    elif kind == "map_x":
+      x = flat
+    else:
+      x = prior.forward(params, flat)[0]
+    x = x.reshape(v_best.shape[:2] + x.shape[1:])
+    return best, v_best, pick(final[..., None])[..., 0], pick(
+        notfinite[..., None])[..., 0], x
 
   return (jax.jit(init), jax.jit(step, donate_argnums=(0, 1)),
-          jax.jit(evaluate))
+          jax.jit(finish))
+
+
+@functools.lru_cache(maxsize=64)
+def _flow_fns(prior):
+  """Jitted ``x -> z`` and ``z -> x`` of a flow: run eagerly, a flow is
+  hundreds of separately dispatched (and separately compiled) ops."""
+  inverse = jax.jit(lambda params, x: prior.inverse(params, x)[0])
+  forward = jax.jit(lambda params, z: prior.forward(params, z)[0])
+  return inverse, forward
 
 
 def _check_inputs(y, operator, noise, image_shape, hyper):
@@ -181,18 +239,19 @@ def _initial_latents(init, key, restarts, y, prior, params, operator,
     if init == "zeros":
       base = jnp.zeros(shape)
       if parametrization == "x":
-        base = jnp.broadcast_to(prior.forward(params, base[0])[0], shape)
+        base = jnp.broadcast_to(_flow_fns(prior)[1](params, base[0]), shape)
       return base
     if init == "random":
       if parametrization == "x":
-        return jax.vmap(lambda z: prior.forward(params, z)[0])(noise)
+        fwd = _flow_fns(prior)[1]
+        return jnp.stack([fwd(params, n) for n in noise])
       return noise
     if init == "measurements":
       x0 = measurement_init(y, operator, image_shape)
       if parametrization == "x":
         base = x0
       else:
-        base = prior.inverse(params, x0)[0]
+        base = _flow_fns(prior)[0](params, x0)
       # Restart 0 starts at the estimate; the others nearby.
       jitter = noise.at[0].set(0.0)
       return base[None] + jitter
@@ -240,7 +299,7 @@ def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
   p = max(v.shape[0] for v in hyper.values() if v is not None)
   hyper = {k: (None if v is None else jnp.broadcast_to(v, (p,)))
            for k, v in hyper.items()}
-  init_fn, step_fn, eval_fn = _compiled(kind, prior, generator, optimizer,
+  init_fn, step_fn, finish_fn = _compiled(kind, prior, generator, optimizer,
                                         clip_norm, chunk)
   v0 = _initial_latents(init, key, restarts, y, prior, params, operator,
                         image_shape, init_std, parametrization)
@@ -255,7 +314,8 @@ def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
   y = sharding.shard_along(y, mesh, 0)
   params, operator, noise, hyper = sharding.replicate(
       (params, operator, noise, hyper), mesh)
-  state = init_fn(v)
+  # Laid out like the step's output state, so the step compiles only once.
+  state = sharding.shard_along(init_fn(v), mesh, 2)
   trace = []
   done = 0
   while done < steps:
@@ -268,27 +328,16 @@ def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
   # The trace is assembled on the host: eager XLA ops on a (steps, ...)
   # array would compile anew for every distinct step count.
   trace = np.concatenate([np.asarray(t) for t in trace])  # (steps, P, R, B)
-  final = eval_fn(v, y, hyper, params, operator, noise)  # (P, R, B)
-  best = jnp.argmin(jnp.where(jnp.isfinite(final), final, jnp.inf), axis=1)
-  pick = lambda a: jnp.take_along_axis(
-      a, best.reshape(best.shape[:1] + (1,) + best.shape[1:] +
-                      (1,) * (a.ndim - 3)), axis=1)[:, 0]
-  v_best = pick(v)
-  loss = jnp.take_along_axis(final, best[:, None], axis=1)[:, 0]
+  best, v_best, loss, skipped, x = finish_fn(
+      v, state.total_notfinite, y, hyper, params, operator, noise)
   best_h = np.asarray(best)
   trace_best = np.take_along_axis(
       trace, np.broadcast_to(best_h[None, :, None], (trace.shape[0],) +
                              best_h.shape[:1] + (1,) + best_h.shape[1:]),
       axis=2)[:, :, 0]
-  skipped = pick(state.total_notfinite)
-  v_best, loss, skipped = (a[:, :n_real] for a in (v_best, loss, skipped))
+  x, v_best, loss, skipped = (a[:, :n_real] for a in (x, v_best, loss,
+                                                       skipped))
   trace_best = trace_best[:, :, :n_real]
-  if kind == "bora":
-    x = jax.vmap(generator)(v_best)
-  elif parametrization == "x":
-    x = v_best
-  else:
-    x = jax.vmap(lambda z: prior.forward(params, z)[0])(v_best)
   return RecoveryResult(x, v_best, loss,
                         jnp.asarray(np.moveaxis(trace_best, 0, 1)), skipped)
 

@@ -88,7 +88,7 @@ def test_demo_runs_offline_on_shipped_images(tiny_prior, tmp_path, capsys):
   from recover.demo import METHODS, main
   main(["--out", str(tmp_path), "--prior", tiny_prior, "--noise-prior",
         tiny_prior, "--steps", "2", "--bora-steps", "2", "--images", "2",
-        "--m", "64"])
+        "--m", "64", "--full-compile"])
   rows = json.loads((tmp_path / "psnr.json").read_text())
   assert [r["task"] for r in rows] == ["1-bit CS", "sinusoidal",
                                        "digit noise"]
@@ -106,3 +106,32 @@ def test_subpixel_cli_end_to_end(tiny_prior, tmp_path):
     rows = list(csv.DictReader(f))
   assert {r["method"] for r in rows} == set(mf.experiments.SUBPIXEL_METHODS)
   assert all(r["setting"] == "keep=0.75" for r in rows)
+
+
+def test_demo_hyperparameters_are_the_validated_choices():
+  """recover.demo's fixed hyperparameters equal the ones the experiments
+  chose on validation images (for every experiment whose results exist)."""
+  from pathlib import Path
+  from recover.demo import VALIDATED, VALIDATED_FROM
+  root = Path(__file__).resolve().parents[1] / "results"
+  checked = 0
+  for task, (folder, experiment, setting) in VALIDATED_FROM.items():
+    f = root / folder / "results.csv"
+    if not f.is_file():
+      continue
+    with f.open() as fh:
+      rows = [r for r in csv.DictReader(fh)
+              if r["experiment"] == experiment and r["setting"] == setting]
+    for method in ("ours", "asim", "bora"):
+      chosen = {float(r["hyper"]) for r in rows if r["method"] == method}
+      if chosen:
+        assert chosen == {VALIDATED[task][method]}, (task, method, chosen)
+        checked += 1
+    if task == "sinusoidal":
+      sig = {float(r["hyper"]) for r in rows if r["method"] == "bm3d"}
+      if sig:
+        s_max = float(jnp.max(mf.noise.sinusoidal((28, 28, 1),
+                                                  float(setting)).std_map))
+        factor = sig.pop() / s_max
+        assert abs(factor - VALIDATED[task]["bm3d"]) < 1e-4
+  assert checked >= 3
