@@ -17,6 +17,7 @@ clipped to ``max_grad_norm``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import signal
@@ -116,10 +117,23 @@ def make_train_step(flow, tc: TrainConfig, optimizer):
   return jax.jit(step_fn, donate_argnums=0)
 
 
+class _JittedFlow(NamedTuple):
+  bits_per_dim: Callable
+  sample: Callable
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted(flow) -> _JittedFlow:
+  """Compiled evaluation and sampling of a flow, built once per flow (a new
+  ``jax.jit`` per evaluation would retrace every time)."""
+  return _JittedFlow(jax.jit(flow.bits_per_dim),
+                     jax.jit(flow.sample, static_argnums=(2, 3)))
+
+
 def evaluate_bpd(flow, params, x_uint8, batch: int, seed: int = 0,
                  progress: Optional[Callable] = None) -> float:
   """Mean bits/dim over ``x_uint8``, uniformly dequantised (fixed key)."""
-  fn = jax.jit(flow.bits_per_dim)
+  fn = _jitted(flow).bits_per_dim
   key = jax.random.fold_in(jax.random.PRNGKey(seed), 2**30)
   total, count = 0.0, 0
   for i in range(0, len(x_uint8), batch):
@@ -233,7 +247,8 @@ def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
     return rec
 
   def do_samples(st):
-    xs = flow.sample(st.params, jax.random.PRNGKey(tc.seed + 7), 64, 0.8)
+    xs = _jitted(flow).sample(st.params, jax.random.PRNGKey(tc.seed + 7),
+                              64, 0.8)
     save_grid(workdir / f"samples_{int(st.step):06d}.png", np.asarray(xs))
 
   step = start
