@@ -110,6 +110,9 @@ def plot_curves(out, rows, xlabel, name, x_of=float):
   except ImportError:
     say("matplotlib not installed: skipping the figure")
     return None
+  if len({r["setting"] for r in rows}) < 2:
+    say(f"{name}: fewer than two settings so far, no curve to draw")
+    return None
   fig, ax = plt.subplots(figsize=(5, 3.5))
   for m in sorted({r["method"] for r in rows}):
     pts = sorted((x_of(r["setting"]), r["psnr_mean"], r["psnr_stderr"])
