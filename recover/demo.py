@@ -40,9 +40,7 @@ METHODS = ("ours", "asim", "bora", "bm3d")
 VALIDATED = {
     "1-bit CS": {"ours": 0.1, "asim": 5.0, "bora": 0.001, "bm3d": None},
     "sinusoidal": {"ours": 0.5, "asim": 5.0, "bora": 0.0, "bm3d": 0.5},
-    # Digit noise: BM3D's factor is a placeholder until results/digit_noise
-    # finishes its BM3D cell.
-    "digit noise": {"ours": 0.5, "asim": 5.0, "bora": 1.0, "bm3d": 1.0},
+    "digit noise": {"ours": 0.5, "asim": 5.0, "bora": 1.0, "bm3d": 0.1},
 }
 # Where each task's choice comes from: (results folder, experiment, setting).
 VALIDATED_FROM = {
