@@ -104,16 +104,22 @@ class ResultTable:
     self._write()
 
   def _write(self):
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n")
-    w.writeheader()
-    w.writerows(self.rows)
-    self.path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.",
-                               dir=self.path.parent)
-    with os.fdopen(fd, "w", newline="") as f:
-      f.write(buf.getvalue())
-    os.replace(tmp, self.path)
+    write_csv_atomic(self.path, self.rows, self.columns)
+
+
+def write_csv_atomic(path, rows: Sequence[dict], columns: Sequence[str]):
+  """Writes ``rows`` as CSV to a temporary file, then renames it over
+  ``path``: readers see the old file or the new one, never a partial one."""
+  path = Path(path)
+  buf = io.StringIO()
+  w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+  w.writeheader()
+  w.writerows(rows)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+  with os.fdopen(fd, "w", newline="") as f:
+    f.write(buf.getvalue())
+  os.replace(tmp, path)
 
 
 def _fmt(v):

@@ -123,7 +123,7 @@ class _JittedFlow(NamedTuple):
 
 
 @functools.lru_cache(maxsize=16)
-def _jitted(flow) -> _JittedFlow:
+def jitted_flow(flow) -> _JittedFlow:
   """Compiled evaluation and sampling of a flow, built once per flow (a new
   ``jax.jit`` per evaluation would retrace every time)."""
   return _JittedFlow(jax.jit(flow.bits_per_dim),
@@ -133,7 +133,7 @@ def _jitted(flow) -> _JittedFlow:
 def evaluate_bpd(flow, params, x_uint8, batch: int, seed: int = 0,
                  progress: Optional[Callable] = None) -> float:
   """Mean bits/dim over ``x_uint8``, uniformly dequantised (fixed key)."""
-  fn = _jitted(flow).bits_per_dim
+  fn = jitted_flow(flow).bits_per_dim
   key = jax.random.fold_in(jax.random.PRNGKey(seed), 2**30)
   total, count = 0.0, 0
   for i in range(0, len(x_uint8), batch):
@@ -247,7 +247,7 @@ def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
     return rec
 
   def do_samples(st):
-    xs = _jitted(flow).sample(st.params, jax.random.PRNGKey(tc.seed + 7),
+    xs = jitted_flow(flow).sample(st.params, jax.random.PRNGKey(tc.seed + 7),
                               64, 0.8)
     save_grid(workdir / f"samples_{int(st.step):06d}.png", np.asarray(xs))
 

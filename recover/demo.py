@@ -18,8 +18,6 @@ results/*/selection.csv), never tuned on the images shown.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import os
 import sys
 import time
@@ -71,16 +69,6 @@ def _tasks(x, digits, key, m, scale, sin_scale):
        jnp.clip(yd, 0, 1), "measurements",
        float(jnp.sqrt(jnp.mean(digits ** 2)))),
   ]
-
-
-def _write_csv(path: Path, rows, columns):
-  buf = io.StringIO()
-  w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-  w.writeheader()
-  w.writerows(rows)
-  tmp = path.with_name(f".{path.name}.tmp")
-  tmp.write_text(buf.getvalue())
-  tmp.replace(path)
 
 
 def main(argv=None):
@@ -165,7 +153,8 @@ def main(argv=None):
                             [jnp.clip(res.get(m, blank), 0, 1)
                              for m in METHODS], axis=1))
   bar.close()
-  _write_csv(out / "psnr.csv", rows, ["task"] + list(METHODS))
+  experiments.write_csv_atomic(out / "psnr.csv", rows,
+                               ["task"] + list(METHODS))
   mf.checkpoint.write_json_atomic(out / "psnr.json", rows)
   k = min(n, 4)
   grid = np.concatenate([np.asarray(p_[:k]) for p_ in panels])

@@ -66,8 +66,8 @@ def main(argv=None):
     import jax
     from mapflow import viz
     from mapflow.flows import from_config
-    flow = from_config(config)
-    x = jax.jit(flow.sample, static_argnums=(2, 3))(
+    from mapflow.training import jitted_flow
+    x = jitted_flow(from_config(config)).sample(
         params, jax.random.PRNGKey(0), 64, 0.8)
     path = Path(args.samples.format(name=args.name))
     viz.save_grid(path, jax.numpy.clip(x, 0.0, 1.0), ncols=8, scale=2)
