@@ -29,6 +29,9 @@ class Context:
 
   def __init__(self, cfg: dict):
     self.cfg = cfg
+    self.images = jnp.asarray(mf.data.demo_images()["fashion_mnist"],
+                              jnp.float32) / 255.0
+    self.optimizer = optax.adam(0.03)
     self.base_config = mf.flows.preset("realnvp_fmnist_cpu")
     if cfg.get("tiny_prior"):
       # Quick mode checks the harness: a tiny flow keeps compiles short.
@@ -48,9 +51,6 @@ class Context:
     self.prior = mf.flows.from_config(c)
     self.params = self.prior.init(jax.random.PRNGKey(1),
                                   jnp.full((2,) + c.image_shape, 0.5))
-    self.images = jnp.asarray(mf.data.demo_images()["fashion_mnist"],
-                              jnp.float32) / 255.0
-    self.optimizer = optax.adam(0.03)
 
   def batch(self, n: int):
     reps = -(-n // len(self.images))
@@ -107,23 +107,31 @@ def _recover_kw(ctx, op, noise, **kw):
 
 def throughput(ctx) -> dict:
   """Recovery steps/s by batch for denoising and 1-bit CS (m = 784), and
-  the first call (compile + one step) of each shape."""
+  the first call (compile + one step) of each shape.
+
+  A step's cost is the marginal one, ``(t(2S) - t(S)) / S`` for calls of
+  S and 2S steps, so the per-call work (the initial inverse, the final
+  image, host transfers) is reported apart as ``call_overhead_s``: on an
+  accelerator it can outweigh ten steps."""
   c = ctx.cfg
   rows = []
+  s = c["steps"]
   for task, make in (("denoise", denoise_problem), ("one_bit", one_bit_problem)):
     for b in c["batches"]:
       _, op, noise, y = make(ctx, b)
-      kw = _recover_kw(ctx, op, noise, beta=0.5, steps=c["steps"])
+      kw = _recover_kw(ctx, op, noise, beta=0.5)
       t = time.perf_counter()
-      jax.block_until_ready(mf.recover(y, **kw).x)
+      jax.block_until_ready(mf.recover(y, steps=s, **kw).x)
       first = time.perf_counter() - t
-      run = timed(lambda: mf.recover(y, **kw).x, c["repeats"])
-      per = run / c["steps"]
+      run = timed(lambda: mf.recover(y, steps=s, **kw).x, c["repeats"])
+      run2 = timed(lambda: mf.recover(y, steps=2 * s, **kw).x, c["repeats"])
+      per = max(run2 - run, 1e-9) / s
       rows.append({"task": task, "batch": b, "s_per_step": per,
                    "steps_per_s": 1.0 / per,
                    "images_steps_per_s": b / per,
+                   "call_overhead_s": run - s * per,
                    "first_call_s": first, "compile_s": first - run})
-  return {"prior": ctx.which, "rows": rows}
+  return {"prior": ctx.which, "steps": s, "rows": rows}
 
 
 def sweep(ctx) -> dict:
@@ -325,6 +333,29 @@ def scaling(ctx) -> dict:
   return {"batch": c["scaling_batch"], "rows": rows}
 
 
+def chunking(ctx) -> dict:
+  """Steps per dispatch: ``chunk`` = 1 (a Python loop of compiled steps)
+  against ``chunk`` = 10 (``lax.scan`` inside one compiled call), marginal
+  s/step at small batches, where per-dispatch overhead matters most.  The
+  default is 1 on CPU and 50 elsewhere."""
+  c = ctx.cfg
+  s = c["chunk_steps"]
+  rows = []
+  for b in c["chunk_batches"]:
+    _, op, noise, y = one_bit_problem(ctx, b)
+    for chunk in (1, 10):
+      kw = _recover_kw(ctx, op, noise, beta=0.5, chunk=chunk)
+      t = time.perf_counter()
+      jax.block_until_ready(mf.recover(y, steps=s, **kw).x)
+      first = time.perf_counter() - t
+      run = timed(lambda: mf.recover(y, steps=s, **kw).x, c["repeats"])
+      run2 = timed(lambda: mf.recover(y, steps=2 * s, **kw).x, c["repeats"])
+      rows.append({"batch": b, "chunk": chunk,
+                   "s_per_step": max(run2 - run, 1e-9) / s,
+                   "compile_s": first - run})
+  return {"task": "1-bit CS, m=784", "steps": s, "rows": rows}
+
+
 def memory(ctx) -> dict:
   """Peak memory of the whole run so far (host RSS; device peak where the
   backend reports one)."""
@@ -334,7 +365,8 @@ def memory(ctx) -> dict:
 ALL: Dict[str, Callable] = {
     "throughput": throughput, "sweep": sweep, "restarts": restarts,
     "flops": flops, "time_to_quality": time_to_quality,
-    "training": training, "scaling": scaling, "memory": memory,
+    "training": training, "scaling": scaling, "chunking": chunking,
+    "memory": memory,
 }
 
 
@@ -373,6 +405,7 @@ def markdown(report: dict) -> str:
     lines += _table(s["throughput"]["rows"], [
         ("task", "task"), ("batch", "batch"), ("s/step", "s_per_step"),
         ("steps/s", "steps_per_s"), ("image-steps/s", "images_steps_per_s"),
+        ("per-call overhead (s)", "call_overhead_s"),
         ("compile (s)", "compile_s")]) + [""]
   if "sweep" in s:
     w = s["sweep"]
@@ -419,6 +452,13 @@ def markdown(report: dict) -> str:
         ("size", "size"), ("couplings/scale", "couplings_per_scale"),
         ("params", "params"), ("first call (s)", "first_call_s"),
         ("s/step", "s_per_step")]) + [""]
+  if "chunking" in s:
+    lines += ["## Steps per dispatch (chunk)", "",
+              f"{s['chunking']['task']}: scanned chunks of 10 steps against "
+              "one step per call.", ""]
+    lines += _table(s["chunking"]["rows"], [
+        ("batch", "batch"), ("chunk", "chunk"), ("s/step", "s_per_step"),
+        ("compile (s)", "compile_s")]) + [""]
   if "memory" in s:
     m = s["memory"]
     lines += ["## Peak memory", "",

@@ -174,7 +174,8 @@ class Context:
                decode=None, steps=300, bora_steps=300, bora_restarts=4,
                methods=DENOISING_METHODS, seed=0, optimizer=None,
                progress=None, valid_methods=DENOISING_METHODS, x_ood=None,
-               ood_ids=(), figures=True, bar=False):
+               ood_ids=(), figures=True, bar=False,
+               init_range=(0.02, 0.98)):
     import optax
     unknown = sorted(set(methods) - set(valid_methods))
     if unknown:
@@ -191,6 +192,7 @@ class Context:
     self.prior, self.params, self.decode = prior, params, decode
     self.x_val, self.x_test = np.asarray(x_val), np.asarray(x_test)
     self.test_ids = [int(i) for i in test_ids]
+    self.init_range = tuple(float(v) for v in init_range)
     self.x_ood = None if x_ood is None else np.asarray(x_ood)
     self.ood_ids = [str(i) for i in ood_ids]
     if (0 if x_ood is None else len(x_ood)) != len(self.ood_ids):
@@ -266,7 +268,8 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
     if todo:
       grid = solve.sweep(y_val, prior=prior, params=params, operator=op,
                          noise=noise_model, betas=jnp.asarray(todo),
-                         steps=steps, optimizer=opt, init=init)
+                         steps=steps, optimizer=opt, init=init,
+                         init_range=ctx.init_range)
       for i, b in enumerate(todo):
         val_cache[(tag, b)] = float(jnp.mean(metrics.psnr(x_val,
                                                           grid.x[i, 0])))
@@ -276,7 +279,8 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
     if (tag, beta) not in test_cache:
       test_cache[(tag, beta)] = solve.recover(
           y_test, prior=prior, params=params, operator=op, noise=noise_model,
-          beta=beta, steps=steps, optimizer=opt, init=init).x
+          beta=beta, steps=steps, optimizer=opt, init=init,
+          init_range=ctx.init_range).x
     return test_cache[(tag, beta)]
 
   def run_method(method):
@@ -293,7 +297,7 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
     elif method == "asim":
       run = lambda g, y: solve.recover_asim(
           y, prior=prior, params=params, operator=op, gamma=g, steps=steps,
-          optimizer=opt, init=init).x
+          optimizer=opt, init=init, init_range=ctx.init_range).x
       scores = [float(jnp.mean(metrics.psnr(x_val, run(g, y_val))))
                 for g in ASIM_GAMMAS]
       record("asim", list(ASIM_GAMMAS), scores, lambda g: run(g, y_test))

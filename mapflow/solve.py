@@ -151,13 +151,21 @@ def _compiled(kind, prior, generator, optimizer, clip_norm, chunk):
     v, s = upd(v, s, g, val, y, h, params, operator, noise)
     return (v, s), val
 
-  def step(v, s, y, h, params, operator, noise):
+  def step(v, s, n, y, h, params, operator, noise):
+    """``chunk`` scanned steps, of which the first ``n`` (traced, so a
+    short last chunk needs no new compile) update the carry."""
     if chunk == 1:
       (v, s), val = one((v, s), None, y, h, params, operator, noise)
       return v, s, val[None]
-    (v, s), vals = jax.lax.scan(
-        functools.partial(one, y=y, h=h, params=params, operator=operator,
-                          noise=noise), (v, s), None, length=chunk)
+
+    def masked(carry, i):
+      new, val = one(carry, None, y, h, params, operator, noise)
+      keep = i < n
+      carry = jax.tree_util.tree_map(
+          lambda a, b: jnp.where(keep, a, b), new, carry)
+      return carry, val
+
+    (v, s), vals = jax.lax.scan(masked, (v, s), jnp.arange(chunk))
     return v, s, vals
 
   def init(v):
@@ -231,7 +239,7 @@ def _check_inputs(y, operator, noise, image_shape, hyper):
 
 
 def _initial_latents(init, key, restarts, y, prior, params, operator,
-                     image_shape, init_std, parametrization):
+                     image_shape, init_std, parametrization, init_range):
   shape = (restarts, y.shape[0]) + tuple(image_shape)
   key = jax.random.PRNGKey(0) if key is None else key
   noise = init_std * jax.random.normal(key, shape)
@@ -247,7 +255,7 @@ def _initial_latents(init, key, restarts, y, prior, params, operator,
         return jnp.stack([fwd(params, n) for n in noise])
       return noise
     if init == "measurements":
-      x0 = measurement_init(y, operator, image_shape)
+      x0 = measurement_init(y, operator, image_shape, *init_range)
       if parametrization == "x":
         base = x0
       else:
@@ -283,7 +291,7 @@ def measurement_init(y, operator, image_shape, lo=0.02, hi=0.98):
 def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
          restarts, init, init_std, key, clip_norm, progress, chunk,
          generator=None, image_shape=None, parametrization="z", check=True,
-         devices=None):
+         devices=None, init_range=(0.02, 0.98)):
   image_shape = tuple(image_shape or prior.config.image_shape)
   if not isinstance(steps, int) or steps < 1:
     raise ValueError(f"steps: got {steps!r}, expected an int >= 1")
@@ -301,8 +309,12 @@ def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
            for k, v in hyper.items()}
   init_fn, step_fn, finish_fn = _compiled(kind, prior, generator, optimizer,
                                         clip_norm, chunk)
+  lo, hi = (float(v) for v in init_range)
+  if not lo < hi:
+    raise ValueError(f"init_range: got {init_range!r}, expected (lo, hi) "
+                     "with lo < hi")
   v0 = _initial_latents(init, key, restarts, y, prior, params, operator,
-                        image_shape, init_std, parametrization)
+                        image_shape, init_std, parametrization, (lo, hi))
   # Data parallel: examples split over the mesh (padded to a multiple of
   # its size with copies of the last one, dropped at the end).
   mesh = sharding.batch_mesh(devices)
@@ -319,8 +331,9 @@ def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
   trace = []
   done = 0
   while done < steps:
-    v, state, vals = step_fn(v, state, y, hyper, params, operator, noise)
     n = min(chunk, steps - done)
+    v, state, vals = step_fn(v, state, jnp.int32(n), y, hyper, params,
+                             operator, noise)
     trace.append(vals[:n])
     done += n
     if progress is not None:
@@ -349,7 +362,8 @@ def _squeeze_p(res: RecoveryResult) -> RecoveryResult:
 def recover(y, *, prior, params, operator, noise, beta=1.0, steps=1000,
             optimizer=None, restarts=1, init="zeros", init_std=0.1, key=None,
             clip_norm=None, progress=None, chunk=None,
-            parametrization="z", devices=None) -> RecoveryResult:
+            parametrization="z", devices=None,
+            init_range=(0.02, 0.98)) -> RecoveryResult:
   """MAP recovery (paper eq. 12) of a batch from measurements ``y``.
 
   Args:
@@ -364,12 +378,15 @@ def recover(y, *, prior, params, operator, noise, beta=1.0, steps=1000,
     restarts: independent starts per example; each example keeps the one
       with the lowest final loss (never a choice that looks at ground truth).
     init: "zeros", "random" (std ``init_std``), "measurements"
-      (back-projection), or an array of latents.
+      (back-projection, clipped to ``init_range``), or an array of latents.
     key: PRNG key for random inits.
     clip_norm: per-example gradient clipping by global norm (None: off).
     progress: ``callback(steps_done, loss)``, e.g. to drive tqdm.
     chunk: steps per compiled call (None: 1 on CPU, 50 elsewhere).
     parametrization: "z" (optimise the latent) or "x" (the image).
+    init_range: (lo, hi) pixel bounds of the "measurements" start.  Where
+      the noise std is tiny (RADIAL's corners), bounds inside the data range
+      start those pixels far off in units of std: use (0, 1) there.
     devices: devices to split the examples over (data parallel, params
       replicated; default all of ``jax.devices()``).  Results do not depend
       on the device count.
@@ -386,19 +403,22 @@ def recover(y, *, prior, params, operator, noise, beta=1.0, steps=1000,
       hyper={"beta": beta}, steps=steps, optimizer=optimizer,
       restarts=restarts, init=init, init_std=init_std, key=key,
       clip_norm=clip_norm, progress=progress, chunk=chunk,
-      parametrization=parametrization, devices=devices))
+      parametrization=parametrization, devices=devices,
+      init_range=init_range))
 
 
 def recover_asim(y, *, prior, params, operator, gamma=0.1, steps=1000,
                  optimizer=None, restarts=1, init="zeros", init_std=0.1,
                  key=None, clip_norm=None, progress=None,
-                 chunk=None, devices=None) -> RecoveryResult:
+                 chunk=None, devices=None,
+                 init_range=(0.02, 0.98)) -> RecoveryResult:
   """Asim et al.'s proxy loss (eq. 9) through the same machinery."""
   return _squeeze_p(_run(
       "asim", y, prior=prior, params=params, operator=operator, noise=None,
       hyper={"gamma": gamma}, steps=steps, optimizer=optimizer,
       restarts=restarts, init=init, init_std=init_std, key=key,
-      clip_norm=clip_norm, progress=progress, chunk=chunk, devices=devices))
+      clip_norm=clip_norm, progress=progress, chunk=chunk, devices=devices,
+      init_range=init_range))
 
 
 def recover_bora(y, *, generator, operator, latent_shape, lam=0.1,
@@ -446,7 +466,7 @@ class _BatchedGenerator:
 def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
           optimizer=None, restarts=1, init="zeros", init_std=0.1, key=None,
           clip_norm=None, progress=None, chunk=None,
-          devices=None) -> RecoveryResult:
+          devices=None, init_range=(0.02, 0.98)) -> RecoveryResult:
   """A β x m grid of MAP recoveries in one compiled program.
 
   ``ms`` (optional) are measurement counts: the operator's Gaussian matrix
@@ -468,6 +488,6 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
              noise=noise, hyper=grid, steps=steps, optimizer=optimizer,
              restarts=restarts, init=init, init_std=init_std, key=key,
              clip_norm=clip_norm, progress=progress, chunk=chunk,
-             devices=devices)
+             devices=devices, init_range=init_range)
   nb = betas.shape[0]
   return RecoveryResult(*(a.reshape((nb, nm) + a.shape[1:]) for a in res))

@@ -31,7 +31,22 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                  "photographs, a cartoon; reported as EXPERIMENT_ood)")
   p.add_argument("--no-figures", dest="figures", action="store_false",
                  help="skip the per-setting PNG grids of recoveries")
+  p.add_argument("--init-range", default="0.02,0.98", type=_init_range,
+                 help="LO,HI pixel bounds of the measurement start of the "
+                 "flow methods (default 0.02,0.98; RADIAL 0,1, chosen on "
+                 "validation images)")
   return p
+
+
+def _init_range(text):
+  try:
+    lo, hi = (float(v) for v in text.split(","))
+  except ValueError:
+    raise argparse.ArgumentTypeError(
+        f"got {text!r}, expected two numbers LO,HI") from None
+  if not lo < hi:
+    raise argparse.ArgumentTypeError(f"got {text!r}, expected LO < HI")
+  return lo, hi
 
 
 def add_method_args(p, methods):
@@ -66,7 +81,8 @@ def make_context(args, valid_methods):
       methods=methods, seed=args.seed, progress=say,
       optimizer=optax.adam(args.lr),
       valid_methods=valid_methods, x_ood=x_ood, ood_ids=ood_ids,
-      figures=getattr(args, "figures", True), bar=True)
+      figures=getattr(args, "figures", True), bar=True,
+      init_range=getattr(args, "init_range", (0.02, 0.98)))
 
 
 def load_prior(name_or_path):

@@ -17,12 +17,18 @@ def test_bench_quick_writes_json_and_report(tmp_path):
   report = json.loads((tmp_path / "bench.json").read_text())
   s = report["sections"]
   assert set(s) == {"throughput", "sweep", "restarts", "flops",
-                    "time_to_quality", "training", "scaling", "memory"}
+                    "time_to_quality", "training", "scaling", "chunking",
+                    "memory"}
   assert all(r["s_per_step"] > 0 for r in s["throughput"]["rows"])
   assert s["sweep"]["speedup"] > 0
   assert 0 < s["flops"]["fraction_of_matmul"]
   assert s["flops"]["step_flops"] > 0
   assert len(s["time_to_quality"]["lbfgs"]) == 2
   assert s["memory"]["peak_rss_mb"] > 0
+  assert {r["chunk"] for r in s["chunking"]["rows"]} == {1, 10}
   md = (tmp_path / "BENCHMARKS.md").read_text()
   assert "Achieved FLOP/s" in md and "Time to quality" in md
+  # The renderer reads the same JSON back, side by side with itself.
+  from bench import render
+  both = render.render([report, report], [None, None])
+  assert "## Targets" in both and both.count("# Detail:") == 2

@@ -88,7 +88,7 @@ def test_demo_runs_offline_on_shipped_images(tiny_prior, tmp_path, capsys):
   from recover.demo import METHODS, main
   main(["--out", str(tmp_path), "--prior", tiny_prior, "--noise-prior",
         tiny_prior, "--steps", "2", "--bora-steps", "2", "--images", "2",
-        "--m", "64", "--full-compile"])
+        "--m", "64", "--full-compile", "--cache", "none"])
   rows = json.loads((tmp_path / "psnr.json").read_text())
   assert [r["task"] for r in rows] == ["1-bit CS", "sinusoidal",
                                        "digit noise"]

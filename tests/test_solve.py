@@ -184,9 +184,30 @@ def test_sweep_equals_sequential_recover_and_does_not_recompile():
   _, step_fn, _ = mf.solve._compiled("map", prior, None, ADAM, None, 1)
   before = step_fn._cache_size()
   mf.recover(y * 2, prior=prior, params=params,
-             operator=mf.operators.with_active(op, 3), noise=noise, beta=7.0,
-             steps=5, optimizer=ADAM, key=jax.random.PRNGKey(4))
+             operator=mf.operators.with_active(op, 3),
+             noise=mf.noise.gaussian(0.7), beta=7.0, steps=5, optimizer=ADAM,
+             key=jax.random.PRNGKey(4))
   assert step_fn._cache_size() == before
+
+
+def test_chunked_steps_equal_single_steps_and_stop_at_steps():
+  """A chunk of scanned steps must not run past ``steps``: a short last
+  chunk leaves the carry alone after its ``n``-th step, with no new
+  compile for a new remainder."""
+  prior, params, _, _ = linear_prior()
+  y = jax.random.normal(KEY, (3,) + SHAPE)
+  kw = dict(prior=prior, params=params, operator=mf.operators.identity(),
+            noise=mf.noise.gaussian(0.5), beta=1.0, optimizer=ADAM)
+  _, step_fn, _ = mf.solve._compiled("map", prior, None, ADAM, None, 4)
+  sizes = []
+  for steps in (10, 7, 3):  # last chunks of 2, 3 and 3 steps
+    one = mf.recover(y, steps=steps, chunk=1, **kw)
+    four = mf.recover(y, steps=steps, chunk=4, **kw)
+    np.testing.assert_allclose(four.x, one.x, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(four.trace, one.trace, rtol=1e-5, atol=1e-5)
+    chex.assert_shape(four.trace, (steps, 3))
+    sizes.append(step_fn._cache_size())
+  assert sizes[1:] == sizes[:1] * 2
 
 
 def test_restarts_keep_the_min_loss_restart():
