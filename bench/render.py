@@ -67,7 +67,9 @@ def headline(report: dict, glow: dict | None) -> dict:
 
 
 def _label(report):
-  return f"{report['backend']} ({report['device']})"
+  if report["backend"] == "cpu":
+    return "CPU"
+  return f"{report['backend'].upper()}: {report['device']}"
 
 
 def targets(report: dict, gpu: dict | None) -> list:
