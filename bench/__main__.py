@@ -30,7 +30,8 @@ QUICK = dict(tiny_prior=True, batches=(1, 8), steps=3, repeats=2, sweep_images=2
              sweep_betas=(0.1, 1.0), sweep_ms=(100, 400), sweep_steps=2,
              restarts=(1, 4), restart_batch=2, restart_steps=2,
              flops_batch=8, matmul_n=512, ttq_images=2,
-             ttq_schedule=(2, 4), lbfgs_schedule=(2, 4), train_steps=3,
+             ttq_schedule=(2, 4), lbfgs_schedule=(2, 4), ttq_budget_s=None,
+             train_steps=3,
              train_batch=8, scaling_sizes=(28, 32), scaling_depths=(2,),
              scaling_batch=2, chunk_batches=(1,), chunk_steps=10)
 FULL = dict(batches=(1, 64, 256), steps=10, repeats=3, sweep_images=16,
@@ -39,6 +40,7 @@ FULL = dict(batches=(1, 64, 256), steps=10, repeats=3, sweep_images=16,
             restarts=(1, 4, 16), restart_batch=4, restart_steps=20,
             flops_batch=64, matmul_n=2048, ttq_images=4,
             ttq_schedule=(25, 50, 100, 200), lbfgs_schedule=(30, 150, 600),
+            ttq_budget_s=600,
             train_steps=30, train_batch=64, scaling_sizes=(28, 64, 256),
             scaling_depths=(1, 6), scaling_batch=4, chunk_batches=(1,),
             chunk_steps=20)
