@@ -67,6 +67,17 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
   return statistics.median(ts)
 
 
+def marginal_step(call, s: int, repeats: int):
+  """(first call, warm call, marginal s/step) of ``call(steps)``: the step
+  cost is ``(t(2S) - t(S)) / S``, so per-call work drops out."""
+  t = time.perf_counter()
+  jax.block_until_ready(call(s))
+  first = time.perf_counter() - t
+  run = timed(lambda: call(s), repeats)
+  run2 = timed(lambda: call(2 * s), repeats)
+  return first, run, max(run2 - run, 1e-9) / s
+
+
 def peak_rss_mb() -> float:
   """Peak resident memory of this process so far (Linux: KiB units)."""
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -120,12 +131,8 @@ def throughput(ctx) -> dict:
     for b in c["batches"]:
       _, op, noise, y = make(ctx, b)
       kw = _recover_kw(ctx, op, noise, beta=0.5)
-      t = time.perf_counter()
-      jax.block_until_ready(mf.recover(y, steps=s, **kw).x)
-      first = time.perf_counter() - t
-      run = timed(lambda: mf.recover(y, steps=s, **kw).x, c["repeats"])
-      run2 = timed(lambda: mf.recover(y, steps=2 * s, **kw).x, c["repeats"])
-      per = max(run2 - run, 1e-9) / s
+      first, run, per = marginal_step(
+          lambda k: mf.recover(y, steps=k, **kw).x, s, c["repeats"])
       rows.append({"task": task, "batch": b, "s_per_step": per,
                    "steps_per_s": 1.0 / per,
                    "images_steps_per_s": b / per,
@@ -354,13 +361,9 @@ def chunking(ctx) -> dict:
     _, op, noise, y = one_bit_problem(ctx, b)
     for chunk in (1, 10):
       kw = _recover_kw(ctx, op, noise, beta=0.5, chunk=chunk)
-      t = time.perf_counter()
-      jax.block_until_ready(mf.recover(y, steps=s, **kw).x)
-      first = time.perf_counter() - t
-      run = timed(lambda: mf.recover(y, steps=s, **kw).x, c["repeats"])
-      run2 = timed(lambda: mf.recover(y, steps=2 * s, **kw).x, c["repeats"])
-      rows.append({"batch": b, "chunk": chunk,
-                   "s_per_step": max(run2 - run, 1e-9) / s,
+      first, run, per = marginal_step(
+          lambda k: mf.recover(y, steps=k, **kw).x, s, c["repeats"])
+      rows.append({"batch": b, "chunk": chunk, "s_per_step": per,
                    "compile_s": first - run})
   return {"task": "1-bit CS, m=784", "steps": s, "rows": rows}
 
