@@ -31,6 +31,7 @@ QUICK = dict(tiny_prior=True, batches=(1, 8), steps=3, repeats=2, sweep_images=2
              restarts=(1, 4), restart_batch=2, restart_steps=2,
              flops_batch=8, matmul_n=512, ttq_images=2,
              ttq_schedule=(2, 4), lbfgs_schedule=(2, 4), ttq_budget_s=None,
+             ttq_tasks=("one_bit",),
              train_steps=3,
              train_batch=8, scaling_sizes=(28, 32), scaling_depths=(2,),
              scaling_batch=2, chunk_batches=(1,), chunk_steps=10)
@@ -39,8 +40,9 @@ FULL = dict(batches=(1, 64, 256), steps=10, repeats=3, sweep_images=16,
             sweep_ms=(100, 200, 400, 800, 1600, 3200), sweep_steps=20,
             restarts=(1, 4, 16), restart_batch=4, restart_steps=20,
             flops_batch=64, matmul_n=2048, ttq_images=4,
-            ttq_schedule=(25, 50, 100, 200), lbfgs_schedule=(30, 150, 600),
-            ttq_budget_s=600,
+            ttq_schedule=(10, 25, 50, 100, 200),
+            lbfgs_schedule=(30, 100, 300, 600), ttq_budget_s=600,
+            ttq_tasks=("denoise", "one_bit"),
             train_steps=30, train_batch=64, scaling_sizes=(28, 64, 256),
             scaling_depths=(1, 6), scaling_batch=4, chunk_batches=(1,),
             chunk_steps=20)
@@ -70,16 +72,23 @@ def main(argv=None):
             "devices": jax.device_count(), "python": sys.version.split()[0],
             "jax": jax.__version__, "machine": platform.machine(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "sections": {}}
-  ctx = sections.Context(cfg)
+  from mapflow.checkpoint import write_json_atomic
+  current = {}
+
+  def save_partial(res):
+    report["sections"][current["name"]] = dict(res, partial=True)
+    write_json_atomic(out / "bench.json", report)
+
+  ctx = sections.Context(cfg, save_partial)
   from tqdm.auto import tqdm
   for name in tqdm(names, desc="bench", unit="section"):
+    current["name"] = name
     t = time.perf_counter()
     res = sections.ALL[name](ctx)
     res["section_wall_s"] = time.perf_counter() - t
     res["peak_rss_mb_so_far"] = sections.peak_rss_mb()
     res["device_peak_mb_so_far"] = sections.device_peak_mb()
     report["sections"][name] = res
-    from mapflow.checkpoint import write_json_atomic
     write_json_atomic(out / "bench.json", report)  # each section kept
   md = Path(args.md) if args.md else out / "BENCHMARKS.md"
   text = sections.markdown(report)

@@ -27,8 +27,10 @@ TINY_28 = mf.flows.RealNVPConfig(image_shape=(28, 28, 1), num_scales=2,
 class Context:
   """The prior, images and optimiser every section shares."""
 
-  def __init__(self, cfg: dict):
+  def __init__(self, cfg: dict, save_partial: Callable[[dict], None] = None):
     self.cfg = cfg
+    # Long sections hand unfinished results here, so a stop keeps them.
+    self.save_partial = save_partial or (lambda res: None)
     self.images = jnp.asarray(mf.data.demo_images()["fashion_mnist"],
                               jnp.float32) / 255.0
     self.optimizer = optax.adam(0.03)
@@ -229,26 +231,52 @@ def flops(ctx) -> dict:
           "matmul_gflops": peak / 1e9, "fraction_of_matmul": achieved / peak}
 
 
+def glowip_lbfgs(linesearch: str | None = None):
+  """L-BFGS set up like GlowIP's recovery: learning rate 0.1, memory 10.
+  GlowIP called torch's L-BFGS with its defaults: a fixed step, no line
+  search, and curvature pairs kept only when ``s·y > 0``; that is
+  ``mapflow.optim.guarded_lbfgs`` (``linesearch=None``).  ``optax.lbfgs``
+  with no line search keeps every pair and diverged in a trial (PSNR 4 dB).
+  ``"zoom"`` is ``optax.lbfgs`` with its zoom line search (up to 20
+  evaluations a step), whose ``while_loop`` XLA:CPU runs slowly."""
+  if linesearch not in (None, "zoom"):
+    raise ValueError(f"linesearch: got {linesearch!r}, expected None or 'zoom'")
+  if linesearch == "zoom":
+    return optax.lbfgs(learning_rate=0.1,
+                       linesearch=optax.scale_by_zoom_linesearch(
+                           max_linesearch_steps=20))
+  return mf.optim.guarded_lbfgs(learning_rate=0.1, memory_size=10)
+
+
+TTQ_TASKS = {"denoise": ("SINUSOIDAL denoising, s=0.4", denoise_problem),
+             "one_bit": ("1-bit CS, m=784, s=1", one_bit_problem)}
+
+
 def time_to_quality(ctx) -> dict:
-  """Wall time until a mean PSNR, our default solver (Adam, lr 0.03)
-  against L-BFGS set up like GlowIP's (lr 0.1, zoom line search of up to
-  20 evaluations; 30 x 20 = 600 iterations in full mode).  Each point is a
-  fresh run of that many steps, timed after compilation.  Once a solver's
-  points have taken ``ttq_budget_s`` in all, its later (longer) points are
-  skipped, and the target is L-BFGS's last finished point."""
+  """Wall time until a mean PSNR: our default solver (Adam, lr 0.03)
+  against a GlowIP-style L-BFGS (``glowip_lbfgs``; 30 outer steps of 20
+  iterations = 600 in full mode), on the same MAP objective (β = 0.5),
+  prior, images and machine.  Each point is a fresh run of that many
+  steps, timed after compilation, saved (``ctx.save_partial``) as soon as
+  it is measured.
+
+  L-BFGS's PSNR need not rise with its iterations (the MAP objective is
+  unbounded below where the flow's density spikes), so its target is the
+  best PSNR among its points, at that point's wall time: an oracle early
+  stop in L-BFGS's favour.  Its final PSNR is reported too.  Once a
+  solver's points have taken ``ttq_budget_s`` in all, its later (longer)
+  points are skipped.  ``speedup`` is the smallest over the tasks."""
   c = ctx.cfg
-  x, op, noise, y = one_bit_problem(ctx, c["ttq_images"])
-  lbfgs = optax.lbfgs(learning_rate=0.1,
-                      linesearch=optax.scale_by_zoom_linesearch(
-                          max_linesearch_steps=20))
-
+  lbfgs = glowip_lbfgs(c.get("lbfgs_linesearch"))
   budget = c.get("ttq_budget_s")
+  res = {"images": c["ttq_images"], "budget_s": budget, "beta": 0.5,
+         "lbfgs_linesearch": c.get("lbfgs_linesearch"), "tasks": {}}
 
-  def curve(opt, schedule):
+  def curve(y, x, op, noise, opt, schedule, pts):
     kw = dict(prior=ctx.prior, params=ctx.params, operator=op, noise=noise,
               beta=0.5, optimizer=opt)
     jax.block_until_ready(mf.recover(y, steps=1, **kw).x)
-    pts, spent = [], 0.0
+    spent = 0.0
     for k in schedule:
       if budget is not None and spent > budget:
         break  # later points would take longer still
@@ -258,18 +286,25 @@ def time_to_quality(ctx) -> dict:
       spent += wall
       pts.append({"steps": k, "wall_s": wall,
                   "psnr": float(jnp.mean(mf.metrics.psnr(x, xh)))})
-    return pts
+      ctx.save_partial(res)
 
-  adam = curve(ctx.optimizer, c["ttq_schedule"])
-  lb = curve(lbfgs, c["lbfgs_schedule"])
-  target = lb[-1]["psnr"]
-  t_adam = _time_to(adam, target)
-  return {"images": c["ttq_images"], "task": "1-bit CS, m=784, s=1",
-          "budget_s": budget, "lbfgs_steps_reached": lb[-1]["steps"],
-          "adam": adam, "lbfgs": lb, "target_psnr": target,
-          "lbfgs_wall_s": lb[-1]["wall_s"], "adam_wall_s_to_target": t_adam,
-          "speedup": (lb[-1]["wall_s"] / t_adam
-                      if t_adam and math.isfinite(t_adam) else None)}
+  for name in c.get("ttq_tasks", tuple(TTQ_TASKS)):
+    label, problem = TTQ_TASKS[name]
+    x, op, noise, y = problem(ctx, c["ttq_images"])
+    r = res["tasks"][name] = {"task": label, "adam": [], "lbfgs": []}
+    curve(y, x, op, noise, ctx.optimizer, c["ttq_schedule"], r["adam"])
+    curve(y, x, op, noise, lbfgs, c["lbfgs_schedule"], r["lbfgs"])
+    best = max(r["lbfgs"], key=lambda p: p["psnr"])
+    t_adam = _time_to(r["adam"], best["psnr"])
+    r.update(lbfgs_steps_reached=r["lbfgs"][-1]["steps"],
+             lbfgs_final_psnr=r["lbfgs"][-1]["psnr"],
+             target_psnr=best["psnr"], lbfgs_best_steps=best["steps"],
+             lbfgs_wall_s=best["wall_s"], adam_wall_s_to_target=t_adam,
+             speedup=(best["wall_s"] / t_adam
+                      if t_adam and math.isfinite(t_adam) else None))
+  ups = [r["speedup"] for r in res["tasks"].values()]
+  res["speedup"] = None if None in ups or not ups else min(ups)
+  return res
 
 
 def _time_to(points, target):
@@ -442,17 +477,28 @@ def markdown(report: dict) -> str:
               f"**{_f(100 * f['fraction_of_matmul'], 1)}%**.", ""]
   if "time_to_quality" in s:
     q = s["time_to_quality"]
+    ls = q.get("lbfgs_linesearch") or "no line search, as torch's default"
     lines += ["## Time to quality", "",
-              f"{q['task']}, {q['images']} images. L-BFGS (GlowIP-style) "
-              f"ends at {_f(q['target_psnr'])} dB after "
-              f"{q.get('lbfgs_steps_reached', '?')} iterations, "
-              f"{_f(q['lbfgs_wall_s'])} s; Adam reaches it after "
-              f"{_f(q['adam_wall_s_to_target'])} s: "
-              f"**{_f(q['speedup'])}x** sooner.", ""]
-    lines += _table([dict(p, solver="adam") for p in q["adam"]] +
-                    [dict(p, solver="lbfgs") for p in q["lbfgs"]],
-                    [("solver", "solver"), ("steps", "steps"),
-                     ("wall (s)", "wall_s"), ("PSNR (dB)", "psnr")]) + [""]
+              f"{q['images']} images, the MAP objective at β = "
+              f"{q.get('beta', '?')}; L-BFGS GlowIP-style ({ls}).  L-BFGS's "
+              "target is its best point (an oracle early stop in its favour)."
+              + (" **Unfinished** (the run stopped): the points measured so "
+                 "far." if q.get("partial") else ""), ""]
+    for r in q.get("tasks", {}).values():
+      if "target_psnr" in r:
+        lines += [f"**{r['task']}**: L-BFGS peaks at "
+                  f"{_f(r['target_psnr'])} dB after {r['lbfgs_best_steps']} "
+                  f"iterations, {_f(r['lbfgs_wall_s'])} s (final, "
+                  f"{r['lbfgs_steps_reached']} iterations: "
+                  f"{_f(r['lbfgs_final_psnr'])} dB); Adam reaches it after "
+                  f"{_f(r['adam_wall_s_to_target'])} s: "
+                  f"**{_f(r['speedup'])}x** sooner.", ""]
+      else:
+        lines += [f"**{r['task']}**:", ""]
+      lines += _table([dict(p, solver="adam") for p in r["adam"]] +
+                      [dict(p, solver="lbfgs") for p in r["lbfgs"]],
+                      [("solver", "solver"), ("steps", "steps"),
+                       ("wall (s)", "wall_s"), ("PSNR (dB)", "psnr")]) + [""]
   if "training" in s:
     t = s["training"]
     lines += ["## Training", "",

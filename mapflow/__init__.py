@@ -5,7 +5,8 @@ Generative Models and Dependent Noise" (2020) in JAX.
 """
 
 from mapflow import (checkpoint, data, experiments, flows, metrics, noise,
-                     objectives, operators, pretrained, training, vae)
+                     objectives, operators, optim, pretrained, training,
+                     vae)
 from mapflow.solve import (RecoveryResult, recover, recover_asim,
                            recover_bora, sweep)
 

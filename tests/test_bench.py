@@ -23,7 +23,9 @@ def test_bench_quick_writes_json_and_report(tmp_path):
   assert s["sweep"]["speedup"] > 0
   assert 0 < s["flops"]["fraction_of_matmul"]
   assert s["flops"]["step_flops"] > 0
-  assert len(s["time_to_quality"]["lbfgs"]) == 2
+  for task in s["time_to_quality"]["tasks"].values():
+    assert len(task["lbfgs"]) == 2 and len(task["adam"]) == 2
+  assert not any(v.get("partial") for v in s.values())
   assert s["memory"]["peak_rss_mb"] > 0
   assert {r["chunk"] for r in s["chunking"]["rows"]} == {1, 10}
   md = (tmp_path / "BENCHMARKS.md").read_text()
