@@ -28,6 +28,7 @@ from bench import sections
 
 QUICK = dict(tiny_prior=True, batches=(1, 8), steps=3, repeats=2, sweep_images=2,
              sweep_betas=(0.1, 1.0), sweep_ms=(100, 400), sweep_steps=2,
+             sweep_max_batch=4,
              restarts=(1, 4), restart_batch=2, restart_steps=2,
              flops_batch=8, matmul_n=512, ttq_images=2,
              ttq_schedule=(2, 4), lbfgs_schedule=(2, 4), ttq_budget_s=None,
@@ -38,6 +39,7 @@ QUICK = dict(tiny_prior=True, batches=(1, 8), steps=3, repeats=2, sweep_images=2
 FULL = dict(batches=(1, 64, 256), steps=10, repeats=3, sweep_images=16,
             sweep_betas=(0.1, 0.5, 1.0, 5.0, 10.0),
             sweep_ms=(100, 200, 400, 800, 1600, 3200), sweep_steps=20,
+            sweep_max_batch=256,
             restarts=(1, 4, 16), restart_batch=4, restart_steps=20,
             flops_batch=64, matmul_n=2048, ttq_images=4,
             ttq_schedule=(10, 25, 50, 100, 200),

@@ -157,6 +157,14 @@ def sweep(ctx) -> dict:
   compile_sweep = time.perf_counter() - t
   t_sweep = timed(lambda: mf.sweep(y, betas=betas, ms=ms,
                                    steps=c["sweep_steps"], **kw).x, 1)
+  # The same grid in groups of at most max_batch images per call.
+  mb = c.get("sweep_max_batch")
+  t_grouped = None
+  if mb:
+    jax.block_until_ready(mf.sweep(y, betas=betas, ms=ms, steps=1,
+                                   max_batch=mb, **kw).x)
+    t_grouped = timed(lambda: mf.sweep(y, betas=betas, ms=ms, max_batch=mb,
+                                       steps=c["sweep_steps"], **kw).x, 1)
   seq_kw = dict(kw)
   seq_kw.pop("operator")
 
@@ -175,6 +183,8 @@ def sweep(ctx) -> dict:
   return {"images": c["sweep_images"], "betas": len(betas), "ms": len(ms),
           "steps": c["sweep_steps"], "sweep_s": t_sweep,
           "sequential_s": t_seq, "speedup": t_seq / t_sweep,
+          "max_batch": mb, "grouped_s": t_grouped,
+          "grouped_speedup": t_seq / t_grouped if t_grouped else None,
           "compile_sweep_s": compile_sweep,
           "compile_recover_s": compile_seq}
 
@@ -480,7 +490,11 @@ def markdown(report: dict) -> str:
               f"{w['betas']} β x {w['ms']} m, {w['images']} images, "
               f"{w['steps']} steps: one `sweep` {_f(w['sweep_s'])} s, "
               f"sequential `recover` calls {_f(w['sequential_s'])} s: "
-              f"**{_f(w['speedup'])}x**. Compile: sweep "
+              f"**{_f(w['speedup'])}x**"
+              + (f"; in groups of at most {w['max_batch']} images a call "
+                 f"(`max_batch`) {_f(w['grouped_s'])} s: "
+                 f"**{_f(w['grouped_speedup'])}x**"
+                 if w.get("grouped_s") else "") + ". Compile: sweep "
               f"{_f(w['compile_sweep_s'])} s, recover "
               f"{_f(w['compile_recover_s'])} s.", ""]
   if "restarts" in s:

@@ -466,7 +466,8 @@ class _BatchedGenerator:
 def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
           optimizer=None, restarts=1, init="zeros", init_std=0.1, key=None,
           clip_norm=None, progress=None, chunk=None,
-          devices=None, init_range=(0.02, 0.98)) -> RecoveryResult:
+          devices=None, init_range=(0.02, 0.98),
+          max_batch=None) -> RecoveryResult:
   """A β x m grid of MAP recoveries in one compiled program.
 
   ``ms`` (optional) are measurement counts: the operator's Gaussian matrix
@@ -474,7 +475,17 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
   or beyond each ``m`` are masked.  Results are indexed ``[β, m, example]``
   (``[β, 0, example]`` without ``ms``) and equal separate ``recover`` calls
   with ``operators.with_active(operator, m)``.
+
+  ``max_batch`` bounds grid points x restarts x examples per call: the grid
+  then runs in equal groups of points, one after another, through the same
+  compiled program (the last group is padded with copies of the last point,
+  which are dropped).  ``None`` runs the whole grid at once.  ``progress``
+  is called per group.
   """
+  if max_batch is not None and (not isinstance(max_batch, int)
+                                or max_batch < 1):
+    raise ValueError(f"max_batch: got {max_batch!r}, expected None or an "
+                     "int >= 1")
   betas = jnp.atleast_1d(jnp.asarray(betas, jnp.float32))
   if ms is None:
     grid = {"beta": betas, "active": None}
@@ -484,10 +495,24 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
     nm = ms_arr.shape[0]
     grid = {"beta": jnp.repeat(betas, nm), "active": jnp.tile(ms_arr,
                                                                betas.shape[0])}
-  res = _run("map", y, prior=prior, params=params, operator=operator,
-             noise=noise, hyper=grid, steps=steps, optimizer=optimizer,
-             restarts=restarts, init=init, init_std=init_std, key=key,
-             clip_norm=clip_norm, progress=progress, chunk=chunk,
-             devices=devices, init_range=init_range)
+  run = functools.partial(
+      _run, "map", y, prior=prior, params=params, operator=operator,
+      noise=noise, steps=steps, optimizer=optimizer, restarts=restarts,
+      init=init, init_std=init_std, key=key, clip_norm=clip_norm,
+      progress=progress, chunk=chunk, devices=devices, init_range=init_range)
+  n_points = betas.shape[0] * nm
+  per_call = n_points if max_batch is None else max(
+      1, max_batch // (restarts * jnp.shape(y)[0]))
+  if per_call >= n_points:
+    res = run(hyper=grid)
+  else:
+    parts = []
+    for start in range(0, n_points, per_call):
+      idx = np.minimum(np.arange(start, start + per_call), n_points - 1)
+      part = run(hyper={k: None if v is None else v[idx]
+                        for k, v in grid.items()})
+      keep = min(per_call, n_points - start)
+      parts.append([a[:keep] for a in part])
+    res = RecoveryResult(*(jnp.concatenate(a) for a in zip(*parts)))
   nb = betas.shape[0]
   return RecoveryResult(*(a.reshape((nb, nm) + a.shape[1:]) for a in res))

@@ -190,6 +190,28 @@ def test_sweep_equals_sequential_recover_and_does_not_recompile():
   assert step_fn._cache_size() == before
 
 
+def test_sweep_in_groups_equals_one_call():
+  """``max_batch`` splits the grid into equal groups (the last padded) that
+  share one compiled step; the results equal the whole grid at once."""
+  prior, params, _, _ = linear_prior()
+  op = mf.operators.gaussian(KEY, 4, SHAPE)
+  y = op(prior.sample(params, KEY, 2))
+  kw = dict(prior=prior, params=params, operator=op,
+            noise=mf.noise.gaussian(0.3), betas=jnp.array([0.3, 1.0, 3.0]),
+            ms=jnp.array([2, 4]), steps=20, optimizer=ADAM, init="random",
+            key=jax.random.PRNGKey(2))
+  whole = mf.sweep(y, **kw)
+  _, step_fn, _ = mf.solve._compiled("map", prior, None, ADAM, None, 1)
+  before = step_fn._cache_size()
+  grouped = mf.sweep(y, max_batch=8, **kw)  # 4 points a call: 4 + 2 (+2 pad)
+  assert step_fn._cache_size() - before <= 2  # one shape (+1 first-call)
+  for a, b in zip(grouped, whole):
+    chex.assert_equal_shape([a, b])
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="max_batch"):
+    mf.sweep(y, max_batch=0, **kw)
+
+
 def test_chunked_steps_equal_single_steps_and_stop_at_steps():
   """A chunk of scanned steps must not run past ``steps``: a short last
   chunk leaves the carry alone after its ``n``-th step, with no new
