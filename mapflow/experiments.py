@@ -152,6 +152,15 @@ SELECTION_COLUMNS = ["experiment", "setting", "method", "hyper",
                      "val_psnr"]
 
 
+# Starts the flow methods may choose among (``Context(inits=...)``).
+VALIDATED_INITS = ("measurements", "zeros")
+
+
+def _hyper_label(value, init, inits):
+  """The ``hyper`` column: the value, plus the start when it was chosen."""
+  return value if len(inits) == 1 else f"{value:g}|{init}"
+
+
 def structured_noise(kind: str, shape, scale: float):
   if kind == "sinusoidal":
     return noise_lib.sinusoidal(shape, scale)
@@ -175,7 +184,7 @@ class Context:
                methods=DENOISING_METHODS, seed=0, optimizer=None,
                progress=None, valid_methods=DENOISING_METHODS, x_ood=None,
                ood_ids=(), figures=True, bar=False,
-               init_range=(0.02, 0.98)):
+               init_range=(0.02, 0.98), inits=None):
     import optax
     unknown = sorted(set(methods) - set(valid_methods))
     if unknown:
@@ -193,6 +202,13 @@ class Context:
     self.x_val, self.x_test = np.asarray(x_val), np.asarray(x_test)
     self.test_ids = [int(i) for i in test_ids]
     self.init_range = tuple(float(v) for v in init_range)
+    # Starts of the flow methods to choose among on validation images, with
+    # the hyperparameter; None keeps each experiment's own start.
+    self.inits = None if not inits else tuple(inits)
+    bad = sorted(set(self.inits or ()) - set(VALIDATED_INITS))
+    if bad:
+      raise ValueError(f"inits: got {bad}, expected some of "
+                       f"{VALIDATED_INITS}")
     self.x_ood = None if x_ood is None else np.asarray(x_ood)
     self.ood_ids = [str(i) for i in ood_ids]
     if (0 if x_ood is None else len(x_ood)) != len(self.ood_ids):
@@ -211,7 +227,9 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
   """Every method of ``ctx.methods`` on one setting of one experiment.
 
   Each method's hyperparameter is chosen by mean validation PSNR, then run
-  once on the test images.  Cells already recorded are skipped.
+  once on the test images.  With ``ctx.inits``, the flow methods choose
+  their start (``init``) jointly with it, recorded as ``"β|start"``.
+  Cells already recorded are skipped.
   ``ablation_noise`` defaults to ``isotropic_like(noise)``; ``noise_scale``
   (BM3D's reference std) to the largest entry of ``noise.std_map``.
   ``y_ood`` (measurements of ``ctx.x_ood``) are recovered with the test
@@ -239,6 +257,8 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
     x_all = x_test
   shown = {}
 
+  inits = ctx.inits or (init,)
+
   def record(method, hyper_values, val_scores, run_test):
     best, best_score = _choose(hyper_values, val_scores)
     ctx.selection.add([{"experiment": experiment, "setting": setting,
@@ -257,50 +277,59 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
     ctx.say(f"{experiment} {setting} {method}: hyper {best}, val "
             f"{best_score:.2f} dB, test {p[:n_test].mean():.2f} dB")
 
+  def record_flow(method, values, score, run):
+    """``record`` over (value, start) pairs of a flow method."""
+    pairs = {_hyper_label(v, st, inits): (v, st)
+             for st in inits for v in values}
+    record(method, list(pairs), [score(*pairs[h]) for h in pairs],
+           lambda h: run(*pairs[h]))
+
   # ours and ours_ext share the true noise model: their validation sweeps
-  # and test runs are computed once per (noise model, beta) and reused.
+  # and test runs are computed once per (noise model, start, beta) and
+  # reused.
   pending = [m for m in ctx.methods if not done(m)]
   true_grid = EXTENDED_BETAS if "ours_ext" in pending else PAPER_BETAS
   val_cache, test_cache = {}, {}
 
-  def map_val_scores(tag, noise_model, betas, grid_betas):
-    todo = [b for b in grid_betas if (tag, b) not in val_cache]
+  def map_val_score(tag, noise_model, grid_betas, beta, start):
+    todo = [b for b in grid_betas if (tag, start, b) not in val_cache]
     if todo:
       grid = solve.sweep(y_val, prior=prior, params=params, operator=op,
                          noise=noise_model, betas=jnp.asarray(todo),
-                         steps=steps, optimizer=opt, init=init,
+                         steps=steps, optimizer=opt, init=start,
                          init_range=ctx.init_range)
       for i, b in enumerate(todo):
-        val_cache[(tag, b)] = float(jnp.mean(metrics.psnr(x_val,
-                                                          grid.x[i, 0])))
-    return [val_cache[(tag, b)] for b in betas]
+        val_cache[(tag, start, b)] = float(jnp.mean(metrics.psnr(
+            x_val, grid.x[i, 0])))
+    return val_cache[(tag, start, beta)]
 
-  def map_test(tag, noise_model, beta):
-    if (tag, beta) not in test_cache:
-      test_cache[(tag, beta)] = solve.recover(
+  def map_test(tag, noise_model, beta, start):
+    if (tag, start, beta) not in test_cache:
+      test_cache[(tag, start, beta)] = solve.recover(
           y_test, prior=prior, params=params, operator=op, noise=noise_model,
-          beta=beta, steps=steps, optimizer=opt, init=init,
+          beta=beta, steps=steps, optimizer=opt, init=start,
           init_range=ctx.init_range).x
-    return test_cache[(tag, beta)]
+    return test_cache[(tag, start, beta)]
 
   def run_method(method):
     if method in ("ours", "ours_ext"):
       betas = PAPER_BETAS if method == "ours" else EXTENDED_BETAS
-      scores = map_val_scores("true", noise, betas, true_grid)
-      record(method, list(betas), scores,
-             lambda b: map_test("true", noise, b))
+      record_flow(method, betas,
+                  lambda b, st: map_val_score("true", noise, true_grid, b, st),
+                  lambda b, st: map_test("true", noise, b, st))
     elif method == "ablation":
       iso = ablation_noise or isotropic_like(noise)
-      scores = map_val_scores("iso", iso, PAPER_BETAS, PAPER_BETAS)
-      record("ablation", list(PAPER_BETAS), scores,
-             lambda b: map_test("iso", iso, b))
+      record_flow("ablation", PAPER_BETAS,
+                  lambda b, st: map_val_score("iso", iso, PAPER_BETAS, b, st),
+                  lambda b, st: map_test("iso", iso, b, st))
     elif method == "asim":
-      run = lambda g, y: solve.recover_asim(
+      run = lambda g, st, y: solve.recover_asim(
           y, prior=prior, params=params, operator=op, gamma=g, steps=steps,
-          optimizer=opt, init=init, init_range=ctx.init_range).x
-      scores = [float(jnp.mean(metrics.psnr(x_val, run(g, y_val))))
-                for g in ASIM_GAMMAS]
-      record("asim", list(ASIM_GAMMAS), scores, lambda g: run(g, y_test))
+          optimizer=opt, init=st, init_range=ctx.init_range).x
+      record_flow("asim", ASIM_GAMMAS,
+                  lambda g, st: float(jnp.mean(metrics.psnr(
+                      x_val, run(g, st, y_val)))),
+                  lambda g, st: run(g, st, y_test))
     elif method == "bora":
       run = lambda l, y: solve.recover_bora(
           y, generator=ctx.decode, operator=op, latent_shape=(20,), lam=l,

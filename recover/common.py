@@ -35,6 +35,11 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                  help="LO,HI pixel bounds of the measurement start of the "
                  "flow methods (default 0.02,0.98; RADIAL 0,1, chosen on "
                  "validation images)")
+  p.add_argument("--inits", default="",
+                 help="comma-separated starts of the flow methods to choose "
+                 "among on the validation images, jointly with β/γ "
+                 "(measurements,zeros); default: the experiment's own start "
+                 "(measurements for denoising, zeros for 1-bit CS)")
   return p
 
 
@@ -82,7 +87,8 @@ def make_context(args, valid_methods):
       optimizer=optax.adam(args.lr),
       valid_methods=valid_methods, x_ood=x_ood, ood_ids=ood_ids,
       figures=getattr(args, "figures", True), bar=True,
-      init_range=getattr(args, "init_range", (0.02, 0.98)))
+      init_range=getattr(args, "init_range", (0.02, 0.98)),
+      inits=[v for v in getattr(args, "inits", "").split(",") if v] or None)
 
 
 def load_prior(name_or_path):

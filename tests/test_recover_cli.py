@@ -55,6 +55,30 @@ def test_denoising_cli_end_to_end(tiny_prior, tmp_path, kind):
   assert (tmp_path / "results.csv").read_text() == before
 
 
+def test_start_is_chosen_with_the_hyperparameter(tiny_prior, tmp_path):
+  from recover.denoising import main
+  args = ["--out", str(tmp_path), "--prior", tiny_prior, "--steps", "2",
+          "--num-val", "2", "--num-test", "2", "--scales", "0.5",
+          "--no-ood", "--no-figures", "--methods", "ours,ablation,asim",
+          "--inits", "measurements,zeros"]
+  main("sinusoidal", args)
+  with (tmp_path / "selection.csv").open() as f:
+    sel = list(csv.DictReader(f))
+  with (tmp_path / "results.csv").open() as f:
+    rows = list(csv.DictReader(f))
+  grids = {"ours": mf.experiments.PAPER_BETAS,
+           "ablation": mf.experiments.PAPER_BETAS,
+           "asim": mf.experiments.ASIM_GAMMAS}
+  for method, values in grids.items():
+    mine = [r for r in sel if r["method"] == method]
+    assert {r["hyper"] for r in mine} == {
+        f"{v:g}|{st}" for v in values for st in ("measurements", "zeros")}
+    best = max(mine, key=lambda r: float(r["val_psnr"]))["hyper"]
+    assert {r["hyper"] for r in rows if r["method"] == method} == {best}
+  with pytest.raises(ValueError, match="inits"):
+    main("sinusoidal", args[:-1] + ["measurements,middle"])
+
+
 def test_one_bit_cli_end_to_end(tiny_prior, tmp_path):
   from recover.one_bit import main
   main(["--out", str(tmp_path), "--prior", tiny_prior, "--steps", "2",
