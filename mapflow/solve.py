@@ -477,9 +477,9 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
   with ``operators.with_active(operator, m)``.
 
   ``max_batch`` bounds grid points x restarts x examples per call: the grid
-  then runs in equal groups of points, one after another, through the same
-  compiled program (the last group is padded with copies of the last point,
-  which are dropped).  ``None`` runs the whole grid at once.  ``progress``
+  then runs in the fewest equal groups of points, one after another,
+  through the same compiled program (the last group is padded with copies
+  of the last point, which are dropped).  ``None`` runs the whole grid at once.  ``progress``
   is called per group.
   """
   if max_batch is not None and (not isinstance(max_batch, int)
@@ -503,6 +503,8 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
   n_points = betas.shape[0] * nm
   per_call = n_points if max_batch is None else max(
       1, max_batch // (restarts * jnp.shape(y)[0]))
+  calls = -(-n_points // per_call)
+  per_call = -(-n_points // calls)  # balanced groups: least padding
   if per_call >= n_points:
     res = run(hyper=grid)
   else:

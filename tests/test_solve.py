@@ -197,13 +197,15 @@ def test_sweep_in_groups_equals_one_call():
   op = mf.operators.gaussian(KEY, 4, SHAPE)
   y = op(prior.sample(params, KEY, 2))
   kw = dict(prior=prior, params=params, operator=op,
-            noise=mf.noise.gaussian(0.3), betas=jnp.array([0.3, 1.0, 3.0]),
+            noise=mf.noise.gaussian(0.3),
+            betas=jnp.array([0.3, 1.0, 3.0, 10.0, 30.0]),
             ms=jnp.array([2, 4]), steps=20, optimizer=ADAM, init="random",
             key=jax.random.PRNGKey(2))
   whole = mf.sweep(y, **kw)
   _, step_fn, _ = mf.solve._compiled("map", prior, None, ADAM, None, 1)
   before = step_fn._cache_size()
-  grouped = mf.sweep(y, max_batch=8, **kw)  # 4 points a call: 4 + 2 (+2 pad)
+  # 10 points, at most 4 a call: 3 calls of 4, the last padded with 2.
+  grouped = mf.sweep(y, max_batch=8, **kw)
   assert step_fn._cache_size() - before <= 2  # one shape (+1 first-call)
   for a, b in zip(grouped, whole):
     chex.assert_equal_shape([a, b])
