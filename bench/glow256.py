@@ -66,20 +66,28 @@ def main(argv=None):
   op = mf.operators.mask(jax.random.fold_in(key, 3), shape, 0.75)
   noise = mf.noise.gaussian(0.01, shape)
   stamps = []
+  path = Path(args.out)
+  path.mkdir(parents=True, exist_ok=True)
+  head = {"preset": args.preset, "params": n_params,
+          "backend": jax.default_backend(),
+          "device": str(jax.devices()[0].device_kind),
+          "batch": args.batch, "scan_layers": scan, "init_s": init_s}
+
+  def stamp(i, loss):
+    stamps.append(_ready_time(loss))
+    # Each step is kept as it ends: on a CPU one step can take minutes.
+    mf.checkpoint.write_json_atomic(path / "glow256.json", dict(
+        head, partial=True, step_ends_s=[s - t0 for s in stamps]))
+
   t0 = time.perf_counter()
   res = mf.recover(op(x), prior=prior, params=params, operator=op,
                    noise=noise, beta=1.0, steps=args.steps + 1,
                    optimizer=optax.adam(1e-2), chunk=1, init="measurements",
-                   progress=lambda i, loss: stamps.append(
-                       _ready_time(loss)))
+                   progress=stamp)
   jax.block_until_ready(res.x)
   first = stamps[0] - t0
   per_step = float(np.median(np.diff(stamps))) if len(stamps) > 1 else None
-  out = {
-      "preset": args.preset, "params": n_params,
-      "backend": jax.default_backend(),
-      "device": str(jax.devices()[0].device_kind),
-      "batch": args.batch, "scan_layers": scan, "init_s": init_s,
+  out = dict(head, **{
       "first_step_s (compile + 1 step)": first,
       "timed_steps": args.steps, "median_step_s": per_step,
       "extrapolated_steps": args.extrapolate,
@@ -89,9 +97,7 @@ def main(argv=None):
       "note": ("extrapolated from the median of the timed steps; the paper "
                "reports < 20 min on a GTX 1080 Ti for a batch of 2"),
       "final_loss_finite": bool(jnp.all(jnp.isfinite(res.loss))),
-  }
-  path = Path(args.out)
-  path.mkdir(parents=True, exist_ok=True)
+  })
   mf.checkpoint.write_json_atomic(path / "glow256.json", out)
   print(json.dumps(out, indent=1))
 
