@@ -10,7 +10,8 @@ repeats; figures that a busy machine distorts are also given as ratios
 measured in the same run.  Sections: recovery throughput and compile time,
 a β x m sweep against sequential calls, vmapped restarts, achieved FLOP/s
 against a same-run matmul, time to quality against a GlowIP-style L-BFGS,
-training throughput, scaling with image size and depth, peak memory.
+training throughput, scaling with image size and depth, mixed precision
+(bfloat16) against float32, remat of scanned couplings, peak memory.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ QUICK = dict(tiny_prior=True, batches=(1, 8), steps=3, repeats=2, sweep_images=2
              ttq_tasks=("one_bit",),
              train_steps=3,
              train_batch=8, scaling_sizes=(28, 32), scaling_depths=(2,),
-             scaling_batch=2, chunk_batches=(1,), chunk_steps=10)
+             scaling_batch=2, chunk_batches=(1,), chunk_steps=10,
+             precision_images=2, precision_steps=3, remat_batch=2,
+             remat_gradients=("recovery",))
 FULL = dict(batches=(1, 64, 256), steps=10, repeats=3, sweep_images=16,
             sweep_betas=(0.1, 0.5, 1.0, 5.0, 10.0),
             sweep_ms=(100, 200, 400, 800, 1600, 3200), sweep_steps=20,
@@ -47,7 +50,8 @@ FULL = dict(batches=(1, 64, 256), steps=10, repeats=3, sweep_images=16,
             ttq_tasks=("denoise", "one_bit"),
             train_steps=30, train_batch=64, scaling_sizes=(28, 64, 256),
             scaling_depths=(1, 6), scaling_batch=4, chunk_batches=(1,),
-            chunk_steps=20)
+            chunk_steps=20, precision_images=16, precision_steps=100,
+            remat_batch=64, remat_gradients=("recovery", "training"))
 
 
 def main(argv=None):

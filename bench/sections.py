@@ -182,9 +182,9 @@ def sweep(ctx) -> dict:
   t_seq = timed(all_seq, 1)
   return {"images": c["sweep_images"], "betas": len(betas), "ms": len(ms),
           "steps": c["sweep_steps"], "sweep_s": t_sweep,
-          "sequential_s": t_seq, "speedup": t_seq / t_sweep,
+          "sequential_s": t_seq, "speedup": _ratio(t_seq, t_sweep),
           "max_batch": mb, "grouped_s": t_grouped,
-          "grouped_speedup": t_seq / t_grouped if t_grouped else None,
+          "grouped_speedup": _ratio(t_seq, t_grouped),
           "compile_sweep_s": compile_sweep,
           "compile_recover_s": compile_seq}
 
@@ -433,6 +433,81 @@ def chunking(ctx) -> dict:
   return {"task": "1-bit CS, m=784", "steps": s, "rows": rows}
 
 
+def precision(ctx) -> dict:
+  """Mixed precision: the flow's layers in bfloat16
+  (``mf.flows.with_compute_dtype``; latents, optimiser and noise term stay
+  float32) against float32, on MAP denoising (SINUSOIDAL, s = 0.4) from the
+  same start: mean PSNR after the same steps, and marginal s/step."""
+  c = ctx.cfg
+  x, op, noise, y = denoise_problem(ctx, c["precision_images"])
+  rows = []
+  for name, prior in (("float32", ctx.prior),
+                      ("bfloat16", mf.flows.with_compute_dtype(
+                          ctx.prior, jnp.bfloat16))):
+    kw = _recover_kw(ctx, op, noise, beta=0.5, init="measurements",
+                     init_range=(0.0, 1.0))
+    kw["prior"] = prior
+    t = time.perf_counter()
+    jax.block_until_ready(mf.recover(y, steps=1, **kw).x)
+    first = time.perf_counter() - t
+    res = mf.recover(y, steps=c["precision_steps"], **kw)
+    _, _, per = marginal_step(lambda k: mf.recover(y, steps=k, **kw).x,
+                              c["steps"], c["repeats"])
+    rows.append({"dtype": name, "psnr": float(jnp.mean(mf.metrics.psnr(
+        x, res.x))), "s_per_step": per, "first_call_s": first,
+                 "non_finite_steps": int(jnp.sum(res.skipped))})
+  return {"task": "SINUSOIDAL denoising, s = 0.4, beta 0.5",
+          "images": c["precision_images"], "steps": c["precision_steps"],
+          "rows": rows, "psnr_change_db": rows[1]["psnr"] - rows[0]["psnr"],
+          "speedup": _ratio(rows[0]["s_per_step"], rows[1]["s_per_step"])}
+
+
+def remat(ctx) -> dict:
+  """Rematerialising the scanned couplings in the backward pass against
+  keeping their activations, for the CPU preset's architecture: XLA's
+  compiled temporary memory and the time of one gradient, for recovery
+  (d loss / d z) and for training (d NLL / d params).  Random params; the
+  scanned variants share theirs, and their gradients are compared."""
+  c = ctx.cfg
+  b = c["remat_batch"]
+  x, op, noise, y = denoise_problem(ctx, b)
+  rows, grads = [], {}
+  for scan, rm in ((False, False), (True, False), (True, True)):
+    cfg = dataclasses.replace(ctx.base_config, scan_layers=scan, remat=rm)
+    prior = mf.flows.from_config(cfg)
+    params = prior.init(jax.random.PRNGKey(1), x[:2])
+    z = jnp.zeros_like(x)
+
+    def map_loss(z, params, prior=prior):
+      return jnp.sum(objectives.map_loss(z, y, prior=prior, params=params,
+                                         operator=op, noise=noise, beta=0.5))
+
+    def nll(params, z, prior=prior):
+      return -jnp.mean(prior.log_prob(params, x))
+
+    for what, fn, args in (("recovery", jax.grad(map_loss), (z, params)),
+                           ("training", jax.grad(nll), (params, z))):
+      if what not in c["remat_gradients"]:
+        continue
+      t = time.perf_counter()
+      compiled = jax.jit(fn).lower(*args).compile()
+      compile_s = time.perf_counter() - t
+      mem = compiled.memory_analysis()
+      temp = None if mem is None else mem.temp_size_in_bytes / 2 ** 20
+      g = compiled(*args)
+      if scan:
+        grads[(what, rm)] = g
+      rows.append({"gradient": what, "scan": scan, "remat": rm,
+                   "temp_mb": temp, "compile_s": compile_s,
+                   "s_per_grad": timed(lambda: compiled(*args),
+                                       c["repeats"])})
+  diff = {w: max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+      jax.tree_util.tree_leaves(grads[(w, False)]),
+      jax.tree_util.tree_leaves(grads[(w, True)])))
+          for w in c["remat_gradients"]}
+  return {"batch": b, "rows": rows, "remat_grad_max_abs_diff": diff}
+
+
 def memory(ctx) -> dict:
   """Peak memory of the whole run so far (host RSS; device peak where the
   backend reports one)."""
@@ -443,7 +518,7 @@ ALL: Dict[str, Callable] = {
     "throughput": throughput, "sweep": sweep, "restarts": restarts,
     "flops": flops, "time_to_quality": time_to_quality,
     "training": training, "scaling": scaling, "chunking": chunking,
-    "memory": memory,
+    "precision": precision, "remat": remat, "memory": memory,
 }
 
 
@@ -456,6 +531,8 @@ def _f(v, nd=2):
   if isinstance(v, float):
     if not math.isfinite(v):
       return "n/a"
+    if v != 0 and abs(v) < 10 ** -nd:
+      return f"{v:.2g}"
     return f"{v:.{nd}f}" if abs(v) < 1e5 else f"{v:.3g}"
   return str(v)
 
@@ -567,6 +644,28 @@ def markdown(report: dict) -> str:
     lines += _table(s["chunking"]["rows"], [
         ("batch", "batch"), ("chunk", "chunk"), ("s/step", "s_per_step"),
         ("compile (s)", "compile_s")]) + [""]
+  if "precision" in s:
+    p = s["precision"]
+    lines += ["## Mixed precision (bfloat16 flow layers)", "",
+              f"{p['task']}, {p['images']} images, {p['steps']} steps from "
+              f"the same start: PSNR change **{_f(p['psnr_change_db'])} dB**"
+              f", speed **{_f(p['speedup'])}x** of float32.", ""]
+    lines += _table(p["rows"], [
+        ("compute dtype", "dtype"), ("PSNR (dB)", "psnr"),
+        ("s/step", "s_per_step"), ("first call (s)", "first_call_s"),
+        ("non-finite steps", "non_finite_steps")]) + [""]
+  if "remat" in s:
+    r = s["remat"]
+    d = r["remat_grad_max_abs_diff"]
+    lines += ["## Remat of scanned couplings", "",
+              f"Batch {r['batch']}; temporary memory from XLA's memory "
+              "analysis of the compiled gradient.  Remat changes no "
+              "gradient: max |difference| " + ", ".join(
+                  f"{v:.2g} ({k})" for k, v in d.items()) + ".", ""]
+    lines += _table(r["rows"], [
+        ("gradient", "gradient"), ("scan", "scan"), ("remat", "remat"),
+        ("temp (MB)", "temp_mb"), ("compile (s)", "compile_s"),
+        ("s/gradient", "s_per_grad")]) + [""]
   if "memory" in s:
     m = s["memory"]
     lines += ["## Peak memory", "",

@@ -38,7 +38,9 @@ class RecoveryResult(NamedTuple):
       "x").
     loss: final loss of the chosen restart (..., B).
     trace: loss at every step for the chosen restart (..., steps, B).
-    skipped: steps ``apply_if_finite`` skipped as non-finite (..., B).
+    skipped: steps whose loss or gradient was non-finite (..., B): such a
+      step is skipped (``apply_if_finite``) and the iterate goes back to the
+      last one with a finite loss.
   """
 
   x: jax.Array
@@ -119,6 +121,13 @@ def _vmap_update(fn):
   return jax.vmap(f, in_axes=(0, 0, 0, 0, None, 0) + n)
 
 
+def _where_rows(keep, a, b):
+  """``where(keep, a, b)`` with ``keep`` (P, R, B) over each problem's
+  trailing axes."""
+  k = keep.reshape(keep.shape + (1,) * (a.ndim - keep.ndim))
+  return jnp.where(k, a, b)
+
+
 @functools.lru_cache(maxsize=64)
 def _compiled(kind, prior, generator, optimizer, clip_norm, chunk):
   """Jitted init/step/finish functions, cached on their static parts."""
@@ -146,10 +155,19 @@ def _compiled(kind, prior, generator, optimizer, clip_norm, chunk):
   upd = _vmap_update(update_one)
 
   def one(carry, _, y, h, params, operator, noise):
-    v, s = carry
+    v, (s, v_ok, l_ok, n_bad) = carry
     val, g = vg(v, y, h, params, operator, noise)
+    fin = jnp.isfinite(val)                                  # (P, R, B)
+    g_fin = jnp.all(jnp.isfinite(g), axis=tuple(range(3, g.ndim)))
+    n_bad = n_bad + (~(fin & g_fin)).astype(n_bad.dtype)
+    v_ok = _where_rows(fin, v, v_ok)
+    l_ok = jnp.where(fin, val, l_ok)
     v, s = upd(v, s, g, val, y, h, params, operator, noise)
-    return (v, s), val
+    # A step that landed where the loss is not finite is undone: its
+    # gradient would be non-finite too, every later step skipped, and the
+    # iterate stuck there.  Go back to the last finite iterate instead.
+    v = _where_rows(fin, v, v_ok)
+    return (v, (s, v_ok, l_ok, n_bad)), val
 
   def step(v, s, n, y, h, params, operator, noise):
     """``chunk`` scanned steps, of which the first ``n`` (traced, so a
@@ -169,12 +187,19 @@ def _compiled(kind, prior, generator, optimizer, clip_norm, chunk):
     return v, s, vals
 
   def init(v):
+    """Optimiser state, the last finite iterate, its loss, and the count
+    of steps with a non-finite loss or gradient."""
     f = jax.vmap(jax.vmap(jax.vmap(opt.init)))
-    return f(v)
+    return (f(v), v, jnp.full(v.shape[:3], jnp.inf, v.dtype),
+            jnp.zeros(v.shape[:3], jnp.int32))
 
-  def finish(v, notfinite, y, h, params, operator, noise):
+  def finish(v, state, y, h, params, operator, noise):
     """Final losses, the best restart per example, and its image."""
+    _, v_ok, l_ok, notfinite = state
     final = _over_p(losses)(v, y, h, params, operator, noise)  # (P, R, B)
+    fin = jnp.isfinite(final)
+    v = _where_rows(fin, v, v_ok)
+    final = jnp.where(fin, final, l_ok)
     best = jnp.argmin(jnp.where(jnp.isfinite(final), final, jnp.inf), axis=1)
     pick = lambda a: jnp.take_along_axis(
         a, best.reshape(best.shape[:1] + (1,) + best.shape[1:] +
@@ -183,11 +208,11 @@ def _compiled(kind, prior, generator, optimizer, clip_norm, chunk):
     flat = v_best.reshape((-1,) + v_best.shape[2:])
     if kind == "bora":
       x = generator(flat)
+      x = x.reshape(v_best.shape[:2] + x.shape[1:])
     elif kind == "map_x":
-      x = flat
+      x = v_best
     else:
-      x = prior.forward(params, flat)[0]
-    x = x.reshape(v_best.shape[:2] + x.shape[1:])
+      x = None  # by the caller, with the flow's forward shared across kinds
     return best, v_best, pick(final[..., None])[..., 0], pick(
         notfinite[..., None])[..., 0], x
 
@@ -291,7 +316,10 @@ def measurement_init(y, operator, image_shape, lo=0.02, hi=0.98):
 def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
          restarts, init, init_std, key, clip_norm, progress, chunk,
          generator=None, image_shape=None, parametrization="z", check=True,
-         devices=None, init_range=(0.02, 0.98)):
+         devices=None, init_range=(0.02, 0.98), points_per_call=None):
+  """Checks the inputs and computes the starts once, then runs the P grid
+  points in groups of ``points_per_call`` (None: all at once) through one
+  compiled step; the last group is padded with copies of the last point."""
   image_shape = tuple(image_shape or prior.config.image_shape)
   if not isinstance(steps, int) or steps < 1:
     raise ValueError(f"steps: got {steps!r}, expected an int >= 1")
@@ -307,8 +335,7 @@ def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
   p = max(v.shape[0] for v in hyper.values() if v is not None)
   hyper = {k: (None if v is None else jnp.broadcast_to(v, (p,)))
            for k, v in hyper.items()}
-  init_fn, step_fn, finish_fn = _compiled(kind, prior, generator, optimizer,
-                                        clip_norm, chunk)
+  fns = _compiled(kind, prior, generator, optimizer, clip_norm, chunk)
   lo, hi = (float(v) for v in init_range)
   if not lo < hi:
     raise ValueError(f"init_range: got {init_range!r}, expected (lo, hi) "
@@ -321,11 +348,40 @@ def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
   n_real = y.shape[0]
   y, _ = sharding.pad_along(jnp.asarray(y), mesh.size, 0)
   v0, _ = sharding.pad_along(v0, mesh.size, 1)
+  y = sharding.shard_along(y, mesh, 0)
+  params, operator, noise = sharding.replicate((params, operator, noise),
+                                               mesh)
+  per = p if points_per_call is None else min(p, points_per_call)
+  forward = None if prior is None else _flow_fns(prior)[1]
+  parts = []
+  for start in range(0, p, per):
+    idx = np.minimum(np.arange(start, start + per), p - 1)
+    h = sharding.replicate(
+        {k: None if v is None else v[idx] for k, v in hyper.items()}, mesh)
+    part = _run_points(fns, forward, v0, y, h, params, operator, noise,
+                       steps, chunk, progress, mesh)
+    keep = min(per, p - start)
+    x, z, loss, trace, skipped = part
+    parts.append((x[:keep, :n_real], z[:keep, :n_real], loss[:keep, :n_real],
+                  trace[:keep, :, :n_real], skipped[:keep, :n_real]))
+  if len(parts) == 1:
+    x, z, loss, trace, skipped = parts[0]
+  else:
+    x, z, loss, skipped = (jnp.concatenate([q[i] for q in parts])
+                           for i in (0, 1, 2, 4))
+    trace = np.concatenate([q[3] for q in parts])
+  return RecoveryResult(x, z, loss, jnp.asarray(trace), skipped)
+
+
+def _run_points(fns, forward, v0, y, hyper, params, operator, noise, steps,
+                chunk, progress, mesh):
+  """The step loop and finish for one group of grid points.  Returns
+  x, z, loss (P, B+pad, ...), the chosen restart's trace (P, steps, B+pad)
+  as numpy, and the non-finite step count."""
+  init_fn, step_fn, finish_fn = fns
+  p = next(v.shape[0] for v in hyper.values() if v is not None)
   v = jnp.array(jnp.broadcast_to(v0, (p,) + v0.shape))  # donated below
   v = sharding.shard_along(v, mesh, 2)
-  y = sharding.shard_along(y, mesh, 0)
-  params, operator, noise, hyper = sharding.replicate(
-      (params, operator, noise, hyper), mesh)
   # Laid out like the step's output state, so the step compiles only once.
   state = sharding.shard_along(init_fn(v), mesh, 2)
   trace = []
@@ -342,17 +398,17 @@ def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
   # array would compile anew for every distinct step count.
   trace = np.concatenate([np.asarray(t) for t in trace])  # (steps, P, R, B)
   best, v_best, loss, skipped, x = finish_fn(
-      v, state.total_notfinite, y, hyper, params, operator, noise)
+      v, state, y, hyper, params, operator, noise)
+  if x is None:
+    flat = v_best.reshape((-1,) + v_best.shape[2:])
+    x = forward(params, flat)
+    x = x.reshape(v_best.shape[:2] + x.shape[1:])
   best_h = np.asarray(best)
   trace_best = np.take_along_axis(
       trace, np.broadcast_to(best_h[None, :, None], (trace.shape[0],) +
                              best_h.shape[:1] + (1,) + best_h.shape[1:]),
       axis=2)[:, :, 0]
-  x, v_best, loss, skipped = (a[:, :n_real] for a in (x, v_best, loss,
-                                                       skipped))
-  trace_best = trace_best[:, :, :n_real]
-  return RecoveryResult(x, v_best, loss,
-                        jnp.asarray(np.moveaxis(trace_best, 0, 1)), skipped)
+  return x, v_best, loss, np.moveaxis(trace_best, 0, 1), skipped
 
 
 def _squeeze_p(res: RecoveryResult) -> RecoveryResult:
@@ -479,8 +535,8 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
   ``max_batch`` bounds grid points x restarts x examples per call: the grid
   then runs in the fewest equal groups of points, one after another,
   through the same compiled program (the last group is padded with copies
-  of the last point, which are dropped).  ``None`` runs the whole grid at once.  ``progress``
-  is called per group.
+  of the last point, which are dropped); the starts are computed once.
+  ``None`` runs the whole grid at once.  ``progress`` is called per group.
   """
   if max_batch is not None and (not isinstance(max_batch, int)
                                 or max_batch < 1):
@@ -495,26 +551,16 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
     nm = ms_arr.shape[0]
     grid = {"beta": jnp.repeat(betas, nm), "active": jnp.tile(ms_arr,
                                                                betas.shape[0])}
-  run = functools.partial(
-      _run, "map", y, prior=prior, params=params, operator=operator,
-      noise=noise, steps=steps, optimizer=optimizer, restarts=restarts,
-      init=init, init_std=init_std, key=key, clip_norm=clip_norm,
-      progress=progress, chunk=chunk, devices=devices, init_range=init_range)
   n_points = betas.shape[0] * nm
-  per_call = n_points if max_batch is None else max(
-      1, max_batch // (restarts * jnp.shape(y)[0]))
-  calls = -(-n_points // per_call)
-  per_call = -(-n_points // calls)  # balanced groups: least padding
-  if per_call >= n_points:
-    res = run(hyper=grid)
-  else:
-    parts = []
-    for start in range(0, n_points, per_call):
-      idx = np.minimum(np.arange(start, start + per_call), n_points - 1)
-      part = run(hyper={k: None if v is None else v[idx]
-                        for k, v in grid.items()})
-      keep = min(per_call, n_points - start)
-      parts.append([a[:keep] for a in part])
-    res = RecoveryResult(*(jnp.concatenate(a) for a in zip(*parts)))
+  per_call = None
+  if max_batch is not None:
+    per_call = max(1, max_batch // (restarts * jnp.shape(y)[0]))
+    per_call = -(-n_points // -(-n_points // per_call))  # balanced groups
+  res = _run("map", y, prior=prior, params=params, operator=operator,
+             noise=noise, hyper=grid, steps=steps, optimizer=optimizer,
+             restarts=restarts, init=init, init_std=init_std, key=key,
+             clip_norm=clip_norm, progress=progress, chunk=chunk,
+             devices=devices, init_range=init_range,
+             points_per_call=per_call)
   nb = betas.shape[0]
   return RecoveryResult(*(a.reshape((nb, nm) + a.shape[1:]) for a in res))

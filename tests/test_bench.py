@@ -18,7 +18,7 @@ def test_bench_quick_writes_json_and_report(tmp_path):
   s = report["sections"]
   assert set(s) == {"throughput", "sweep", "restarts", "flops",
                     "time_to_quality", "training", "scaling", "chunking",
-                    "memory"}
+                    "precision", "remat", "memory"}
   assert all(r["s_per_step"] > 0 for r in s["throughput"]["rows"])
   assert s["sweep"]["speedup"] > 0
   assert 0 < s["flops"]["fraction_of_matmul"]
@@ -28,6 +28,13 @@ def test_bench_quick_writes_json_and_report(tmp_path):
   assert not any(v.get("partial") for v in s.values())
   assert s["memory"]["peak_rss_mb"] > 0
   assert {r["chunk"] for r in s["chunking"]["rows"]} == {1, 10}
+  prec = {r["dtype"]: r for r in s["precision"]["rows"]}
+  assert set(prec) == {"float32", "bfloat16"}
+  assert all(r["psnr"] > 5 and r["s_per_step"] > 0 for r in prec.values())
+  # Remat recomputes the same activations: the gradient is unchanged.
+  assert s["remat"]["remat_grad_max_abs_diff"]["recovery"] < 1e-4
+  assert all(r["temp_mb"] is None or r["temp_mb"] >= 0
+             for r in s["remat"]["rows"])
   md = (tmp_path / "BENCHMARKS.md").read_text()
   assert "Achieved FLOP/s" in md and "Time to quality" in md
   # The renderer reads the same JSON back, side by side with itself.

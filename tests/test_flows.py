@@ -364,3 +364,32 @@ def test_wrong_shapes_and_names_are_named():
     flow.init(KEY, jnp.zeros((2, 8, 8, 1)))
   with pytest.raises(ValueError, match="unknown|expected one of"):
     mf.flows.preset("realnvp_imagenet")
+
+
+def test_bfloat16_compute_is_close_to_float32_and_returns_float32():
+  cfg = small_configs((8, 8, 1))["realnvp"]
+  flow, params, x = flow_and_params(cfg)
+  bf = mf.flows.with_compute_dtype(flow, jnp.bfloat16)
+
+  @jax.jit
+  def both(params, x):
+    z, ld = flow.inverse(params, x)
+    zb, ldb = bf.inverse(params, x)
+    xb, _ = bf.forward(params, z)
+    g = jax.grad(lambda v: jnp.sum(bf.forward(params, v)[0]))(z)
+    gf = jax.grad(lambda v: jnp.sum(flow.forward(params, v)[0]))(z)
+    return z, ld, zb, ldb, xb, g, gf, bf.log_prob(params, x)
+
+  z, ld, zb, ldb, xb, g, gf, lpb = both(params, x)
+  for a in (zb, ldb, xb, g, lpb):
+    assert a.dtype == jnp.float32
+  # bfloat16 keeps 8 significant bits: relative error ~ 2^-8 per op.
+  assert float(jnp.max(jnp.abs(zb - z))) <= 0.05 * float(jnp.max(jnp.abs(z)))
+  assert float(jnp.max(jnp.abs(xb - x))) <= 0.02
+  np.testing.assert_allclose(ldb, ld,
+                             atol=0.02 * float(jnp.max(jnp.abs(ld))) + 0.5)
+  np.testing.assert_allclose(g, gf, atol=0.05 * float(jnp.max(jnp.abs(gf))))
+  np.testing.assert_allclose(lpb, mf.flows.standard_normal_log_prob(zb) + ldb,
+                             rtol=1e-5, atol=1e-4)
+  with pytest.raises(ValueError, match="dtype"):
+    mf.flows.with_compute_dtype(flow, jnp.int32)

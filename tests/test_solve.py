@@ -383,3 +383,29 @@ def test_flow_noise_is_exact_inside_and_finite_outside_its_support():
   assert np.all(np.isfinite(lp)) and np.all(np.isfinite(g))
   assert np.all(np.asarray(g[:, 0, 0, 0]) > 0)   # points back into the box
   assert np.all(np.asarray(lp) < np.asarray(n.log_prob(inside)))
+
+
+def test_a_step_onto_a_non_finite_loss_is_undone():
+  """Uniform noise on [-1, 1] with the prior's mean at 3: Adam's steps
+  towards the mean leave the noise's support (loss +inf).  Such a step is
+  undone, so the result keeps a finite loss, inside the support, and the
+  reported loss is the loss at the returned latent."""
+  import distrax
+  prior = mf.flows.linear_gaussian(mf.flows.LinearGaussianConfig(SHAPE))
+  mu = np.full(SHAPE, 3.0, np.float32)
+  params = mf.flows.linear_gaussian_params(mu, np.eye(4, dtype=np.float32))
+  unif = distrax.Independent(distrax.Uniform(-jnp.ones(SHAPE),
+                                             jnp.ones(SHAPE)), 3)
+  y = jnp.zeros((2,) + SHAPE)
+  op = mf.operators.identity()
+  res = mf.recover(y, prior=prior, params=params, operator=op, noise=unif,
+                   beta=1.0, steps=20, optimizer=optax.adam(0.5),
+                   init=jnp.broadcast_to(-mu, (2,) + SHAPE))
+  trace = np.asarray(res.trace)
+  assert not np.all(np.isfinite(trace))        # it did step outside
+  assert np.all(np.asarray(res.skipped) > 0)
+  assert np.all(np.isfinite(res.loss))
+  assert np.all(np.abs(np.asarray(res.x)) < 1.0)
+  again = mf.objectives.map_loss(res.z, y, prior=prior, params=params,
+                                 operator=op, noise=unif, beta=1.0)
+  np.testing.assert_allclose(res.loss, again, rtol=1e-5)

@@ -91,11 +91,30 @@ def _init_key(key):
   return jax.random.wrap_key_data(d, impl="unsafe_rbg")
 
 
+def _densities(forward, inverse, shape, num_bits):
+  """``log_prob``, ``sample`` and ``bits_per_dim`` of a flow given its
+  ``forward`` (z -> x, log-det) and ``inverse`` (x -> z, log-det)."""
+  dim = math.prod(shape)
+
+  def log_prob(params, x):
+    z, ld = inverse(params, x)
+    return standard_normal_log_prob(z) + ld
+
+  def sample(params, key, n, temperature: float = 1.0):
+    z = temperature * jax.random.normal(key, (n,) + shape)
+    return forward(params, z)[0]
+
+  def bits_per_dim(params, x_uint8, key: Optional[jax.Array] = None):
+    x = dequantize(x_uint8, num_bits, key)
+    return -log_prob(params, x) / (dim * math.log(2.0)) + num_bits
+
+  return log_prob, sample, bits_per_dim
+
+
 def make_flow(config, specs: Sequence, image_shape, num_bits: int) -> Flow:
   """Builds a ``Flow`` from data-direction layer specs (see ``base``)."""
   shape = tuple(int(s) for s in image_shape)
   chain = ChainSpec(specs)
-  dim = math.prod(shape)
   # Init walks every layer once; compiled, it avoids op-by-op dispatch.
   chain_init = jax.jit(lambda key, x: chain.init(_init_key(key), x))
 
@@ -125,23 +144,14 @@ def make_flow(config, specs: Sequence, image_shape, num_bits: int) -> Flow:
     _check("x", x)
     return chain.build(params).forward_and_log_det(x)
 
-  def log_prob(params, x):
-    z, ld = inverse(params, x)
-    return standard_normal_log_prob(z) + ld
-
-  def sample(params, key, n, temperature: float = 1.0):
-    z = temperature * jax.random.normal(key, (n,) + shape)
-    return forward(params, z)[0]
+  log_prob, sample, bits_per_dim = _densities(forward, inverse, shape,
+                                              num_bits)
 
   def distribution(params):
     base = distrax.Independent(
         distrax.Normal(jnp.zeros(shape), jnp.ones(shape)),
         reinterpreted_batch_ndims=3)
     return distrax.Transformed(base, bijector(params))
-
-  def bits_per_dim(params, x_uint8, key: Optional[jax.Array] = None):
-    x = dequantize(x_uint8, num_bits, key)
-    return -log_prob(params, x) / (dim * math.log(2.0)) + num_bits
 
   return Flow(config=config, init=init, forward=forward, inverse=inverse,
               log_prob=log_prob, sample=sample, distribution=distribution,
@@ -154,3 +164,39 @@ def default_scan(flag: Optional[bool]) -> bool:
   if flag is not None:
     return bool(flag)
   return jax.default_backend() != "cpu"
+
+
+def with_compute_dtype(flow: Flow, dtype) -> Flow:
+  """The same flow computing its layers in ``dtype`` (e.g. ``bfloat16``).
+
+  Mixed precision: ``forward`` and ``inverse`` cast the floating params and
+  the input to ``dtype`` on entry and cast their outputs (the image or the
+  latent, and the log-determinant) back to float32, so an optimiser's
+  variables and the noise term stay float32.  ``log_prob``, ``sample`` and
+  ``bits_per_dim`` go through these; ``init``, ``bijector`` and
+  ``distribution`` are the float32 originals.  The log-determinant is summed
+  over layers in ``dtype``, so its value (not only its gradient) loses
+  precision: measure the effect on the task (``bench``'s precision
+  section) before relying on it.
+  """
+  dtype = jnp.dtype(dtype)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f"dtype: got {dtype}, expected a floating dtype")
+
+  def cast(tree, to):
+    return jax.tree_util.tree_map(
+        lambda a: a.astype(to) if jnp.issubdtype(jnp.result_type(a),
+                                                 jnp.floating) else a, tree)
+
+  def run(fn):
+    def wrapped(params, v):
+      out, ld = fn(cast(params, dtype), jnp.asarray(v).astype(dtype))
+      return out.astype(jnp.float32), ld.astype(jnp.float32)
+    return wrapped
+
+  forward, inverse = run(flow.forward), run(flow.inverse)
+  log_prob, sample, bits_per_dim = _densities(
+      forward, inverse, tuple(flow.config.image_shape),
+      getattr(flow.config, "num_bits", 8))
+  return flow._replace(forward=forward, inverse=inverse, log_prob=log_prob,
+                       sample=sample, bits_per_dim=bits_per_dim)
