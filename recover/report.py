@@ -30,7 +30,8 @@ TABLES = (
 )
 
 COMMANDS = {
-    "sinusoidal": "python -m recover.sinusoidal --out results/sinusoidal",
+    "sinusoidal": ("python -m recover.sinusoidal --out results/sinusoidal "
+                   "--inits measurements,zeros"),
     "radial": "python -m recover.radial --out results/radial",
     "one_bit": "python -m recover.one_bit --out results/one_bit",
     "digit_noise": "python -m recover.digit_noise --out results/digit_noise",
@@ -142,10 +143,14 @@ def markdown_tables(rows_by_folder):
 
 
 def _fmt_hyper(h):
+  """``"0.5"`` -> ``0.5``; a value chosen with its start, ``"0.5|zeros"``,
+  -> ``0.5, from zeros`` (a bare ``|`` would split a Markdown cell)."""
+  value, _, start = str(h).partition("|")
   try:
-    return f"{float(h):.3g}"
+    value = f"{float(value):.3g}"
   except ValueError:
-    return h
+    pass
+  return f"{value}, from {start}" if start else value
 
 
 def main(argv=None):
@@ -167,7 +172,8 @@ def main(argv=None):
   text = ["# Results\n",
           "Mean PSNR (dB) ± standard error over the reported images; the "
           "chosen hyperparameter (β, γ, λ or BM3D's σ), picked by mean PSNR "
-          "on the 16 validation images, in brackets.\n",
+          "on the 16 validation images, in brackets, with the start where "
+          "it was chosen too (`--inits`).\n",
           "## Claims\n",
           "| claim (paper) | measured | target | met |",
           "|---|---|---|---|"]
