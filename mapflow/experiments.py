@@ -177,10 +177,16 @@ def _choose(values: Sequence[float], scores: Sequence[float]):
 
 
 class Context:
-  """What every cell of an experiment shares: prior, data, tables, knobs."""
+  """What every cell of an experiment shares: prior, data, tables, knobs.
+
+  ``decode`` is Bora et al.'s generator: ``decode(z)``, or
+  ``decode(decode_params, z)`` when ``decode_params`` is given (what
+  ``mapflow.pretrained.load`` returns for the VAE).
+  """
 
   def __init__(self, out, *, prior, params, x_val, x_test, test_ids,
-               decode=None, steps=300, bora_steps=300, bora_restarts=4,
+               decode=None, decode_params=None, steps=300, bora_steps=300,
+               bora_restarts=4,
                methods=DENOISING_METHODS, seed=0, optimizer=None,
                progress=None, valid_methods=DENOISING_METHODS, x_ood=None,
                ood_ids=(), figures=True, bar=False,
@@ -199,6 +205,7 @@ class Context:
                                  SELECTION_COLUMNS,
                                  ["experiment", "setting", "method", "hyper"])
     self.prior, self.params, self.decode = prior, params, decode
+    self.decode_params = decode_params
     self.x_val, self.x_test = np.asarray(x_val), np.asarray(x_test)
     self.test_ids = [int(i) for i in test_ids]
     self.init_range = tuple(float(v) for v in init_range)
@@ -336,7 +343,8 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
                   lambda g, st: run(g, st, y_test))
     elif method == "bora":
       run = lambda l, y: solve.recover_bora(
-          y, generator=ctx.decode, operator=op, latent_shape=(20,), lam=l,
+          y, generator=ctx.decode, generator_params=ctx.decode_params,
+          operator=op, latent_shape=(20,), lam=l,
           steps=ctx.bora_steps, restarts=ctx.bora_restarts, optimizer=opt,
           key=jax.random.PRNGKey(ctx.seed)).x
       scores = [float(jnp.mean(metrics.psnr(x_val, run(l, y_val))))

@@ -35,10 +35,14 @@ def replicate(tree, mesh: Mesh):
   return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
+def along(mesh: Mesh, axis: int = 0) -> NamedSharding:
+  """The sharding that splits ``axis`` over the mesh's devices."""
+  return NamedSharding(mesh, PartitionSpec(*([None] * axis + [BATCH])))
+
+
 def shard_along(a, mesh: Mesh, axis: int = 0):
   """``a`` split along ``axis`` (its size a multiple of the mesh size)."""
-  spec = PartitionSpec(*([None] * axis + [BATCH]))
-  return jax.device_put(a, NamedSharding(mesh, spec))
+  return jax.device_put(a, along(mesh, axis))
 
 
 def pad_along(a, multiple: int, axis: int = 0) -> Tuple[jax.Array, int]:

@@ -90,8 +90,9 @@ def _batched_losses(kind, prior, generator):
       out = objectives.asim_loss(flat, yy, prior=prior, params=params,
                                  operator=op, gamma=h["gamma"])
     elif kind == "bora":
-      out = objectives.bora_loss(flat, yy, generator=generator, operator=op,
-                                 lam=h["lam"])
+      out = objectives.bora_loss(flat, yy,
+                                 generator=lambda z: generator(params, z),
+                                 operator=op, lam=h["lam"])
     else:
       raise ValueError(kind)
     return out.reshape(r, b)
@@ -207,7 +208,7 @@ def _compiled(kind, prior, generator, optimizer, clip_norm, chunk):
     v_best = pick(v)                                           # (P, B, ...)
     flat = v_best.reshape((-1,) + v_best.shape[2:])
     if kind == "bora":
-      x = generator(flat)
+      x = generator(params, flat)
       x = x.reshape(v_best.shape[:2] + x.shape[1:])
     elif kind == "map_x":
       x = v_best
@@ -216,8 +217,30 @@ def _compiled(kind, prior, generator, optimizer, clip_norm, chunk):
     return best, v_best, pick(final[..., None])[..., 0], pick(
         notfinite[..., None])[..., 0], x
 
-  return (jax.jit(init), jax.jit(step, donate_argnums=(0, 1)),
-          jax.jit(finish))
+  # The carry leaves come out laid out as they go in (examples split over
+  # the mesh): left to XLA, small leaves come back replicated, and the
+  # second call, fed them, would compile the step again.
+  step_for_mesh = _PerMesh(lambda mesh: jax.jit(
+      step, donate_argnums=(0, 1),
+      out_shardings=(sharding.along(mesh, 2), sharding.along(mesh, 2),
+                     sharding.along(mesh, 3))))
+  return jax.jit(init), step_for_mesh, jax.jit(finish)
+
+
+class _PerMesh:
+  """``fn(*args, mesh=...)``: one jitted function per mesh, made on first
+  use; ``_cache_size()`` counts compiles over all of them."""
+
+  def __init__(self, make):
+    self._make, self._fns = make, {}
+
+  def __call__(self, *args, mesh):
+    if mesh not in self._fns:
+      self._fns[mesh] = self._make(mesh)
+    return self._fns[mesh](*args)
+
+  def _cache_size(self):
+    return sum(f._cache_size() for f in self._fns.values())
 
 
 @functools.lru_cache(maxsize=64)
@@ -389,7 +412,7 @@ def _run_points(fns, forward, v0, y, hyper, params, operator, noise, steps,
   while done < steps:
     n = min(chunk, steps - done)
     v, state, vals = step_fn(v, state, jnp.int32(n), y, hyper, params,
-                             operator, noise)
+                             operator, noise, mesh=mesh)
     trace.append(vals[:n])
     done += n
     if progress is not None:
@@ -480,22 +503,28 @@ def recover_asim(y, *, prior, params, operator, gamma=0.1, steps=1000,
 def recover_bora(y, *, generator, operator, latent_shape, lam=0.1,
                  steps=1000, optimizer=None, restarts=1, init="random",
                  init_std=1.0, key=None, clip_norm=None, progress=None,
-                 chunk=None, image_shape=None,
-                 devices=None) -> RecoveryResult:
-  """Bora et al.'s loss (eq. 4) for any generator ``z -> x``.
+                 chunk=None, image_shape=None, devices=None,
+                 generator_params=None) -> RecoveryResult:
+  """Bora et al.'s loss (eq. 4) for any generator.
 
-  ``generator`` maps one latent of ``latent_shape`` to one image; ``latent
-  shape`` is e.g. (20,) for the VAE.  Reuse one generator object across
-  calls to reuse compiled code.
+  ``generator`` maps one latent of ``latent_shape`` (e.g. (20,) for the
+  VAE) to one image: ``generator(z)``, or ``generator(generator_params, z)``
+  when ``generator_params`` is given (e.g. ``mapflow.vae.decoder`` and the
+  VAE's params, which then stay arguments of the compiled program).  Reuse
+  one generator object across calls to reuse compiled code.
   """
   latent_shape = tuple(latent_shape)
+  with_params = generator_params is not None
+  one = ((lambda z: generator(generator_params, z)) if with_params
+         else generator)
   img = image_shape or jax.eval_shape(
-      generator, jax.ShapeDtypeStruct(latent_shape, jnp.float32)).shape
+      one, jax.ShapeDtypeStruct(latent_shape, jnp.float32)).shape
   y = jnp.asarray(y)
   _check_inputs(y, operator, None, img, {"lam": lam})
-  gen_b = _BatchedGenerator(generator)
+  gen_b = _BatchedGenerator(generator, with_params)
   return _squeeze_p(_run(
-      "bora", y, prior=None, params=None, operator=operator, noise=None,
+      "bora", y, prior=None, params=generator_params, operator=operator,
+      noise=None,
       hyper={"lam": lam}, steps=steps, optimizer=optimizer, restarts=restarts,
       init=init, init_std=init_std, key=key, clip_norm=clip_norm,
       progress=progress, chunk=chunk, generator=gen_b,
@@ -503,20 +532,24 @@ def recover_bora(y, *, generator, operator, latent_shape, lam=0.1,
 
 
 class _BatchedGenerator:
-  """Wraps a per-example generator to act on a batch; hashable by identity
+  """``(params, z batch) -> x batch`` from a per-example generator
+  (``fn(z)``, params ignored, or ``fn(params, z)``); hashable by identity
   of the wrapped function, so compiled code is reused."""
 
-  def __init__(self, fn):
-    self.fn = fn
+  def __init__(self, fn, with_params):
+    self.fn, self.with_params = fn, with_params
 
-  def __call__(self, z):
+  def __call__(self, params, z):
+    if self.with_params:
+      return jax.vmap(self.fn, in_axes=(None, 0))(params, z)
     return jax.vmap(self.fn)(z)
 
   def __hash__(self):
-    return hash(self.fn)
+    return hash((self.fn, self.with_params))
 
   def __eq__(self, other):
-    return isinstance(other, _BatchedGenerator) and other.fn is self.fn
+    return (isinstance(other, _BatchedGenerator) and other.fn is self.fn
+            and other.with_params == self.with_params)
 
 
 def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,

@@ -10,6 +10,7 @@ logits; ``decode`` returns ``sigmoid(logits)``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Sequence, Tuple
 
@@ -78,15 +79,26 @@ def init(cfg: VAEConfig, key):
   return vae.init(key, x, key)["params"]
 
 
-def generator(cfg: VAEConfig, params):
-  """``z (latent_dim,) -> x (H, W, C)`` in [0, 1], for ``recover_bora``."""
+@functools.lru_cache(maxsize=16)
+def decoder(cfg: VAEConfig):
+  """``(params, z (latent_dim,)) -> x (H, W, C)`` in [0, 1]: the decoder's
+  mean image.  Pass it to ``recover_bora`` with ``generator_params=params``,
+  so the params are an argument of the compiled program, not constants in
+  it (one compile serves any params).  Cached per config."""
   vae = VAE(cfg)
 
-  def decode(z):
+  def decode(params, z):
     logits = vae.apply({"params": params}, z[None], method=VAE.decode_logits)
     return jax.nn.sigmoid(logits[0])
 
   return decode
+
+
+def generator(cfg: VAEConfig, params):
+  """``z -> x``: ``decoder(cfg)`` with ``params`` fixed, for callers that
+  want a plain generator.  Its params are baked into each compiled
+  program; ``decoder`` with ``generator_params`` avoids that."""
+  return functools.partial(decoder(cfg), params)
 
 
 def train_vae(cfg: VAEConfig, x_train, x_test, workdir, steps: int,

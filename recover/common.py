@@ -72,7 +72,8 @@ def make_context(args, valid_methods):
   from pathlib import Path
   methods = [m for m in args.methods.split(",") if m]
   prior, params = load_prior(args.prior)
-  decode = mf.pretrained.load(args.vae)[0] if "bora" in methods else None
+  decode, decode_params = (mf.pretrained.load(args.vae) if "bora" in methods
+                           else (None, None))
   x_val, x_test, test_ids = protocol_images(args)
   x_ood, ood_ids = None, ()
   if getattr(args, "ood", False):
@@ -81,7 +82,8 @@ def make_context(args, valid_methods):
     x_ood = x_ood.astype(np.float32) / 255.0
   return experiments.Context(
       Path(args.out), prior=prior, params=params, x_val=x_val, x_test=x_test,
-      test_ids=test_ids, decode=decode, steps=args.steps,
+      test_ids=test_ids, decode=decode, decode_params=decode_params,
+      steps=args.steps,
       bora_steps=args.bora_steps, bora_restarts=args.bora_restarts,
       methods=methods, seed=args.seed, progress=say,
       optimizer=optax.adam(args.lr),

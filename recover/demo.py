@@ -12,7 +12,8 @@ images; columns: truth, measurement, ours, Asim, Bora, BM3D), psnr.csv and
 psnr.json to --out.
 
 The hyperparameters are those the experiment scripts chose on the 16
-validation images for the same settings (``VALIDATED`` below; see
+validation images for the same settings (``VALIDATED`` and, where the
+start was chosen too, ``VALIDATED_START`` below; see
 results/*/selection.csv), never tuned on the images shown.
 """
 
@@ -38,8 +39,13 @@ METHODS = ("ours", "asim", "bora", "bm3d")
 # largest noise std).
 VALIDATED = {
     "1-bit CS": {"ours": 0.1, "asim": 5.0, "bora": 0.001, "bm3d": None},
-    "sinusoidal": {"ours": 0.5, "asim": 5.0, "bora": 0.0, "bm3d": 0.5},
+    "sinusoidal": {"ours": 0.5, "asim": 1.0, "bora": 0.0, "bm3d": 0.5},
     "digit noise": {"ours": 0.5, "asim": 5.0, "bora": 1.0, "bm3d": 0.1},
+}
+# Starts chosen on validation together with the value (``--inits``), where
+# the experiment chose them; other methods use the task's default start.
+VALIDATED_START = {
+    "sinusoidal": {"ours": "measurements", "asim": "zeros"},
 }
 # Where each task's choice comes from: (results folder, experiment, setting).
 VALIDATED_FROM = {
@@ -122,7 +128,7 @@ def main(argv=None):
   digits = jnp.asarray(imgs["digits"][:n], jnp.float32) / 255.0
   prior, params = load_prior(args.prior)
   noise_prior, noise_params = load_prior(args.noise_prior)
-  decode, _ = mf.pretrained.load(args.vae)
+  decode, decode_params = mf.pretrained.load(args.vae)
   opt = optax.adam(args.lr)
   have_bm3d = True
   try:
@@ -142,18 +148,21 @@ def main(argv=None):
   def run_task(task):
     name, op, noise, y, shown, init, bm3d_ref = task
     hp = VALIDATED[name]
+    start = {m: VALIDATED_START.get(name, {}).get(m, init)
+             for m in ("ours", "asim")}
     if isinstance(noise, str):
       noise = mf.noise.from_flow(noise_prior, noise_params)
     res = {}
     res["ours"] = mf.recover(y, prior=prior, params=params, operator=op,
                              noise=noise, beta=hp["ours"], steps=args.steps,
-                             optimizer=opt, init=init).x
+                             optimizer=opt, init=start["ours"]).x
     bar.update()
     res["asim"] = mf.recover_asim(y, prior=prior, params=params, operator=op,
                                   gamma=hp["asim"], steps=args.steps,
-                                  optimizer=opt, init=init).x
+                                  optimizer=opt, init=start["asim"]).x
     bar.update()
-    res["bora"] = mf.recover_bora(y, generator=decode, operator=op,
+    res["bora"] = mf.recover_bora(y, generator=decode,
+                                  generator_params=decode_params, operator=op,
                                   latent_shape=(20,), lam=hp["bora"],
                                   steps=args.bora_steps, restarts=4,
                                   optimizer=opt,

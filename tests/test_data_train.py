@@ -177,7 +177,7 @@ def test_batches_cover_each_epoch_once():
 def test_shipped_models_load_and_score_real_images(name):
   model, params = mf.pretrained.load(name)
   if name.endswith("_vae"):
-    x = model(jnp.zeros((20,)))
+    x = model(params, jnp.zeros((20,)))
     assert x.shape == (28, 28, 1) and bool(jnp.all(jnp.isfinite(x)))
     return
   src = "digits" if name.startswith("digits") else "fashion_mnist"

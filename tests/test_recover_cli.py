@@ -136,7 +136,7 @@ def test_demo_hyperparameters_are_the_validated_choices():
   """recover.demo's fixed hyperparameters equal the ones the experiments
   chose on validation images (for every experiment whose results exist)."""
   from pathlib import Path
-  from recover.demo import VALIDATED, VALIDATED_FROM
+  from recover.demo import VALIDATED, VALIDATED_FROM, VALIDATED_START
   root = Path(__file__).resolve().parents[1] / "results"
   checked = 0
   for task, (folder, experiment, setting) in VALIDATED_FROM.items():
@@ -147,9 +147,16 @@ def test_demo_hyperparameters_are_the_validated_choices():
       rows = [r for r in csv.DictReader(fh)
               if r["experiment"] == experiment and r["setting"] == setting]
     for method in ("ours", "asim", "bora"):
-      chosen = {float(r["hyper"]) for r in rows if r["method"] == method}
+      # "β|start" where the start was chosen with the value (--inits).
+      chosen = {tuple(r["hyper"].split("|")) for r in rows
+                if r["method"] == method}
       if chosen:
-        assert chosen == {VALIDATED[task][method]}, (task, method, chosen)
+        assert {float(c[0]) for c in chosen} == {VALIDATED[task][method]}, (
+            task, method, chosen)
+        starts = {c[1] for c in chosen if len(c) > 1}
+        if starts:
+          assert starts == {VALIDATED_START[task][method]}, (task, method,
+                                                             starts)
         checked += 1
     if task == "sinusoidal":
       sig = {float(r["hyper"]) for r in rows if r["method"] == "bm3d"}

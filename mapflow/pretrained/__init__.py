@@ -2,6 +2,8 @@
 
     prior, params = mapflow.pretrained.load("fashion_mnist_realnvp")
     decode, params = mapflow.pretrained.load("fashion_mnist_vae")
+    x = decode(params, z)          # or recover_bora(generator=decode,
+                                   #                 generator_params=params)
 
 Each model is a checkpoint directory under ``mapflow/pretrained/models``
 (params via orbax, config as JSON); MODELS.md lists how each was trained
@@ -52,11 +54,12 @@ def info(name: str) -> dict:
 def load(name: str):
   """``(prior, params)`` for a flow, ``(decode, params)`` for the VAE.
 
-  ``decode`` maps one latent (20,) to one image (28, 28, 1) in [0, 1].
+  ``decode(params, z)`` maps one latent (20,) to one image (28, 28, 1) in
+  [0, 1].
   """
   from mapflow import vae
   from mapflow.flows import from_config
   params, config = ckpt.load(path(name))
   if isinstance(config, vae.VAEConfig):
-    return vae.generator(config, params), params
+    return vae.decoder(config), params
   return from_config(config), params
