@@ -38,7 +38,9 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
   p.add_argument("--inits", default="",
                  help="comma-separated starts of the flow methods to choose "
                  "among on the validation images, jointly with β/γ "
-                 "(measurements,zeros); default: the experiment's own start "
+                 "(measurements, zeros, and for ours only isotropic: the "
+                 "isotropic-noise MAP as the start, twice the steps in "
+                 "all); default: the experiment's own start "
                  "(measurements for denoising, zeros for 1-bit CS)")
   return p
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 
 import jax
 import jax.numpy as jnp
@@ -77,6 +78,25 @@ def test_start_is_chosen_with_the_hyperparameter(tiny_prior, tmp_path):
     assert {r["hyper"] for r in rows if r["method"] == method} == {best}
   with pytest.raises(ValueError, match="inits"):
     main("sinusoidal", args[:-1] + ["measurements,middle"])
+
+
+def test_isotropic_start_is_offered_to_ours_only(tiny_prior, tmp_path):
+  """``--inits zeros,isotropic``: ours also tries the continuation start
+  (the isotropic MAP, then the true noise model); the ablation and Asim,
+  for which it means nothing new, choose among the other starts."""
+  from recover.denoising import main
+  main("radial", ["--out", str(tmp_path), "--prior", tiny_prior, "--steps",
+                  "2", "--num-val", "2", "--num-test", "2", "--scales",
+                  "0.5", "--no-ood", "--no-figures", "--methods",
+                  "ours,ablation,asim", "--inits", "zeros,isotropic"])
+  with (tmp_path / "selection.csv").open() as f:
+    sel = list(csv.DictReader(f))
+  starts = lambda m: {r["hyper"].split("|")[1] for r in sel
+                      if r["method"] == m}
+  assert starts("ours") == {"zeros", "isotropic"}
+  assert starts("ablation") == starts("asim") == {"zeros"}
+  scores = [float(r["val_psnr"]) for r in sel]
+  assert all(math.isfinite(v) for v in scores)
 
 
 def test_one_bit_cli_end_to_end(tiny_prior, tmp_path):
