@@ -239,7 +239,37 @@ def flops(ctx) -> dict:
   achieved = f_step / t_step
   return {"batch": b, "step_flops": f_step, "step_s": t_step,
           "achieved_gflops": achieved / 1e9, "matmul_n": n,
-          "matmul_gflops": peak / 1e9, "fraction_of_matmul": achieved / peak}
+          "matmul_gflops": peak / 1e9, "fraction_of_matmul": achieved / peak,
+          "conv_ceiling": conv_ceiling(ctx, b, peak)}
+
+
+def conv_ceiling(ctx, batch, peak):
+  """The backend's own 3x3 convolution at the prior's coupling-net shapes
+  (hidden -> hidden at each scale's resolution), alone, as a fraction of
+  the matmul: forward, and forward plus the input gradient (what a
+  recovery step needs; the weights are constants there).  A recovery step
+  is mostly these convolutions, so this bounds what it can reach."""
+  cfg = ctx.prior.config
+  h = getattr(cfg, "hidden_channels", 32)
+  size = cfg.image_shape[0]
+  conv = lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  rows = []
+  for level in range(getattr(cfg, "num_scales", 1)):
+    side = max(1, size // 2 ** level)
+    x = jax.random.normal(jax.random.PRNGKey(1), (batch, side, side, h))
+    w = 0.1 * jax.random.normal(jax.random.PRNGKey(2), (3, 3, h, h))
+    fl = 2.0 * batch * side * side * 9 * h * h
+    fwd = jax.jit(conv)
+    both = jax.jit(jax.grad(lambda x, w: 0.5 * jnp.sum(conv(x, w) ** 2)))
+    fwd(x, w).block_until_ready()
+    both(x, w).block_until_ready()
+    t_f = timed(lambda: fwd(x, w), ctx.cfg["repeats"] + 2)
+    t_b = timed(lambda: both(x, w), ctx.cfg["repeats"] + 2)
+    rows.append({"side": side, "channels": h,
+                 "forward_fraction": fl / t_f / peak,
+                 "with_input_grad_fraction": 2 * fl / t_b / peak})
+  return rows
 
 
 def glowip_lbfgs(linesearch: str | None = None):
@@ -586,6 +616,18 @@ def markdown(report: dict) -> str:
               f"{_f(f['achieved_gflops'])} GFLOP/s against a {f['matmul_n']}"
               f"² f32 matmul at {_f(f['matmul_gflops'])} GFLOP/s: "
               f"**{_f(100 * f['fraction_of_matmul'], 1)}%**.", ""]
+    if f.get("conv_ceiling"):
+      lines += ["The backend's own 3x3 convolution at the prior's shapes, "
+                "alone, same batch, as a share of the same matmul (a "
+                "recovery step is mostly these; the input gradient is a "
+                "second convolution of the same size):", ""]
+      lines += _table([dict(r, shape=f"{r['side']}²x{r['channels']} -> "
+                            f"{r['channels']}",
+                            fwd=100 * r["forward_fraction"],
+                            both=100 * r["with_input_grad_fraction"])
+                       for r in f["conv_ceiling"]],
+                      [("convolution", "shape"), ("forward (%)", "fwd"),
+                       ("forward + input gradient (%)", "both")]) + [""]
   if "time_to_quality" in s:
     q = s["time_to_quality"]
     ls = q.get("lbfgs_linesearch") or "no line search, as torch's default"

@@ -310,38 +310,58 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
   val_cache, test_cache = {}, {}
 
   iso_noise = lambda: ablation_noise or isotropic_like(noise)
+  sets = {"val": y_val, "test": y_test}
+  iso_cache = {}  # (images, β) -> the isotropic MAP from z = 0: (x, z)
 
-  def map_recover(y, noise_model, beta, start):
-    if start == "isotropic":  # continuation, see VALIDATED_INITS
-      start = solve.recover(y, prior=prior, params=params, operator=op,
-                            noise=iso_noise(), beta=beta, steps=steps,
-                            optimizer=opt, init="zeros").z
-    return solve.recover(y, prior=prior, params=params, operator=op,
-                         noise=noise_model, beta=beta, steps=steps,
-                         optimizer=opt, init=start,
-                         init_range=ctx.init_range).x
+  def iso_map(which, betas):
+    """The ablation's recoveries, shared with the continuation start."""
+    todo = [b for b in betas if (which, b) not in iso_cache]
+    if todo and which == "val":
+      grid = solve.sweep(sets[which], prior=prior, params=params,
+                         operator=op, noise=iso_noise(),
+                         betas=jnp.asarray(todo), steps=steps, optimizer=opt,
+                         init="zeros")
+      for i, b in enumerate(todo):
+        iso_cache[(which, b)] = (grid.x[i, 0], grid.z[i, 0])
+    for b in todo if which == "test" else ():
+      res = solve.recover(sets[which], prior=prior, params=params,
+                          operator=op, noise=iso_noise(), beta=b,
+                          steps=steps, optimizer=opt, init="zeros")
+      iso_cache[(which, b)] = (res.x, res.z)
+    return [iso_cache[(which, b)] for b in betas]
 
   def map_val_score(tag, noise_model, grid_betas, beta, start):
     todo = [b for b in grid_betas if (tag, start, b) not in val_cache]
-    if todo and start == "isotropic":
-      for b in todo:
-        val_cache[(tag, start, b)] = float(jnp.mean(metrics.psnr(
-            x_val, map_recover(y_val, noise_model, b, start))))
+    xs = []
+    if todo and tag == "iso" and start == "zeros":
+      xs = [x for x, _ in iso_map("val", todo)]
     elif todo:
+      # The continuation ("isotropic") goes on from each β's own MAP.
+      init = (jnp.stack([z for _, z in iso_map("val", todo)])[:, None]
+              if start == "isotropic" else start)
       grid = solve.sweep(y_val, prior=prior, params=params, operator=op,
                          noise=noise_model, betas=jnp.asarray(todo),
-                         steps=steps, optimizer=opt, init=start,
+                         steps=steps, optimizer=opt, init=init,
                          init_range=ctx.init_range)
-      for i, b in enumerate(todo):
-        val_cache[(tag, start, b)] = float(jnp.mean(metrics.psnr(
-            x_val, grid.x[i, 0])))
+      xs = [grid.x[i, 0] for i in range(len(todo))]
+    for b, x in zip(todo, xs):
+      val_cache[(tag, start, b)] = float(jnp.mean(metrics.psnr(x_val, x)))
     return val_cache[(tag, start, beta)]
 
   def map_test(tag, noise_model, beta, start):
-    if (tag, start, beta) not in test_cache:
-      test_cache[(tag, start, beta)] = map_recover(y_test, noise_model, beta,
-                                                   start)
-    return test_cache[(tag, start, beta)]
+    key = (tag, start, beta)
+    if key in test_cache:
+      return test_cache[key]
+    if tag == "iso" and start == "zeros":
+      test_cache[key] = iso_map("test", [beta])[0][0]
+    else:
+      init = (iso_map("test", [beta])[0][1] if start == "isotropic"
+              else start)
+      test_cache[key] = solve.recover(
+          y_test, prior=prior, params=params, operator=op, noise=noise_model,
+          beta=beta, steps=steps, optimizer=opt, init=init,
+          init_range=ctx.init_range).x
+    return test_cache[key]
 
   plain_starts = [st for st in inits if st not in TRUE_NOISE_ONLY_INITS]
 

@@ -339,10 +339,13 @@ def measurement_init(y, operator, image_shape, lo=0.02, hi=0.98):
 def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
          restarts, init, init_std, key, clip_norm, progress, chunk,
          generator=None, image_shape=None, parametrization="z", check=True,
-         devices=None, init_range=(0.02, 0.98), points_per_call=None):
+         devices=None, init_range=(0.02, 0.98), points_per_call=None,
+         init_per_point=False):
   """Checks the inputs and computes the starts once, then runs the P grid
   points in groups of ``points_per_call`` (None: all at once) through one
-  compiled step; the last group is padded with copies of the last point."""
+  compiled step; the last group is padded with copies of the last point.
+  With ``init_per_point``, ``init`` holds each point's latents (P, [R,] B,
+  ...) instead of one start shared by all points."""
   image_shape = tuple(image_shape or prior.config.image_shape)
   if not isinstance(steps, int) or steps < 1:
     raise ValueError(f"steps: got {steps!r}, expected an int >= 1")
@@ -363,14 +366,24 @@ def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
   if not lo < hi:
     raise ValueError(f"init_range: got {init_range!r}, expected (lo, hi) "
                      "with lo < hi")
-  v0 = _initial_latents(init, key, restarts, y, prior, params, operator,
-                        image_shape, init_std, parametrization, (lo, hi))
+  if init_per_point:
+    # One start per grid point: (P, B, ...) or (P, R, B, ...).
+    v0 = jnp.asarray(init, jnp.float32)
+    if v0.ndim == len(image_shape) + 2:
+      v0 = jnp.broadcast_to(v0[:, None], (p, restarts) + v0.shape[1:])
+    want = (p, restarts, y.shape[0]) + image_shape
+    if v0.shape != want:
+      raise ValueError(f"init: got per-point latents of shape {v0.shape}, "
+                       f"expected {want}")
+  else:
+    v0 = _initial_latents(init, key, restarts, y, prior, params, operator,
+                          image_shape, init_std, parametrization, (lo, hi))
   # Data parallel: examples split over the mesh (padded to a multiple of
   # its size with copies of the last one, dropped at the end).
   mesh = sharding.batch_mesh(devices)
   n_real = y.shape[0]
   y, _ = sharding.pad_along(jnp.asarray(y), mesh.size, 0)
-  v0, _ = sharding.pad_along(v0, mesh.size, 1)
+  v0, _ = sharding.pad_along(v0, mesh.size, 2 if init_per_point else 1)
   y = sharding.shard_along(y, mesh, 0)
   params, operator, noise = sharding.replicate((params, operator, noise),
                                                mesh)
@@ -381,7 +394,9 @@ def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
     idx = np.minimum(np.arange(start, start + per), p - 1)
     h = sharding.replicate(
         {k: None if v is None else v[idx] for k, v in hyper.items()}, mesh)
-    part = _run_points(fns, forward, v0, y, h, params, operator, noise,
+    v0_h = (v0[idx] if init_per_point
+            else jnp.broadcast_to(v0, (len(idx),) + v0.shape))
+    part = _run_points(fns, forward, v0_h, y, h, params, operator, noise,
                        steps, chunk, progress, mesh)
     keep = min(per, p - start)
     x, z, loss, trace, skipped = part
@@ -398,12 +413,12 @@ def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
 
 def _run_points(fns, forward, v0, y, hyper, params, operator, noise, steps,
                 chunk, progress, mesh):
-  """The step loop and finish for one group of grid points.  Returns
+  """The step loop and finish for one group of grid points, from latents
+  ``v0`` (P, R, B+pad, ...).  Returns
   x, z, loss (P, B+pad, ...), the chosen restart's trace (P, steps, B+pad)
   as numpy, and the non-finite step count."""
   init_fn, step_fn, finish_fn = fns
-  p = next(v.shape[0] for v in hyper.values() if v is not None)
-  v = jnp.array(jnp.broadcast_to(v0, (p,) + v0.shape))  # donated below
+  v = jnp.array(v0)  # a copy: the step donates it
   v = sharding.shard_along(v, mesh, 2)
   # Laid out like the step's output state, so the step compiles only once.
   state = sharding.shard_along(init_fn(v), mesh, 2)
@@ -570,6 +585,11 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
   through the same compiled program (the last group is padded with copies
   of the last point, which are dropped); the starts are computed once.
   ``None`` runs the whole grid at once.  ``progress`` is called per group.
+
+  ``init`` takes what ``recover`` takes, shared by every grid point, or one
+  start per point: latents of shape (len(betas), len(ms) or 1, [restarts,]
+  B, *latent shape), such as the ``z`` of an earlier sweep over the same
+  grid.  That continues each point from its own earlier solution.
   """
   if max_batch is not None and (not isinstance(max_batch, int)
                                 or max_batch < 1):
@@ -589,11 +609,21 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
   if max_batch is not None:
     per_call = max(1, max_batch // (restarts * jnp.shape(y)[0]))
     per_call = -(-n_points // -(-n_points // per_call))  # balanced groups
+  latent_rank = len(prior.config.image_shape)
+  per_point = (not isinstance(init, str)
+               and jnp.ndim(init) in (latent_rank + 3, latent_rank + 4))
+  if per_point:
+    init = jnp.asarray(init)
+    if init.shape[:2] != (betas.shape[0], nm):
+      raise ValueError(f"init: got per-point latents of shape {init.shape},"
+                       f" expected ({betas.shape[0]}, {nm}, [restarts,] B, "
+                       "...) for this grid")
+    init = init.reshape((n_points,) + init.shape[2:])
   res = _run("map", y, prior=prior, params=params, operator=operator,
              noise=noise, hyper=grid, steps=steps, optimizer=optimizer,
              restarts=restarts, init=init, init_std=init_std, key=key,
              clip_norm=clip_norm, progress=progress, chunk=chunk,
              devices=devices, init_range=init_range,
-             points_per_call=per_call)
+             points_per_call=per_call, init_per_point=per_point)
   nb = betas.shape[0]
   return RecoveryResult(*(a.reshape((nb, nm) + a.shape[1:]) for a in res))

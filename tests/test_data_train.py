@@ -165,6 +165,21 @@ def test_resume_in_two_pieces_equals_one_run(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def test_training_step_compiles_once(tmp_path, monkeypatch):
+  """The state comes out of the step laid out as it went in (replicated
+  over the mesh), so later steps reuse the first compile."""
+  made = []
+
+  def spy(*args):
+    made.append(real(*args))
+    return made[-1]
+  real = training.make_train_step
+  monkeypatch.setattr(training, "make_train_step", spy)
+  xtr, xte = tiny_data()
+  training.train(TINY, TC, xtr, xte, tmp_path, steps=4, progress=False)
+  assert [f._cache_size() for f in made] == [1]
+
+
 def test_batches_cover_each_epoch_once():
   seen = np.concatenate([training.batch_indices(s, 100, 10, 3)
                          for s in range(10)])

@@ -80,11 +80,28 @@ def test_start_is_chosen_with_the_hyperparameter(tiny_prior, tmp_path):
     main("sinusoidal", args[:-1] + ["measurements,middle"])
 
 
-def test_isotropic_start_is_offered_to_ours_only(tiny_prior, tmp_path):
+def test_isotropic_start_is_offered_to_ours_only(tiny_prior, tmp_path,
+                                                monkeypatch):
   """``--inits zeros,isotropic``: ours also tries the continuation start
   (the isotropic MAP, then the true noise model); the ablation and Asim,
-  for which it means nothing new, choose among the other starts."""
+  for which it means nothing new, choose among the other starts.  The
+  isotropic MAPs are computed once per (images, β), shared by the ablation
+  and the continuation, whose validation grid is one sweep."""
   from recover.denoising import main
+  from mapflow import solve
+  iso_runs, continued = [], []
+
+  def counted(fn, name):
+    def wrapper(y, **kw):
+      if isinstance(kw["noise"], mf.noise.IsotropicGaussian):
+        betas = jnp.atleast_1d(kw.get("betas", kw.get("beta")))
+        iso_runs.extend((float(jnp.sum(y)), float(b)) for b in betas)
+      elif name == "sweep" and not isinstance(kw.get("init"), str):
+        continued.append(kw["init"].shape)
+      return fn(y, **kw)
+    monkeypatch.setattr(solve, name, wrapper)
+  counted(solve.sweep, "sweep")
+  counted(solve.recover, "recover")
   main("radial", ["--out", str(tmp_path), "--prior", tiny_prior, "--steps",
                   "2", "--num-val", "2", "--num-test", "2", "--scales",
                   "0.5", "--no-ood", "--no-figures", "--methods",
@@ -97,6 +114,11 @@ def test_isotropic_start_is_offered_to_ours_only(tiny_prior, tmp_path):
   assert starts("ablation") == starts("asim") == {"zeros"}
   scores = [float(r["val_psnr"]) for r in sel]
   assert all(math.isfinite(v) for v in scores)
+  n_betas = len(mf.experiments.PAPER_BETAS)
+  assert len(set(iso_runs)) == len(iso_runs)  # none done twice
+  # The validation grid, then at most one β for each method on test.
+  assert n_betas + 1 <= len(iso_runs) <= n_betas + 2
+  assert continued == [(n_betas, 1, 2, 28, 28, 1)]
 
 
 def test_one_bit_cli_end_to_end(tiny_prior, tmp_path):

@@ -214,6 +214,38 @@ def test_sweep_in_groups_equals_one_call():
     mf.sweep(y, max_batch=0, **kw)
 
 
+def test_sweep_continues_each_point_from_its_own_start():
+  """A per-point ``init`` (an earlier sweep's ``z``) equals recovering each
+  grid point separately from its own latents, grouped or not."""
+  prior, params, _, _ = linear_prior()
+  op = mf.operators.gaussian(KEY, 4, SHAPE)
+  y = op(prior.sample(params, KEY, 3))
+  betas, ms = jnp.array([0.3, 3.0]), jnp.array([2, 4])
+  kw = dict(prior=prior, params=params, operator=op, betas=betas, ms=ms,
+            steps=15, optimizer=ADAM)
+  first = mf.sweep(y, noise=mf.noise.gaussian(1.0), **kw)
+  chex.assert_shape(first.z, (2, 2, 3) + SHAPE)
+  second = mf.noise.gaussian(0.2)
+  cont = mf.sweep(y, noise=second, init=first.z, **kw)
+  grouped = mf.sweep(y, noise=second, init=first.z[:, :, None],
+                     max_batch=6, **kw)
+  for bi, b in enumerate(betas):
+    for mi, m in enumerate(ms):
+      res = mf.recover(y, prior=prior, params=params,
+                       operator=mf.operators.with_active(op, m), noise=second,
+                       beta=b, steps=15, optimizer=ADAM,
+                       init=first.z[bi, mi])
+      np.testing.assert_allclose(cont.x[bi, mi], res.x, rtol=1e-4,
+                                 atol=1e-5)
+      np.testing.assert_allclose(grouped.x[bi, mi], res.x, rtol=1e-4,
+                                 atol=1e-5)
+  # Starting every point from the same latents is a different problem.
+  shared = mf.sweep(y, noise=second, init=first.z[0, 0], **kw)
+  assert not np.allclose(shared.x[1, 1], cont.x[1, 1], atol=1e-4)
+  with pytest.raises(ValueError, match="per-point"):
+    mf.sweep(y, noise=second, init=first.z[:1], **kw)
+
+
 def test_chunked_steps_equal_single_steps_and_stop_at_steps():
   """A chunk of scanned steps must not run past ``steps``: a short last
   chunk leaves the carry alone after its ``n``-th step, with no new
