@@ -393,3 +393,19 @@ def test_bfloat16_compute_is_close_to_float32_and_returns_float32():
                              rtol=1e-5, atol=1e-4)
   with pytest.raises(ValueError, match="dtype"):
     mf.flows.with_compute_dtype(flow, jnp.int32)
+
+
+@pytest.mark.parametrize("scan", [False, True])
+@pytest.mark.parametrize("name", ["realnvp", "glow_affine"])
+def test_bfloat16_layers_stay_bfloat16(name, scan):
+  """No float32 constant (a mask, a permutation, a log) promotes the layers
+  back to float32: given bfloat16 params and input, every layer computes in
+  bfloat16, scanned stacks included (their carry must keep its dtype)."""
+  cfg = dataclasses.replace(small_configs((8, 8, 1))[name], scan_layers=scan)
+  flow, params, x = flow_and_params(cfg)
+  half = jax.tree_util.tree_map(
+      lambda a: a.astype(jnp.bfloat16)
+      if jnp.issubdtype(a.dtype, jnp.floating) else a, params)
+  z, ld = jax.jit(flow.inverse)(half, x.astype(jnp.bfloat16))
+  x_back, ld_back = jax.jit(flow.forward)(half, z)
+  assert {a.dtype for a in (z, ld, x_back, ld_back)} == {jnp.dtype("bfloat16")}

@@ -55,23 +55,28 @@ class MaskedCoupling(ImageBijector):
     self._net, self._p, self._mask = net, net_params, mask
     self._kind, self._rescale = kind, rescale
 
+  def _mask_as(self, x):
+    # In the input's dtype: a float32 mask would promote a bfloat16 flow.
+    return jnp.asarray(self._mask).astype(x.dtype)
+
   def _shift_and_log_scale(self, x_given):
-    b = jnp.broadcast_to(self._mask, x_given.shape[:-1] + (1,))
+    mask = self._mask_as(x_given)
+    b = jnp.broadcast_to(mask, x_given.shape[:-1] + (1,))
     out = self._net.apply({"params": self._p},
                           jnp.concatenate([x_given, b], axis=-1))
     c = x_given.shape[-1]
-    free = 1.0 - self._mask
+    free = 1.0 - mask
     if self._kind == "additive":
       return out * free, jnp.zeros_like(x_given)
     t, raw = out[..., :c], out[..., c:]
     return t * free, _log_scale(self._kind, raw, self._rescale) * free
 
   def _forward(self, x):
-    t, s = self._shift_and_log_scale(x * self._mask)
+    t, s = self._shift_and_log_scale(x * self._mask_as(x))
     return x * jnp.exp(s) + t, jnp.sum(s, axis=(1, 2, 3))
 
   def _inverse(self, y):
-    t, s = self._shift_and_log_scale(y * self._mask)
+    t, s = self._shift_and_log_scale(y * self._mask_as(y))
     return (y - t) * jnp.exp(-s), -jnp.sum(s, axis=(1, 2, 3))
 
 

@@ -5,6 +5,8 @@ Each is an ``ImageBijector`` written in the data direction ``x -> y``.
 
 from __future__ import annotations
 
+import math
+
 import distrax
 import jax
 import jax.numpy as jnp
@@ -142,9 +144,10 @@ class InvConv1x1(ImageBijector):
     c = params["log_s"].shape[-1]
     eye = jnp.eye(c, dtype=params["l"].dtype)
     self._lower = jnp.tril(params["l"], -1) + eye
+    dtype = params["l"].dtype  # constants follow the params' dtype
     self._upper = jnp.triu(params["u"], 1) + jnp.diag(
-        const["sign"] * jnp.exp(params["log_s"]))
-    self._perm = const["perm"]
+        jnp.asarray(const["sign"]).astype(dtype) * jnp.exp(params["log_s"]))
+    self._perm = jnp.asarray(const["perm"]).astype(dtype)
     self._log_s = params["log_s"]
 
   def weight(self):
@@ -181,13 +184,13 @@ class LogitPreprocess(ImageBijector):
     a = self._a
     p = a + (1 - 2 * a) * x
     y = jnp.log(p) - jnp.log1p(-p)
-    ld = np.log(1 - 2 * a) - jnp.log(p) - jnp.log1p(-p)
+    ld = math.log(1 - 2 * a) - jnp.log(p) - jnp.log1p(-p)
     return y, jnp.sum(ld, axis=(1, 2, 3))
 
   def _inverse(self, y):
     a = self._a
     x = (jax.nn.sigmoid(y) - a) / (1 - 2 * a)
-    ld = -np.log(1 - 2 * a) + jax.nn.log_sigmoid(y) + jax.nn.log_sigmoid(-y)
+    ld = -math.log(1 - 2 * a) + jax.nn.log_sigmoid(y) + jax.nn.log_sigmoid(-y)
     return x, jnp.sum(ld, axis=(1, 2, 3))
 
 
