@@ -253,6 +253,16 @@ def flops(ctx) -> dict:
           "conv_ceiling": conv_ceiling(ctx, b, peak)}
 
 
+def coupling_sides(cfg):
+  """Spatial sizes the coupling nets run at: RealNVP's scale s at
+  H / 2^s; Glow's level l after its squeeze, at H / 2^(l+1)."""
+  size = cfg.image_shape[0]
+  if hasattr(cfg, "num_levels"):
+    return [max(1, size // 2 ** (l + 1)) for l in range(cfg.num_levels)]
+  return [max(1, size // 2 ** s) for s in range(getattr(cfg, "num_scales",
+                                                        1))]
+
+
 def conv_ceiling(ctx, batch, peak):
   """The backend's own 3x3 convolution at the prior's coupling-net shapes
   (hidden -> hidden at each scale's resolution), alone, as a fraction of
@@ -261,12 +271,10 @@ def conv_ceiling(ctx, batch, peak):
   is mostly these convolutions, so this bounds what it can reach."""
   cfg = ctx.prior.config
   h = getattr(cfg, "hidden_channels", 32)
-  size = cfg.image_shape[0]
   conv = lambda x, w: jax.lax.conv_general_dilated(
       x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
   rows = []
-  for level in range(getattr(cfg, "num_scales", 1)):
-    side = max(1, size // 2 ** level)
+  for side in coupling_sides(cfg):
     x = jax.random.normal(jax.random.PRNGKey(1), (batch, side, side, h))
     w = 0.1 * jax.random.normal(jax.random.PRNGKey(2), (3, 3, h, h))
     fl = 2.0 * batch * side * side * 9 * h * h

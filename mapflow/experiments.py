@@ -158,8 +158,21 @@ SELECTION_COLUMNS = ["experiment", "setting", "method", "hyper",
 # the true noise model from there (twice the steps in all).  A stiff noise
 # model (RADIAL's near-zero corner std) is hard to optimise from z = 0; the
 # isotropic one is not.
-VALIDATED_INITS = ("measurements", "zeros", "isotropic")
-TRUE_NOISE_ONLY_INITS = ("isotropic",)
+# "noise_latent" (ours and ours_ext, flow noise and an invertible operator
+# only) moves the noise flow's latent from w = 0 instead of the image's
+# (``recover(parametrization="noise")``): the same objective, with the
+# residual always on the noise flow's support.  Digit noise needs it: the
+# digit flow's support is thin, and steps in the image latent leave it.
+VALIDATED_INITS = ("measurements", "zeros", "isotropic", "noise_latent")
+TRUE_NOISE_ONLY_INITS = ("isotropic", "noise_latent")
+
+
+def start_kwargs(start: str) -> dict:
+  """``recover``/``sweep`` arguments of a named start (not "isotropic",
+  which needs an earlier recovery)."""
+  if start == "noise_latent":
+    return {"init": "zeros", "parametrization": "noise"}
+  return {"init": start}
 
 
 def _hyper_label(value, init, inits):
@@ -240,8 +253,10 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
   """Every method of ``ctx.methods`` on one setting of one experiment.
 
   Each method's hyperparameter is chosen by mean validation PSNR, then run
-  once on the test images.  With ``ctx.inits``, the flow methods choose
-  their start (``init``) jointly with it, recorded as ``"β|start"``.
+  once on the test images.  ``init`` is the experiment's start, or a tuple
+  of starts (``VALIDATED_INITS``) to choose among; ``ctx.inits`` overrides
+  it.  With more than one start, the flow methods choose theirs jointly
+  with the hyperparameter, recorded as ``"β|start"``.
   Cells already recorded are skipped.
   ``ablation_noise`` defaults to ``isotropic_like(noise)``; ``noise_scale``
   (BM3D's reference std) to the largest entry of ``noise.std_map``.
@@ -270,7 +285,14 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
     x_all = x_test
   shown = {}
 
-  inits = ctx.inits or (init,)
+  own = (init,) if isinstance(init, str) else tuple(init)
+  inits = ctx.inits or own
+  if "noise_latent" in inits and not (hasattr(noise, "latent_to_noise")
+                                      and hasattr(op, "inverse")):
+    raise ValueError(f"inits: 'noise_latent' needs flow noise and an "
+                     f"invertible operator; {experiment} has "
+                     f"{type(noise).__name__} noise and a "
+                     f"{type(op).__name__} operator")
 
   def record(method, hyper_values, val_scores, run_test):
     best, best_score = _choose(hyper_values, val_scores)
@@ -296,7 +318,8 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
 
   def record_flow(method, values, score, run, starts=None):
     """``record`` over (value, start) pairs of a flow method."""
-    starts = [st for st in inits if starts is None or st in starts] or [init]
+    starts = [st for st in inits if starts is None or st in starts] or [
+        own[0]]
     pairs = {_hyper_label(v, st, inits): (v, st)
              for st in starts for v in values}
     record(method, list(pairs), [score(*pairs[h]) for h in pairs],
@@ -316,18 +339,13 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
   def iso_map(which, betas):
     """The ablation's recoveries, shared with the continuation start."""
     todo = [b for b in betas if (which, b) not in iso_cache]
-    if todo and which == "val":
+    if todo:
       grid = solve.sweep(sets[which], prior=prior, params=params,
                          operator=op, noise=iso_noise(),
                          betas=jnp.asarray(todo), steps=steps, optimizer=opt,
                          init="zeros")
       for i, b in enumerate(todo):
         iso_cache[(which, b)] = (grid.x[i, 0], grid.z[i, 0])
-    for b in todo if which == "test" else ():
-      res = solve.recover(sets[which], prior=prior, params=params,
-                          operator=op, noise=iso_noise(), beta=b,
-                          steps=steps, optimizer=opt, init="zeros")
-      iso_cache[(which, b)] = (res.x, res.z)
     return [iso_cache[(which, b)] for b in betas]
 
   def map_val_score(tag, noise_model, grid_betas, beta, start):
@@ -337,12 +355,12 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
       xs = [x for x, _ in iso_map("val", todo)]
     elif todo:
       # The continuation ("isotropic") goes on from each β's own MAP.
-      init = (jnp.stack([z for _, z in iso_map("val", todo)])[:, None]
-              if start == "isotropic" else start)
+      how = ({"init": jnp.stack([z for _, z in iso_map("val", todo)])[
+          :, None]} if start == "isotropic" else start_kwargs(start))
       grid = solve.sweep(y_val, prior=prior, params=params, operator=op,
                          noise=noise_model, betas=jnp.asarray(todo),
-                         steps=steps, optimizer=opt, init=init,
-                         init_range=ctx.init_range)
+                         steps=steps, optimizer=opt,
+                         init_range=ctx.init_range, **how)
       xs = [grid.x[i, 0] for i in range(len(todo))]
     for b, x in zip(todo, xs):
       val_cache[(tag, start, b)] = float(jnp.mean(metrics.psnr(x_val, x)))
@@ -355,12 +373,12 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
     if tag == "iso" and start == "zeros":
       test_cache[key] = iso_map("test", [beta])[0][0]
     else:
-      init = (iso_map("test", [beta])[0][1] if start == "isotropic"
-              else start)
+      how = ({"init": iso_map("test", [beta])[0][1]}
+             if start == "isotropic" else start_kwargs(start))
       test_cache[key] = solve.recover(
           y_test, prior=prior, params=params, operator=op, noise=noise_model,
-          beta=beta, steps=steps, optimizer=opt, init=init,
-          init_range=ctx.init_range).x
+          beta=beta, steps=steps, optimizer=opt,
+          init_range=ctx.init_range, **how).x
     return test_cache[key]
 
   plain_starts = [st for st in inits if st not in TRUE_NOISE_ONLY_INITS]
@@ -509,9 +527,12 @@ def run_digit_noise(ctx: Context, noise_prior, noise_params, digits_val,
   y_test = 0.5 * ctx.x_test + dt[:len(ctx.x_test)]
   sigma = float(np.sqrt(np.mean(np.concatenate([dv, dt]) ** 2)))
   shape = tuple(ctx.x_test.shape[1:])
+  # Ours also chooses, on validation, to move the digit flow's latent
+  # ("noise_latent"): steps in the image latent leave the digit flow's
+  # thin support and stall far from the MAP.
   run_cell(ctx, "digits", "0.5x+digit", op,
            noise_lib.from_flow(noise_prior, noise_params), y_val, y_test,
-           init="measurements",
+           init=("measurements", "noise_latent"),
            ablation_noise=noise_lib.gaussian(sigma, shape),
            noise_scale=sigma)
   return ctx.out / "results.csv"

@@ -113,42 +113,84 @@ class IsotropicGaussian(distrax.Distribution):
     return self._sigma * jax.random.normal(key, (n,) + self._shape)
 
 
-class FlowNoise(distrax.Distribution):
-  """Noise whose density is a flow's: ``log p(delta) = log p_G(delta)``.
+def _logit_box(prior, margin):
+  """The pixel box a flow with logit preprocessing supports, shrunk by
+  ``margin``; None for flows defined everywhere."""
+  a = getattr(prior.config, "logit_alpha", None)
+  if a is None:
+    return None
+  lo, hi = -a / (1 - 2 * a), (1 - a) / (1 - 2 * a)
+  return lo + margin, hi - margin
+
+
+def box_extended_log_prob(prior, params, x, penalty: float = 1e4,
+                          margin: float = 1e-3):
+  """A flow's ``log p_G(x)``, extended continuously outside its support.
 
   A RealNVP's pixel space is a bounded box (its logit preprocessing needs
-  ``a + (1 - 2a) delta`` in (0, 1)); outside it the density is zero and its
+  ``a + (1 - 2a) x`` in (0, 1)); outside it the density is zero and its
   log is not finite.  An iterate that stepped outside would stay there (the
   solver skips non-finite steps), so outside a box slightly inside the
-  support the log-density is extended continuously:
+  support:
 
-      log p(delta) := log p_G(c(delta)) - penalty * ||delta - c(delta)||^2
+      log p(x) := log p_G(c(x)) - penalty * ||x - c(x)||^2
 
   with ``c`` the clip to the box.  Inside the box this is exactly
-  ``log p_G``; outside, its gradient points back in.
+  ``log p_G``; outside, its gradient points back in.  Flows without a box
+  return ``log p_G(x)`` unchanged.
+  """
+  box = _logit_box(prior, margin)
+  if box is None:
+    return prior.log_prob(params, x)
+  inside = jnp.clip(x, *box)
+  excess = jnp.sum(jnp.square(x - inside), axis=(-3, -2, -1))
+  return prior.log_prob(params, inside) - penalty * excess
+
+
+class FlowNoise(distrax.Distribution):
+  """Noise whose density is a flow's: ``log p(delta) = log p_G(delta)``,
+  extended outside the flow's support as in ``box_extended_log_prob``.
+
+  The flow's latent ``w`` also parametrises the noise directly:
+  ``latent_to_noise(w)`` gives ``delta = G(w)`` and
+
+      log p(delta) = log N(w; 0, I) - log|det dG/dw|,
+
+  always inside the support (``parametrization="noise"`` of ``recover``).
   """
 
   def __init__(self, prior, params, penalty: float = 1e4,
                margin: float = 1e-3):
     self._prior, self._params = prior, params
-    self._penalty = penalty
-    a = getattr(prior.config, "logit_alpha", None)
-    if a is None:
-      self._box = None
-    else:
-      lo, hi = -a / (1 - 2 * a), (1 - a) / (1 - 2 * a)
-      self._box = (lo + margin, hi - margin)
+    self._penalty, self._margin = penalty, margin
+    self._box = _logit_box(prior, margin)
 
   @property
   def event_shape(self):
     return tuple(self._prior.config.image_shape)
 
+  @property
+  def flow(self):
+    return self._prior
+
+  @property
+  def params(self):
+    return self._params
+
   def log_prob(self, value):
-    if self._box is None:
-      return self._prior.log_prob(self._params, value)
-    inside = jnp.clip(value, *self._box)
-    excess = jnp.sum(jnp.square(value - inside), axis=(-3, -2, -1))
-    return self._prior.log_prob(self._params, inside) - self._penalty * excess
+    return box_extended_log_prob(self._prior, self._params, value,
+                                 self._penalty, self._margin)
+
+  def latent_to_noise(self, w):
+    """``(delta, log p(delta))`` for latents ``w`` (B, *event)."""
+    delta, logdet = self._prior.forward(self._params, w)
+    return delta, self._prior.base_log_prob(w) - logdet
+
+  def noise_to_latent(self, delta):
+    """The latent of ``delta`` clipped into the support's box."""
+    if self._box is not None:
+      delta = jnp.clip(delta, *self._box)
+    return self._prior.inverse(self._params, delta)[0]
 
   def _sample_n(self, key, n):
     return self._prior.sample(self._params, key, n)

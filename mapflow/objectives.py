@@ -3,6 +3,10 @@
     map_loss   (paper eq. 12):  -log p_Δ(y - f(G(z))) - β log p_G(G(z)),
                log p_G(G(z)) = log N(z; 0, I) - log|det dG/dz|
     map_loss_x (same, over x):  -log p_Δ(y - f(x)) - β log p_G(x)
+    map_loss_noise (same, over the noise flow's latent w, f invertible):
+               δ = G_Δ(w),  x = f⁻¹(y - δ),
+               -log p_Δ(δ) - β log p_G(x),
+               log p_Δ(δ) = log N(w; 0, I) - log|det dG_Δ/dw|
     asim_loss  (eq. 9):         ||y - f(G(z))||^2 + γ ||z||
     bora_loss  (eq. 4):         ||y - f(g(z))||^2 + λ ||z||^2
 
@@ -41,6 +45,21 @@ def map_loss_x(x, y, *, prior, params, operator, noise, beta):
   r, mask = masked_residual(y, operator(x), operator)
   nll = -noise_lib.log_prob(noise, r, mask)
   return nll - beta * prior.log_prob(params, x)
+
+
+def map_loss_noise(w, y, *, prior, params, operator, noise, beta):
+  """Eq. 12 over the noise flow's latents ``w``; returns (B,).
+
+  The same objective as ``map_loss`` at ``x = f⁻¹(y - G_Δ(w))``: for an
+  invertible ``f`` the map ``w -> x`` is a bijection, so the minimisers
+  agree.  The residual is on the noise flow's support by construction;
+  ``x`` may leave the image prior's, whose log-density is extended as in
+  ``noise.box_extended_log_prob``.
+  """
+  delta, log_p_noise = noise.latent_to_noise(w)
+  x = operator.inverse(y - delta)
+  return -log_p_noise - beta * noise_lib.box_extended_log_prob(
+      prior, params, x)
 
 
 def asim_loss(z, y, *, prior, params, operator, gamma):

@@ -4,6 +4,8 @@ Every operator maps a batch to a batch of measurements and exposes
 ``measurement_mask()``: None, or an array of 0/1 over the measurement's
 event shape saying which entries count.  Masked entries are zero in the
 output and count nowhere (not in the noise density, not in any loss).
+Invertible operators (``identity``, ``scale``) also have ``inverse(y)``,
+which the noise-latent parametrisation of ``mapflow.recover`` needs.
 
 ``gaussian(..., active=k)`` keeps the first ``k`` of its ``m`` rows; ``k``
 may be traced, so the number of measurements can be vmapped over.
@@ -69,6 +71,10 @@ class Scale(Operator):
   def back_project(self, y):
     return y / self.c
 
+  def inverse(self, y):
+    """``x = y / c`` (exact: ``f`` is invertible for ``c != 0``)."""
+    return y / self.c
+
 
 @flax.struct.dataclass
 class Identity(Operator):
@@ -78,6 +84,9 @@ class Identity(Operator):
     return x
 
   def back_project(self, y):
+    return y
+
+  def inverse(self, y):
     return y
 
 

@@ -34,8 +34,8 @@ class RecoveryResult(NamedTuple):
 
   Attributes:
     x: recovered images (..., B, H, W, C).
-    z: their latents (the variable optimised; x itself for parametrization
-      "x").
+    z: the variable optimised: the image latents for parametrization "z",
+      x itself for "x", the noise flow's latents for "noise".
     loss: final loss of the chosen restart (..., B).
     trace: loss at every step for the chosen restart (..., steps, B).
     skipped: steps whose loss or gradient was non-finite (..., B): such a
@@ -86,6 +86,10 @@ def _batched_losses(kind, prior, generator):
     elif kind == "map_x":
       out = objectives.map_loss_x(flat, yy, prior=prior, params=params,
                                   operator=op, noise=noise, beta=h["beta"])
+    elif kind == "map_noise":
+      out = objectives.map_loss_noise(flat, yy, prior=prior, params=params,
+                                      operator=op, noise=noise,
+                                      beta=h["beta"])
     elif kind == "asim":
       out = objectives.asim_loss(flat, yy, prior=prior, params=params,
                                  operator=op, gamma=h["gamma"])
@@ -212,6 +216,10 @@ def _compiled(kind, prior, generator, optimizer, clip_norm, chunk):
       x = x.reshape(v_best.shape[:2] + x.shape[1:])
     elif kind == "map_x":
       x = v_best
+    elif kind == "map_noise":
+      yy = jnp.broadcast_to(y[None], v_best.shape[:1] + y.shape)
+      delta = noise.latent_to_noise(flat)[0].reshape(v_best.shape)
+      x = operator.inverse(yy - delta)
     else:
       x = None  # by the caller, with the flow's forward shared across kinds
     return best, v_best, pick(final[..., None])[..., 0], pick(
@@ -241,6 +249,10 @@ class _PerMesh:
 
   def _cache_size(self):
     return sum(f._cache_size() for f in self._fns.values())
+
+
+# ``(noise, delta) -> w``, compiled once per noise model's structure.
+_noise_to_latent = jax.jit(lambda n, delta: n.noise_to_latent(delta))
 
 
 @functools.lru_cache(maxsize=64)
@@ -287,10 +299,23 @@ def _check_inputs(y, operator, noise, image_shape, hyper):
 
 
 def _initial_latents(init, key, restarts, y, prior, params, operator,
-                     image_shape, init_std, parametrization, init_range):
-  shape = (restarts, y.shape[0]) + tuple(image_shape)
+                     image_shape, init_std, parametrization, init_range,
+                     noise_model=None):
+  latent_shape = (tuple(y.shape[1:]) if parametrization == "noise"
+                  else tuple(image_shape))
+  shape = (restarts, y.shape[0]) + latent_shape
   key = jax.random.PRNGKey(0) if key is None else key
   noise = init_std * jax.random.normal(key, shape)
+  if isinstance(init, str) and parametrization == "noise":
+    if init == "zeros":
+      return jnp.zeros(shape)
+    if init == "random":
+      return noise
+    if init == "measurements":
+      # The residual the measurement start leaves, as a noise latent.
+      x0 = measurement_init(y, operator, image_shape, *init_range)
+      w0 = _noise_to_latent(noise_model, y - operator(x0))
+      return w0[None] + noise.at[0].set(0.0)
   if isinstance(init, str):
     if init == "zeros":
       base = jnp.zeros(shape)
@@ -320,6 +345,17 @@ def _initial_latents(init, key, restarts, y, prior, params, operator,
     raise ValueError(f"init: got an array of shape {arr.shape}, expected "
                      f"{shape[1:]} or {shape}")
   return arr
+
+
+def _check_noise_parametrization(operator, noise):
+  if not hasattr(operator, "inverse"):
+    raise ValueError(
+        f"operator: parametrization 'noise' needs an invertible operator "
+        f"(with inverse(y): identity, scale); got {type(operator).__name__}")
+  if not hasattr(noise, "latent_to_noise"):
+    raise ValueError(
+        f"noise: parametrization 'noise' needs flow noise "
+        f"(mapflow.noise.from_flow); got {type(noise).__name__}")
 
 
 def measurement_init(y, operator, image_shape, lo=0.02, hi=0.98):
@@ -353,6 +389,10 @@ def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
     raise ValueError(f"restarts: got {restarts!r}, expected an int >= 1")
   if check:
     y = _check_inputs(y, operator, noise, image_shape, hyper)
+  if parametrization == "noise":
+    _check_noise_parametrization(operator, noise)
+  latent_shape = (tuple(jnp.shape(y)[1:]) if parametrization == "noise"
+                  else image_shape)
   optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
   chunk = default_chunk() if chunk is None else int(chunk)
   hyper = {k: (None if v is None else jnp.atleast_1d(jnp.asarray(
@@ -371,13 +411,14 @@ def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
     v0 = jnp.asarray(init, jnp.float32)
     if v0.ndim == len(image_shape) + 2:
       v0 = jnp.broadcast_to(v0[:, None], (p, restarts) + v0.shape[1:])
-    want = (p, restarts, y.shape[0]) + image_shape
+    want = (p, restarts, y.shape[0]) + latent_shape
     if v0.shape != want:
       raise ValueError(f"init: got per-point latents of shape {v0.shape}, "
                        f"expected {want}")
   else:
     v0 = _initial_latents(init, key, restarts, y, prior, params, operator,
-                          image_shape, init_std, parametrization, (lo, hi))
+                          image_shape, init_std, parametrization, (lo, hi),
+                          noise)
   # Data parallel: examples split over the mesh (padded to a multiple of
   # its size with copies of the last one, dropped at the end).
   mesh = sharding.batch_mesh(devices)
@@ -449,6 +490,16 @@ def _run_points(fns, forward, v0, y, hyper, params, operator, noise, steps,
   return x, v_best, loss, np.moveaxis(trace_best, 0, 1), skipped
 
 
+_MAP_KINDS = {"z": "map", "x": "map_x", "noise": "map_noise"}
+
+
+def _map_kind(parametrization):
+  if parametrization not in _MAP_KINDS:
+    raise ValueError(f"parametrization: got {parametrization!r}, expected "
+                     f"one of {tuple(_MAP_KINDS)}")
+  return _MAP_KINDS[parametrization]
+
+
 def _squeeze_p(res: RecoveryResult) -> RecoveryResult:
   return RecoveryResult(*(a[0] for a in res))
 
@@ -477,7 +528,12 @@ def recover(y, *, prior, params, operator, noise, beta=1.0, steps=1000,
     clip_norm: per-example gradient clipping by global norm (None: off).
     progress: ``callback(steps_done, loss)``, e.g. to drive tqdm.
     chunk: steps per compiled call (None: 1 on CPU, 50 elsewhere).
-    parametrization: "z" (optimise the latent) or "x" (the image).
+    parametrization: what the optimiser moves: "z" (the image latent, the
+      paper's choice), "x" (the image), or "noise" (the noise flow's latent
+      w, with ``x = f⁻¹(y - G_Δ(w))``: needs ``mapflow.noise.from_flow``
+      noise and an invertible operator).  The objective is eq. 12 in
+      each; "noise" keeps the residual on the noise flow's support, which
+      helps when that support is thin (digit noise).
     init_range: (lo, hi) pixel bounds of the "measurements" start.  Where
       the noise std is tiny (RADIAL's corners), bounds inside the data range
       start those pixels far off in units of std: use (0, 1) there.
@@ -488,10 +544,7 @@ def recover(y, *, prior, params, operator, noise, beta=1.0, steps=1000,
   Returns:
     A ``RecoveryResult``.
   """
-  if parametrization not in ("z", "x"):
-    raise ValueError(f"parametrization: got {parametrization!r}, expected "
-                     "'z' or 'x'")
-  kind = "map" if parametrization == "z" else "map_x"
+  kind = _map_kind(parametrization)
   return _squeeze_p(_run(
       kind, y, prior=prior, params=params, operator=operator, noise=noise,
       hyper={"beta": beta}, steps=steps, optimizer=optimizer,
@@ -571,7 +624,7 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
           optimizer=None, restarts=1, init="zeros", init_std=0.1, key=None,
           clip_norm=None, progress=None, chunk=None,
           devices=None, init_range=(0.02, 0.98),
-          max_batch=None) -> RecoveryResult:
+          max_batch=None, parametrization="z") -> RecoveryResult:
   """A β x m grid of MAP recoveries in one compiled program.
 
   ``ms`` (optional) are measurement counts: the operator's Gaussian matrix
@@ -590,7 +643,9 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
   start per point: latents of shape (len(betas), len(ms) or 1, [restarts,]
   B, *latent shape), such as the ``z`` of an earlier sweep over the same
   grid.  That continues each point from its own earlier solution.
+  ``parametrization`` is as in ``recover``.
   """
+  kind = _map_kind(parametrization)
   if max_batch is not None and (not isinstance(max_batch, int)
                                 or max_batch < 1):
     raise ValueError(f"max_batch: got {max_batch!r}, expected None or an "
@@ -609,7 +664,8 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
   if max_batch is not None:
     per_call = max(1, max_batch // (restarts * jnp.shape(y)[0]))
     per_call = -(-n_points // -(-n_points // per_call))  # balanced groups
-  latent_rank = len(prior.config.image_shape)
+  latent_rank = (jnp.ndim(y) - 1 if parametrization == "noise"
+                 else len(prior.config.image_shape))
   per_point = (not isinstance(init, str)
                and jnp.ndim(init) in (latent_rank + 3, latent_rank + 4))
   if per_point:
@@ -619,11 +675,12 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
                        f" expected ({betas.shape[0]}, {nm}, [restarts,] B, "
                        "...) for this grid")
     init = init.reshape((n_points,) + init.shape[2:])
-  res = _run("map", y, prior=prior, params=params, operator=operator,
+  res = _run(kind, y, prior=prior, params=params, operator=operator,
              noise=noise, hyper=grid, steps=steps, optimizer=optimizer,
              restarts=restarts, init=init, init_std=init_std, key=key,
              clip_norm=clip_norm, progress=progress, chunk=chunk,
              devices=devices, init_range=init_range,
-             points_per_call=per_call, init_per_point=per_point)
+             points_per_call=per_call, init_per_point=per_point,
+             parametrization=parametrization)
   nb = betas.shape[0]
   return RecoveryResult(*(a.reshape((nb, nm) + a.shape[1:]) for a in res))

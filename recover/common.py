@@ -38,10 +38,12 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
   p.add_argument("--inits", default="",
                  help="comma-separated starts of the flow methods to choose "
                  "among on the validation images, jointly with β/γ "
-                 "(measurements, zeros, and for ours only isotropic: the "
+                 "(measurements, zeros; for ours only: isotropic, the "
                  "isotropic-noise MAP as the start, twice the steps in "
-                 "all); default: the experiment's own start "
-                 "(measurements for denoising, zeros for 1-bit CS)")
+                 "all; noise_latent, moving the noise flow's latent from "
+                 "0, digit noise only); default: the experiment's own "
+                 "starts (measurements for denoising, zeros for 1-bit CS, "
+                 "measurements and noise_latent for digit noise)")
   return p
 
 

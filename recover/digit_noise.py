@@ -3,7 +3,10 @@
 python -m recover.digit_noise --out DIR
 
 The noise prior is a second flow trained on scikit-learn digits (28x28);
-the digits added here come from its held-out split.
+the digits added here come from its held-out split.  Ours chooses on the
+validation images, with β, between moving the image latent from the
+measurements and moving the digit flow's latent from 0 (``--inits``
+measurements,noise_latent by default; both minimise the same objective).
 """
 
 from __future__ import annotations

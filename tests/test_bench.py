@@ -41,3 +41,13 @@ def test_bench_quick_writes_json_and_report(tmp_path):
   from bench import render
   both = render.render([report, report], [None, None])
   assert "## Targets" in both and both.count("# Detail:") == 2
+
+
+def test_coupling_sides_follow_each_flow_family():
+  """RealNVP's scale s runs at H / 2^s; each Glow level squeezes first."""
+  import mapflow as mf
+  from bench.sections import coupling_sides
+  rn = mf.flows.RealNVPConfig(image_shape=(28, 28, 1), num_scales=3)
+  gl = mf.flows.GlowConfig(image_shape=(256, 256, 3), num_levels=6)
+  assert coupling_sides(rn) == [28, 14, 7]
+  assert coupling_sides(gl) == [128, 64, 32, 16, 8, 4]

@@ -148,6 +148,24 @@ def test_digit_noise_cli_end_to_end(tiny_prior, tmp_path):
       mf.experiments.DENOISING_METHODS)
   assert all(r["setting"] == "0.5x+digit" for r in rows)
   assert all(float(r["psnr"]) > 0 for r in rows)
+  # Ours also tries moving the digit flow's latent; the others cannot.
+  with (tmp_path / "selection.csv").open() as f:
+    sel = list(csv.DictReader(f))
+  starts = lambda m: {r["hyper"].split("|")[1] for r in sel
+                      if r["method"] == m}
+  assert starts("ours") == starts("ours_ext") == {"measurements",
+                                                  "noise_latent"}
+  assert starts("ablation") == starts("asim") == {"measurements"}
+
+
+def test_noise_latent_start_needs_flow_noise(tiny_prior, tmp_path):
+  from recover.denoising import main
+  with pytest.raises(ValueError, match="inits: 'noise_latent' needs flow "
+                     "noise"):
+    main("sinusoidal", ["--out", str(tmp_path), "--prior", tiny_prior,
+                        "--steps", "2", "--num-val", "2", "--num-test", "2",
+                        "--scales", "0.5", "--no-ood", "--methods", "ours",
+                        "--inits", "measurements,noise_latent"])
 
 
 def test_demo_runs_offline_on_shipped_images(tiny_prior, tmp_path, capsys):

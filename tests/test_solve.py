@@ -456,3 +456,94 @@ def test_a_step_onto_a_non_finite_loss_is_undone():
   again = mf.objectives.map_loss(res.z, y, prior=prior, params=params,
                                  operator=op, noise=unif, beta=1.0)
   np.testing.assert_allclose(res.loss, again, rtol=1e-5)
+
+
+def gaussian_flow_noise(seed=5):
+  """Flow noise N(m, L L^T) through a linear-Gaussian flow."""
+  rng = np.random.RandomState(seed)
+  l = np.tril(rng.randn(4, 4)) * 0.2 + np.eye(4) * 0.5
+  m = rng.randn(*SHAPE) * 0.3
+  flow = mf.flows.linear_gaussian(mf.flows.LinearGaussianConfig(SHAPE))
+  noise = mf.noise.from_flow(flow, mf.flows.linear_gaussian_params(m, l))
+  return noise, m.reshape(-1), l
+
+
+def test_noise_parametrisation_reaches_the_closed_form_map():
+  """y = 0.5 x + δ, x ~ N(μ, Σ), δ ~ N(m, Σ_Δ) as a flow: moving the
+  noise latent reaches the Gaussian posterior mode, as the image latent
+  does; a sweep over β equals one recover per β."""
+  prior, params, mu, l = linear_prior()
+  noise, m, ln = gaussian_flow_noise()
+  op = mf.operators.scale(0.5)
+  y = jax.random.normal(jax.random.PRNGKey(7), (2,) + SHAPE)
+  s_inv, sd_inv = np.linalg.inv(l @ l.T), np.linalg.inv(ln @ ln.T)
+  kw = dict(prior=prior, params=params, operator=op, noise=noise,
+            steps=1500, optimizer=ADAM)
+  betas = [1.0, 0.3]
+  grid = mf.sweep(y, betas=betas, parametrization="noise", **kw)
+  chex.assert_shape(grid.x, (2, 1, 2) + SHAPE)
+  chex.assert_shape(grid.z, (2, 1, 2) + SHAPE)
+  for i, beta in enumerate(betas):
+    res = mf.recover(y, beta=beta, parametrization="noise", **kw)
+    rz = mf.recover(y, beta=beta, **kw)
+    np.testing.assert_allclose(grid.x[i, 0], res.x, rtol=1e-4, atol=1e-5)
+    for b in range(2):
+      h = 0.25 * sd_inv + beta * s_inv
+      rhs = 0.5 * sd_inv @ (np.asarray(y[b]).reshape(-1) - m) + (
+          beta * s_inv @ mu)
+      want = np.linalg.solve(h, rhs)
+      for r in (res, rz):
+        np.testing.assert_allclose(np.asarray(r.x[b]).reshape(-1), want,
+                                   atol=1e-3)
+    # z is the noise latent: its residual gives back x.
+    delta, _ = noise.latent_to_noise(res.z)
+    np.testing.assert_allclose(res.x, (y - delta) / 0.5, rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_noise_and_image_latents_give_the_same_objective():
+  """map_loss_noise(w) = map_loss(z) when G_Δ(w) = y - f(G(z)), for
+  RealNVP image and noise flows (inside both supports)."""
+  cfg = mf.flows.RealNVPConfig(image_shape=(4, 4, 1), num_scales=1,
+                               num_blocks=1, hidden_channels=4,
+                               final_couplings=2)
+  flow = mf.flows.realnvp(cfg)
+  p_img = flow.init(KEY, jnp.full((2, 4, 4, 1), 0.5))
+  p_noise = flow.init(jax.random.PRNGKey(1), jnp.full((2, 4, 4, 1), 0.5))
+  noise = mf.noise.from_flow(flow, p_noise)
+  x = jax.random.uniform(KEY, (3, 4, 4, 1), minval=0.1, maxval=0.9)
+  delta = jax.random.uniform(jax.random.PRNGKey(2), x.shape, minval=0.1,
+                             maxval=0.5)
+  op = mf.operators.scale(0.5)
+  y = op(x) + delta
+  z = flow.inverse(p_img, x)[0]
+  w = flow.inverse(p_noise, delta)[0]
+  kw = dict(prior=flow, params=p_img, operator=op, noise=noise, beta=0.7)
+  np.testing.assert_allclose(mf.objectives.map_loss_noise(w, y, **kw),
+                             mf.objectives.map_loss(z, y, **kw), rtol=1e-5)
+  np.testing.assert_allclose(noise.noise_to_latent(delta), w, atol=1e-5)
+
+
+@pytest.mark.parametrize("what,match", [
+    ("gaussian_noise", "noise: parametrization 'noise' needs flow noise"),
+    ("matrix_operator", "operator: parametrization 'noise' needs an "
+                        "invertible operator"),
+    ("unknown", "parametrization: got 'w'"),
+])
+def test_noise_parametrisation_names_what_it_needs(what, match):
+  prior, params, _, _ = linear_prior()
+  noise, _, _ = gaussian_flow_noise()
+  op = mf.operators.identity()
+  y = jnp.zeros((1,) + SHAPE)
+  par = "noise"
+  if what == "gaussian_noise":
+    noise = mf.noise.gaussian(1.0)
+  elif what == "matrix_operator":
+    op = mf.operators.gaussian(KEY, 4, SHAPE)
+    y = jnp.zeros((1, 4))
+    noise = mf.noise.gaussian(1.0)
+  else:
+    par = "w"
+  with pytest.raises(ValueError, match=match):
+    mf.recover(y, prior=prior, params=params, operator=op, noise=noise,
+               steps=2, parametrization=par)
