@@ -2,7 +2,9 @@
 
     map_loss   (paper eq. 12):  -log p_Δ(y - f(G(z))) - β log p_G(G(z)),
                log p_G(G(z)) = log N(z; 0, I) - log|det dG/dz|
-    map_loss_x (same, over x):  -log p_Δ(y - f(x)) - β log p_G(x)
+    map_loss_x (same, over x):  -log p_Δ(y - f(x)) - β log p_G(x),
+               log p_G extended outside the flow's support
+               (``noise.box_extended_log_prob``)
     map_loss_noise (same, over the noise flow's latent w, f invertible):
                δ = G_Δ(w),  x = f⁻¹(y - δ),
                -log p_Δ(δ) - β log p_G(x),
@@ -44,7 +46,9 @@ def map_loss_x(x, y, *, prior, params, operator, noise, beta):
   """Eq. 12 over images ``x`` (B, H, W, C) directly; returns (B,)."""
   r, mask = masked_residual(y, operator(x), operator)
   nll = -noise_lib.log_prob(noise, r, mask)
-  return nll - beta * prior.log_prob(params, x)
+  # Extended past the prior's support, so a step out is pulled back rather
+  # than undone.
+  return nll - beta * noise_lib.box_extended_log_prob(prior, params, x)
 
 
 def map_loss_noise(w, y, *, prior, params, operator, noise, beta):

@@ -41,7 +41,8 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                  "(measurements, zeros; for ours only: isotropic, the "
                  "isotropic-noise MAP as the start, twice the steps in "
                  "all; noise_latent, moving the noise flow's latent from "
-                 "0, digit noise only); default: the experiment's own "
+                 "0, digit noise only; for ours and the ablation: pixels, "
+                 "moving the image itself from the measurements); default: the experiment's own "
                  "starts (measurements for denoising, zeros for 1-bit CS, "
                  "measurements and noise_latent for digit noise)")
   return p

@@ -121,6 +121,23 @@ def test_isotropic_start_is_offered_to_ours_only(tiny_prior, tmp_path,
   assert continued == [(n_betas, 1, 2, 28, 28, 1)]
 
 
+def test_pixels_start_is_offered_to_the_map_methods(tiny_prior, tmp_path):
+  """``--inits zeros,pixels``: ours and the ablation may move the image
+  itself; Asim et al.'s loss is over z, so it keeps the other start."""
+  from recover.denoising import main
+  main("radial", ["--out", str(tmp_path), "--prior", tiny_prior, "--steps",
+                  "2", "--num-val", "2", "--num-test", "2", "--scales",
+                  "0.5", "--no-ood", "--no-figures", "--methods",
+                  "ours,ablation,asim", "--inits", "zeros,pixels"])
+  with (tmp_path / "selection.csv").open() as f:
+    sel = list(csv.DictReader(f))
+  starts = lambda m: {r["hyper"].split("|")[1] for r in sel
+                      if r["method"] == m}
+  assert starts("ours") == starts("ablation") == {"zeros", "pixels"}
+  assert starts("asim") == {"zeros"}
+  assert all(math.isfinite(float(r["val_psnr"])) for r in sel)
+
+
 def test_one_bit_cli_end_to_end(tiny_prior, tmp_path):
   from recover.one_bit import main
   main(["--out", str(tmp_path), "--prior", tiny_prior, "--steps", "2",
