@@ -68,16 +68,39 @@ def _flatten(tree) -> tuple[dict, Any]:
   return flat, treedef
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+# mkstemp/mkdtemp make private (0600/0700) files; results and checkpoints
+# get the usual permissions instead.  Read once, at import (not thread-safe).
+_UMASK = _umask()
+
+
 def _atomic_dir(path: Path):
   path.parent.mkdir(parents=True, exist_ok=True)
-  return Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+  tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+  os.chmod(tmp, 0o777 & ~_UMASK)
+  return tmp
+
+
+def atomic_temp(path, suffix: str = ""):
+  """``(fd, tmp)``: a temporary file beside ``path`` (its folder made if
+  need be) with the usual permissions, to be renamed over ``path`` with
+  ``os.replace`` once written."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix,
+                             dir=path.parent)
+  os.fchmod(fd, 0o666 & ~_UMASK)
+  return fd, tmp
 
 
 def write_json_atomic(path, obj):
   """Writes JSON to ``path`` via a temporary file and ``os.replace``."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+  fd, tmp = atomic_temp(path)
   with os.fdopen(fd, "w") as f:
     json.dump(obj, f, indent=2)
   os.replace(tmp, path)

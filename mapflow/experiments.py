@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple
 
@@ -115,8 +114,8 @@ def write_csv_atomic(path, rows: Sequence[dict], columns: Sequence[str]):
   w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
   w.writeheader()
   w.writerows(rows)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+  from mapflow.checkpoint import atomic_temp
+  fd, tmp = atomic_temp(path)
   with os.fdopen(fd, "w", newline="") as f:
     f.write(buf.getvalue())
   os.replace(tmp, path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +32,9 @@ def save_png(path, array_uint8, scale: int = 1) -> Path:
   im = Image.fromarray(a)
   if scale != 1:
     im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+  from mapflow.checkpoint import atomic_temp
   path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png",
-                             dir=path.parent)
+  fd, tmp = atomic_temp(path, suffix=".png")
   os.close(fd)
   im.save(tmp)
   os.replace(tmp, path)

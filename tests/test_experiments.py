@@ -31,6 +31,19 @@ def test_result_table_resumes_and_is_atomic(tmp_path):
     ex.ResultTable(tmp_path / "r.csv", ["a", "b"], ["a"])
 
 
+def test_result_files_get_the_usual_permissions(tmp_path):
+  """Atomic writes go through private (0600) temporary files; what they
+  leave behind has the permissions the user's umask gives any file."""
+  import numpy as np
+  from mapflow import checkpoint, viz
+  ex.write_csv_atomic(tmp_path / "a.csv", [{"k": 1}], ["k"])
+  checkpoint.write_json_atomic(tmp_path / "a.json", {"k": 1})
+  viz.save_png(tmp_path / "a.png", np.zeros((2, 2), np.uint8))
+  for name in ("a.csv", "a.json", "a.png"):
+    mode = (tmp_path / name).stat().st_mode & 0o777
+    assert mode == 0o666 & ~checkpoint._UMASK, (name, oct(mode))
+
+
 def test_isotropic_ablation_matches_average_variance():
   n = mf.noise.sinusoidal((16, 8, 1), 1.0)
   iso = ex.isotropic_like(n)
