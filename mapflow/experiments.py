@@ -225,6 +225,7 @@ class Context:
     if "bora" in methods and decode is None:
       raise ValueError("decode: Bora et al. needs a generator (the VAE)")
     self.out = Path(out)
+    self.valid_methods = tuple(valid_methods)
     self.results = ResultTable(self.out / "results.csv", RESULT_COLUMNS,
                                ["experiment", "setting", "method", "image"])
     self.selection = ResultTable(self.out / "selection.csv",
@@ -315,7 +316,8 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
               "method": method, "hyper": best, "image": i, "psnr": float(v)}
              for i, v in zip(ctx.ood_ids, p[n_test:])]
     ctx.results.add(rows)
-    shown[method] = np.asarray(x_hat)
+    if ctx.figures:
+      shown[method] = _keep_shown(ctx, experiment, setting, method, x_hat)
     ctx.say(f"{experiment} {setting} {method}: hyper {best}, val "
             f"{best_score:.2f} dB, test {p[:n_test].mean():.2f} dB")
     if not np.isfinite(best_score):
@@ -448,8 +450,16 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
     bar.close()
 
   if shown and ctx.figures:
-    save_cell_figure(ctx, experiment, setting, x_all,
-                     y_shown(op, y_test, x_all.shape[1:]), shown)
+    # Methods recorded by earlier runs into this folder keep their column.
+    for m in ctx.valid_methods:
+      if m not in shown:
+        kept = _load_shown(ctx, experiment, setting, m)
+        if kept is not None:
+          shown[m] = kept
+    rows = _shown_rows(ctx, len(x_all))
+    save_cell_figure(ctx, experiment, setting, np.asarray(x_all)[rows],
+                     np.asarray(y_shown(op, y_test, x_all.shape[1:]))[rows],
+                     shown)
 
 
 def y_shown(op, y, image_shape):
@@ -463,18 +473,61 @@ def y_shown(op, y, image_shape):
   return solve.measurement_init(y, op, image_shape, 0.0, 1.0)
 
 
-def save_cell_figure(ctx: Context, experiment: str, setting: str, x, y,
-                     shown: Dict[str, np.ndarray], per_part: int = 6):
-  """PNG of truth | measurement | each method, for the first test images
-  and every out-of-distribution image (rows)."""
-  from mapflow import viz
+def _shown_rows(ctx: Context, n_all: int, per_part: int = 6):
+  """Rows a cell's figure shows: the first test images and every
+  out-of-distribution image."""
   n_test = len(ctx.x_test)
-  rows = list(range(min(per_part, n_test))) + list(range(n_test, len(x)))
-  methods = [m for m in ctx.methods if m in shown]
+  return list(range(min(per_part, n_test))) + list(range(n_test, n_all))
+
+
+def _shown_path(ctx: Context, experiment, setting, method):
+  return (ctx.out / "figures" / "shown" /
+          f"{_cell_name(experiment, setting)}_{method}.npz")
+
+
+def _cell_name(experiment, setting):
+  return f"{experiment}_{setting}".replace("=", "").replace(",", "_")
+
+
+def _keep_shown(ctx: Context, experiment, setting, method, x_hat):
+  """A method's recoveries of the figure's rows, as 8-bit images (what the
+  PNG shows), kept on disk so a later run's figure still has them."""
+  from mapflow.checkpoint import atomic_temp
+  x_hat = np.asarray(x_hat)
+  rows = np.clip(x_hat[_shown_rows(ctx, len(x_hat))], 0.0, 1.0)
+  u8 = np.round(rows * 255.0).astype(np.uint8)
+  path = _shown_path(ctx, experiment, setting, method)
+  fd, tmp = atomic_temp(path, suffix=".npz")
+  with os.fdopen(fd, "wb") as f:
+    np.savez_compressed(f, images=u8)
+  os.replace(tmp, path)
+  return u8.astype(np.float32) / 255.0
+
+
+def _load_shown(ctx: Context, experiment, setting, method):
+  path = _shown_path(ctx, experiment, setting, method)
+  if not path.is_file():
+    return None
+  with np.load(path) as f:
+    return f["images"].astype(np.float32) / 255.0
+
+
+def save_cell_figure(ctx: Context, experiment: str, setting: str, x, y,
+                     shown: Dict[str, np.ndarray]):
+  """PNG of truth | measurement | each method (columns), for the rows of
+  ``x`` and ``y`` (the first test images and every out-of-distribution
+  image); ``shown`` maps each method to its recoveries of those rows."""
+  from mapflow import viz
+  methods = [m for m in ctx.valid_methods if m in shown]
   cols = [np.asarray(x), np.clip(np.asarray(y), 0, 1)] + [
       np.clip(shown[m], 0, 1) for m in methods]
-  grid = np.stack([c[rows] for c in cols], axis=1)
-  name = f"{experiment}_{setting}".replace("=", "").replace(",", "_")
+  if len({c.shape for c in cols}) != 1:
+    raise ValueError(f"figure {experiment} {setting}: columns of shapes "
+                     f"{[c.shape for c in cols]} (a kept method's images "
+                     "are from a run with other image counts; delete "
+                     f"{ctx.out / 'figures' / 'shown'})")
+  grid = np.stack(cols, axis=1)
+  name = _cell_name(experiment, setting)
   viz.save_grid(ctx.out / "figures" / f"{name}.png",
                 grid.reshape((-1,) + grid.shape[2:]), ncols=len(cols),
                 scale=3)

@@ -6,6 +6,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import mapflow as mf
@@ -136,6 +137,25 @@ def test_pixels_start_is_offered_to_the_map_methods(tiny_prior, tmp_path):
   assert starts("ours") == starts("ablation") == {"zeros", "pixels"}
   assert starts("asim") == {"zeros"}
   assert all(math.isfinite(float(r["val_psnr"])) for r in sel)
+
+
+def test_figure_keeps_methods_from_earlier_runs(tiny_prior, tmp_path):
+  """A rerun of some methods into a folder redraws each cell's figure with
+  every method recorded there, not only those it ran."""
+  from recover.denoising import main
+  from PIL import Image
+  common = ["--out", str(tmp_path), "--prior", tiny_prior, "--steps", "2",
+            "--num-val", "2", "--num-test", "2", "--scales", "0.5"]
+  main("sinusoidal", common + ["--methods", "ours"])
+  fig = tmp_path / "figures" / "sinusoidal_0.5.png"
+  first = np.asarray(Image.open(fig))
+  main("sinusoidal", common + ["--methods", "ablation"])
+  txt = (tmp_path / "figures" / "sinusoidal_0.5.txt").read_text()
+  assert txt.strip() == "columns: truth, measurement, ours, ablation"
+  second = np.asarray(Image.open(fig))
+  assert second.shape[1] > first.shape[1]  # one more column
+  # The kept column is the same picture as before.
+  np.testing.assert_array_equal(second[:, :first.shape[1]], first)
 
 
 def test_one_bit_cli_end_to_end(tiny_prior, tmp_path):
