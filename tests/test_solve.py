@@ -576,3 +576,18 @@ def test_pixel_parametrisation_sweeps_and_stays_finite_outside_the_box():
       v, y[:1], prior=prior, params=params, operator=kw["operator"],
       noise=kw["noise"], beta=1.0)))(far)
   assert np.all(np.isfinite(np.asarray(g))) and np.all(np.asarray(g) > 0)
+
+
+def test_noise_parametrisation_starts_from_the_measurements_residual():
+  """init="measurements" under parametrization="noise" starts at the noise
+  latent of y - f(x0), x0 the clipped back-projection: with a zero step
+  the result is x0 itself."""
+  prior, params, _, _ = linear_prior()
+  noise, _, _ = gaussian_flow_noise()
+  op = mf.operators.scale(0.5)
+  y = 0.3 * jax.random.normal(jax.random.PRNGKey(8), (3,) + SHAPE)
+  res = mf.recover(y, prior=prior, params=params, operator=op, noise=noise,
+                   steps=1, optimizer=optax.sgd(0.0), init="measurements",
+                   parametrization="noise")
+  x0 = mf.solve.measurement_init(y, op, SHAPE)
+  np.testing.assert_allclose(res.x, x0, atol=1e-5)
