@@ -33,7 +33,7 @@ COMMANDS = {
     "sinusoidal": ("python -m recover.sinusoidal --out results/sinusoidal "
                    "--inits measurements,zeros"),
     "radial": ("python -m recover.radial --out results/radial "
-               "--inits measurements,zeros,isotropic"),
+               "--inits measurements,zeros,isotropic,pixels"),
     "one_bit": "python -m recover.one_bit --out results/one_bit",
     "digit_noise": "python -m recover.digit_noise --out results/digit_noise",
     "subpixel": "python -m recover.subpixel --out results/subpixel",
