@@ -163,7 +163,6 @@ class FlowNoise(distrax.Distribution):
                margin: float = 1e-3):
     self._prior, self._params = prior, params
     self._penalty, self._margin = penalty, margin
-    self._box = _logit_box(prior, margin)
 
   @property
   def event_shape(self):
@@ -188,8 +187,9 @@ class FlowNoise(distrax.Distribution):
 
   def noise_to_latent(self, delta):
     """The latent of ``delta`` clipped into the support's box."""
-    if self._box is not None:
-      delta = jnp.clip(delta, *self._box)
+    box = _logit_box(self._prior, self._margin)
+    if box is not None:
+      delta = jnp.clip(delta, *box)
     return self._prior.inverse(self._params, delta)[0]
 
   def _sample_n(self, key, n):

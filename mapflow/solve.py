@@ -298,12 +298,18 @@ def _check_inputs(y, operator, noise, image_shape, hyper):
   return y
 
 
+def _latent_shape(y, image_shape, parametrization):
+  """One example's optimised variable: the measurement's shape for the
+  noise latent, the image's otherwise."""
+  return (tuple(jnp.shape(y)[1:]) if parametrization == "noise"
+          else tuple(image_shape))
+
+
 def _initial_latents(init, key, restarts, y, prior, params, operator,
                      image_shape, init_std, parametrization, init_range,
                      noise_model=None):
-  latent_shape = (tuple(y.shape[1:]) if parametrization == "noise"
-                  else tuple(image_shape))
-  shape = (restarts, y.shape[0]) + latent_shape
+  shape = (restarts, y.shape[0]) + _latent_shape(y, image_shape,
+                                                 parametrization)
   key = jax.random.PRNGKey(0) if key is None else key
   noise = init_std * jax.random.normal(key, shape)
   if isinstance(init, str) and parametrization == "noise":
@@ -391,8 +397,7 @@ def _run(kind, y, *, prior, params, operator, noise, hyper, steps, optimizer,
     y = _check_inputs(y, operator, noise, image_shape, hyper)
   if parametrization == "noise":
     _check_noise_parametrization(operator, noise)
-  latent_shape = (tuple(jnp.shape(y)[1:]) if parametrization == "noise"
-                  else image_shape)
+  latent_shape = _latent_shape(y, image_shape, parametrization)
   optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
   chunk = default_chunk() if chunk is None else int(chunk)
   hyper = {k: (None if v is None else jnp.atleast_1d(jnp.asarray(
@@ -664,8 +669,8 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
   if max_batch is not None:
     per_call = max(1, max_batch // (restarts * jnp.shape(y)[0]))
     per_call = -(-n_points // -(-n_points // per_call))  # balanced groups
-  latent_rank = (jnp.ndim(y) - 1 if parametrization == "noise"
-                 else len(prior.config.image_shape))
+  latent_rank = len(_latent_shape(y, prior.config.image_shape,
+                                  parametrization))
   per_point = (not isinstance(init, str)
                and jnp.ndim(init) in (latent_rank + 3, latent_rank + 4))
   if per_point:

@@ -81,6 +81,16 @@ def test_start_is_chosen_with_the_hyperparameter(tiny_prior, tmp_path):
     main("sinusoidal", args[:-1] + ["measurements,middle"])
 
 
+def _selection(folder):
+  with (folder / "selection.csv").open() as f:
+    return list(csv.DictReader(f))
+
+
+def _chosen_starts(sel, method):
+  """The starts a method chose among (``hyper`` is "value|start")."""
+  return {r["hyper"].split("|")[1] for r in sel if r["method"] == method}
+
+
 def test_isotropic_start_is_offered_to_ours_only(tiny_prior, tmp_path,
                                                 monkeypatch):
   """``--inits zeros,isotropic``: ours also tries the continuation start
@@ -107,10 +117,8 @@ def test_isotropic_start_is_offered_to_ours_only(tiny_prior, tmp_path,
                   "2", "--num-val", "2", "--num-test", "2", "--scales",
                   "0.5", "--no-ood", "--no-figures", "--methods",
                   "ours,ablation,asim", "--inits", "zeros,isotropic"])
-  with (tmp_path / "selection.csv").open() as f:
-    sel = list(csv.DictReader(f))
-  starts = lambda m: {r["hyper"].split("|")[1] for r in sel
-                      if r["method"] == m}
+  sel = _selection(tmp_path)
+  starts = lambda m: _chosen_starts(sel, m)
   assert starts("ours") == {"zeros", "isotropic"}
   assert starts("ablation") == starts("asim") == {"zeros"}
   scores = [float(r["val_psnr"]) for r in sel]
@@ -130,10 +138,8 @@ def test_pixels_start_is_offered_to_the_map_methods(tiny_prior, tmp_path):
                   "2", "--num-val", "2", "--num-test", "2", "--scales",
                   "0.5", "--no-ood", "--no-figures", "--methods",
                   "ours,ablation,asim", "--inits", "zeros,pixels"])
-  with (tmp_path / "selection.csv").open() as f:
-    sel = list(csv.DictReader(f))
-  starts = lambda m: {r["hyper"].split("|")[1] for r in sel
-                      if r["method"] == m}
+  sel = _selection(tmp_path)
+  starts = lambda m: _chosen_starts(sel, m)
   assert starts("ours") == starts("ablation") == {"zeros", "pixels"}
   assert starts("asim") == {"zeros"}
   assert all(math.isfinite(float(r["val_psnr"])) for r in sel)
@@ -186,10 +192,8 @@ def test_digit_noise_cli_end_to_end(tiny_prior, tmp_path):
   assert all(r["setting"] == "0.5x+digit" for r in rows)
   assert all(float(r["psnr"]) > 0 for r in rows)
   # Ours also tries moving the digit flow's latent; the others cannot.
-  with (tmp_path / "selection.csv").open() as f:
-    sel = list(csv.DictReader(f))
-  starts = lambda m: {r["hyper"].split("|")[1] for r in sel
-                      if r["method"] == m}
+  sel = _selection(tmp_path)
+  starts = lambda m: _chosen_starts(sel, m)
   assert starts("ours") == starts("ours_ext") == {"measurements",
                                                   "noise_latent"}
   assert starts("ablation") == starts("asim") == {"measurements"}
