@@ -98,6 +98,14 @@ def atomic_temp(path, suffix: str = ""):
   return fd, tmp
 
 
+def write_text_atomic(path, text: str):
+  """Writes ``text`` to ``path`` via a temporary file and ``os.replace``."""
+  fd, tmp = atomic_temp(path)
+  with os.fdopen(fd, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
 def write_json_atomic(path, obj):
   """Writes JSON to ``path`` via a temporary file and ``os.replace``."""
   fd, tmp = atomic_temp(path)

@@ -166,20 +166,52 @@ SELECTION_COLUMNS = ["experiment", "setting", "method", "hyper",
 # itself from the measurements (``parametrization="x"``).  Adam then scales
 # each pixel's step by its own gradient, which suits a noise model whose
 # per-pixel weights span many orders of magnitude (RADIAL).
+# Any start may carry its own Adam learning rate, "NAME@LR" (for example
+# "pixels@0.003"), chosen on the validation images like the start itself.
+# A step size is in the units of what moves: pixels in [0, 1] want smaller
+# steps than a flow latent of unit scale.  "isotropic@LR" runs only its
+# continuation at LR (the isotropic MAP it starts from is the ablation's).
 VALIDATED_INITS = ("measurements", "zeros", "isotropic", "noise_latent",
                    "pixels")
 TRUE_NOISE_ONLY_INITS = ("isotropic", "noise_latent")
 MAP_ONLY_INITS = ("pixels",)
 
 
+def split_start(start: str) -> Tuple[str, "float | None"]:
+  """A start's name and its own learning rate: ``"pixels@0.003"`` gives
+  ``("pixels", 0.003)``, ``"zeros"`` gives ``("zeros", None)``."""
+  name, sep, lr = str(start).partition("@")
+  if name not in VALIDATED_INITS:
+    raise ValueError(f"inits: got start {start!r}, expected one of "
+                     f"{VALIDATED_INITS}, optionally with @LR")
+  if not sep:
+    return name, None
+  try:
+    rate = float(lr)
+  except ValueError:
+    rate = float("nan")
+  if not (np.isfinite(rate) and rate > 0):
+    raise ValueError(f"inits: got start {start!r}, expected a positive "
+                     "learning rate after '@' (as in pixels@0.003)")
+  return name, rate
+
+
 def start_kwargs(start: str) -> dict:
   """``recover``/``sweep`` arguments of a named start (not "isotropic",
-  which needs an earlier recovery)."""
-  if start == "noise_latent":
+  which needs an earlier recovery), without its learning rate."""
+  name, _ = split_start(start)
+  if name == "noise_latent":
     return {"init": "zeros", "parametrization": "noise"}
-  if start == "pixels":
+  if name == "pixels":
     return {"init": "measurements", "parametrization": "x"}
-  return {"init": start}
+  return {"init": name}
+
+
+def start_optimizer(start: str, default):
+  """``optax.adam(LR)`` for a start ``"NAME@LR"``, else ``default``."""
+  import optax
+  _, rate = split_start(start)
+  return default if rate is None else optax.adam(rate)
 
 
 def _hyper_label(value, init, inits):
@@ -239,10 +271,8 @@ class Context:
     # Starts of the flow methods to choose among on validation images, with
     # the hyperparameter; None keeps each experiment's own start.
     self.inits = None if not inits else tuple(inits)
-    bad = sorted(set(self.inits or ()) - set(VALIDATED_INITS))
-    if bad:
-      raise ValueError(f"inits: got {bad}, expected some of "
-                       f"{VALIDATED_INITS}")
+    for start in self.inits or ():
+      split_start(start)  # raises, naming the bad start
     self.x_ood = None if x_ood is None else np.asarray(x_ood)
     self.ood_ids = [str(i) for i in ood_ids]
     if (0 if x_ood is None else len(x_ood)) != len(self.ood_ids):
@@ -295,7 +325,8 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
 
   own = (init,) if isinstance(init, str) else tuple(init)
   inits = ctx.inits or own
-  if "noise_latent" in inits and not (hasattr(noise, "latent_to_noise")
+  base = lambda st: split_start(st)[0]
+  if "noise_latent" in map(base, inits) and not (hasattr(noise, "latent_to_noise")
                                       and hasattr(op, "inverse")):
     raise ValueError(f"inits: 'noise_latent' needs flow noise and an "
                      f"invertible operator; {experiment} has "
@@ -365,10 +396,10 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
     elif todo:
       # The continuation ("isotropic") goes on from each β's own MAP.
       how = ({"init": jnp.stack([z for _, z in iso_map("val", todo)])[
-          :, None]} if start == "isotropic" else start_kwargs(start))
+          :, None]} if base(start) == "isotropic" else start_kwargs(start))
       grid = solve.sweep(y_val, prior=prior, params=params, operator=op,
                          noise=noise_model, betas=jnp.asarray(todo),
-                         steps=steps, optimizer=opt,
+                         steps=steps, optimizer=start_optimizer(start, opt),
                          init_range=ctx.init_range, **how)
       xs = [grid.x[i, 0] for i in range(len(todo))]
     for b, x in zip(todo, xs):
@@ -383,15 +414,17 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
       test_cache[key] = iso_map("test", [beta])[0][0]
     else:
       how = ({"init": iso_map("test", [beta])[0][1]}
-             if start == "isotropic" else start_kwargs(start))
+             if base(start) == "isotropic" else start_kwargs(start))
       test_cache[key] = solve.recover(
           y_test, prior=prior, params=params, operator=op, noise=noise_model,
-          beta=beta, steps=steps, optimizer=opt,
+          beta=beta, steps=steps, optimizer=start_optimizer(start, opt),
           init_range=ctx.init_range, **how).x
     return test_cache[key]
 
-  ablation_starts = [st for st in inits if st not in TRUE_NOISE_ONLY_INITS]
-  asim_starts = [st for st in ablation_starts if st not in MAP_ONLY_INITS]
+  ablation_starts = [st for st in inits
+                     if base(st) not in TRUE_NOISE_ONLY_INITS]
+  asim_starts = [st for st in ablation_starts
+                 if base(st) not in MAP_ONLY_INITS]
 
   def run_method(method):
     if method in ("ours", "ours_ext"):
@@ -408,7 +441,8 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
     elif method == "asim":
       run = lambda g, st, y: solve.recover_asim(
           y, prior=prior, params=params, operator=op, gamma=g, steps=steps,
-          optimizer=opt, init=st, init_range=ctx.init_range).x
+          optimizer=start_optimizer(st, opt), init_range=ctx.init_range,
+          **start_kwargs(st)).x
       record_flow("asim", ASIM_GAMMAS,
                   lambda g, st: float(jnp.mean(metrics.psnr(
                       x_val, run(g, st, y_val)))),
@@ -518,6 +552,7 @@ def save_cell_figure(ctx: Context, experiment: str, setting: str, x, y,
   ``x`` and ``y`` (the first test images and every out-of-distribution
   image); ``shown`` maps each method to its recoveries of those rows."""
   from mapflow import viz
+  from mapflow.checkpoint import write_text_atomic
   methods = [m for m in ctx.valid_methods if m in shown]
   cols = [np.asarray(x), np.clip(np.asarray(y), 0, 1)] + [
       np.clip(shown[m], 0, 1) for m in methods]
@@ -531,8 +566,9 @@ def save_cell_figure(ctx: Context, experiment: str, setting: str, x, y,
   viz.save_grid(ctx.out / "figures" / f"{name}.png",
                 grid.reshape((-1,) + grid.shape[2:]), ncols=len(cols),
                 scale=3)
-  (ctx.out / "figures" / f"{name}.txt").write_text(
-      "columns: truth, measurement, " + ", ".join(methods) + "\n")
+  write_text_atomic(ctx.out / "figures" / f"{name}.txt",
+                    "columns: truth, measurement, " + ", ".join(methods)
+                    + "\n")
 
 
 def _split_keys(seed, *tags):

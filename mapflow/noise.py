@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 import distrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _sum_event(x, event_ndims):
@@ -253,9 +254,22 @@ def sinusoidal_1d(m: int, scale: float, shift: Optional[float] = None):
   return DiagonalGaussian(sinusoidal_1d_std_map(m, scale), shift)
 
 
-def from_flow(prior, params) -> FlowNoise:
-  """Structured noise with a flow's density (e.g. handwritten digits)."""
-  return FlowNoise(prior, params)
+def from_flow(prior, params, penalty: float = 1e4,
+              margin: float = 1e-3) -> FlowNoise:
+  """Structured noise with a flow's density (e.g. handwritten digits).
+
+  ``penalty`` and ``margin`` set how ``log_prob`` is extended past the
+  flow's pixel box (``box_extended_log_prob``): a quadratic pull of weight
+  ``penalty`` back into the box shrunk by ``margin``.
+  """
+  if not (np.isfinite(penalty) and penalty > 0):
+    raise ValueError(f"penalty: got {penalty!r}, expected a positive number")
+  box = _logit_box(prior, 0.0)
+  widest = np.inf if box is None else 0.5 * (box[1] - box[0])
+  if not (np.isfinite(margin) and 0 <= margin < widest):
+    raise ValueError(f"margin: got {margin!r}, expected a number in "
+                     f"[0, {widest:g}) (less than half the pixel box)")
+  return FlowNoise(prior, params, float(penalty), float(margin))
 
 
 def log_prob(noise, residual, mask=None):

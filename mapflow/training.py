@@ -174,7 +174,7 @@ def _trim_metrics(path: Path, step: int):
     return
   keep = [l for l in path.read_text().splitlines()
           if l.strip() and json.loads(l).get("step", 0) <= step]
-  path.write_text("".join(l + "\n" for l in keep))
+  ckpt.write_text_atomic(path, "".join(l + "\n" for l in keep))
 
 
 def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,

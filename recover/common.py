@@ -42,7 +42,10 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                  "isotropic-noise MAP as the start, twice the steps in "
                  "all; noise_latent, moving the noise flow's latent from "
                  "0, digit noise only; for ours and the ablation: pixels, "
-                 "moving the image itself from the measurements); default: the experiment's own "
+                 "moving the image itself from the measurements); any start "
+                 "may carry its own Adam learning rate, NAME@LR (e.g. "
+                 "pixels@0.003), chosen on validation with the rest; "
+                 "default: the experiment's own "
                  "starts (measurements for denoising, zeros for 1-bit CS, "
                  "measurements and noise_latent for digit noise)")
   return p

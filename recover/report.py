@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 
 from mapflow import experiments, metrics
-from mapflow.checkpoint import write_json_atomic
+from mapflow.checkpoint import write_json_atomic, write_text_atomic
 
 # (folder, experiment, x-axis label, how to read the setting's x value)
 TABLES = (
@@ -186,9 +186,7 @@ def main(argv=None):
                 f"{'yes' if c['met'] else 'no'} |")
   text += ["", "## Tables\n", markdown_tables(rows_by_folder)]
   out = Path(args.out) if args.out else root / "REPORT.md"
-  tmp = out.with_name(f".{out.name}.tmp")
-  tmp.write_text("\n".join(text) + "\n")
-  tmp.replace(out)
+  write_text_atomic(out, "\n".join(text) + "\n")
   write_json_atomic(root / "headline.json", {"claims": cl})
   print("\n".join(text))
 

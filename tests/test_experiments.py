@@ -1,5 +1,6 @@
 """Experiment infrastructure: protocol indices, resumable tables, baselines."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -38,8 +39,12 @@ def test_result_files_get_the_usual_permissions(tmp_path):
   from mapflow import checkpoint, viz
   ex.write_csv_atomic(tmp_path / "a.csv", [{"k": 1}], ["k"])
   checkpoint.write_json_atomic(tmp_path / "a.json", {"k": 1})
+  checkpoint.write_text_atomic(tmp_path / "a.txt", "k\n")
   viz.save_png(tmp_path / "a.png", np.zeros((2, 2), np.uint8))
-  for name in ("a.csv", "a.json", "a.png"):
+  assert (tmp_path / "a.txt").read_text() == "k\n"
+  assert sorted(p.name for p in tmp_path.iterdir()) == [
+      "a.csv", "a.json", "a.png", "a.txt"]  # no temporary file left
+  for name in ("a.csv", "a.json", "a.png", "a.txt"):
     mode = (tmp_path / name).stat().st_mode & 0o777
     assert mode == 0o666 & ~checkpoint._UMASK, (name, oct(mode))
 
@@ -64,3 +69,25 @@ def test_bm3d_denoises_when_available():
 def test_mean_and_stderr():
   m, s = ex.mean_and_stderr([1.0, 2.0, 3.0, 4.0])
   assert m == 2.5 and s == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
+
+
+def test_split_start_reads_a_learning_rate():
+  assert ex.split_start("pixels@0.003") == ("pixels", 0.003)
+  assert ex.split_start("zeros") == ("zeros", None)
+  assert ex.start_kwargs("pixels@0.003") == ex.start_kwargs("pixels")
+  for bad, why in (("pixel", "expected one of"), ("pixels@", "positive"),
+                   ("pixels@-1", "positive"), ("zeros@fast", "positive"),
+                   ("zeros@nan", "positive")):
+    with pytest.raises(ValueError, match=f"inits: got start '{bad}'.*{why}"):
+      ex.split_start(bad)
+
+
+def test_start_optimizer_is_adam_at_the_start_learning_rate():
+  import optax
+  default = optax.sgd(1.0)
+  assert ex.start_optimizer("zeros", default) is default
+  opt = ex.start_optimizer("zeros@0.003", default)
+  g = {"w": jnp.array([2.0, -5.0])}
+  updates, _ = opt.update(g, opt.init(g))
+  # Adam's first step is lr * sign(g), whatever the gradient's size.
+  np.testing.assert_allclose(updates["w"], [-0.003, 0.003], rtol=1e-4)

@@ -145,6 +145,29 @@ def test_pixels_start_is_offered_to_the_map_methods(tiny_prior, tmp_path):
   assert all(math.isfinite(float(r["val_psnr"])) for r in sel)
 
 
+def test_a_start_may_carry_its_own_learning_rate(tiny_prior, tmp_path):
+  """``NAME@LR`` runs that start with Adam at LR.  At LR = 1e-12 nothing
+  moves, so every β (γ) of that start scores the same on validation, which
+  the same start at the default learning rate does not."""
+  from recover.denoising import main
+  main("radial", ["--out", str(tmp_path), "--prior", tiny_prior, "--steps",
+                  "3", "--num-val", "2", "--num-test", "2", "--scales",
+                  "0.5", "--no-ood", "--no-figures", "--methods",
+                  "ours,asim", "--inits",
+                  "pixels,pixels@1e-12,measurements,measurements@1e-12"])
+  sel = _selection(tmp_path)
+  def scores(method, start):
+    return [float(r["val_psnr"]) for r in sel if r["method"] == method
+            and r["hyper"].split("|")[1] == start]
+  assert _chosen_starts(sel, "asim") == {"measurements",
+                                         "measurements@1e-12"}
+  for method, start in (("ours", "pixels"), ("ours", "measurements"),
+                        ("asim", "measurements")):
+    frozen = scores(method, f"{start}@1e-12")
+    assert len(frozen) == 5 and np.ptp(frozen) < 1e-4, (method, frozen)
+    assert np.ptp(scores(method, start)) > 1e-3, method
+
+
 def test_figure_keeps_methods_from_earlier_runs(tiny_prior, tmp_path):
   """A rerun of some methods into a folder redraws each cell's figure with
   every method recorded there, not only those it ran."""

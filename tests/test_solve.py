@@ -430,6 +430,16 @@ def test_flow_noise_is_exact_inside_and_finite_outside_its_support():
   assert np.all(np.isfinite(lp)) and np.all(np.isfinite(g))
   assert np.all(np.asarray(g[:, 0, 0, 0]) > 0)   # points back into the box
   assert np.all(np.asarray(lp) < np.asarray(n.log_prob(inside)))
+  # The extension is exactly the clipped density minus penalty * excess^2.
+  box = mf.noise._logit_box(prior, 0.01)
+  stiff = mf.noise.from_flow(prior, params, penalty=10.0, margin=0.01)
+  want = (prior.log_prob(params, jnp.clip(outside, *box))
+          - 10.0 * (-0.5 - box[0]) ** 2)
+  np.testing.assert_allclose(stiff.log_prob(outside), want, rtol=1e-5)
+  for kw, name in (({"penalty": 0.0}, "penalty"), ({"margin": 0.6}, "margin"),
+                   ({"margin": -1e-3}, "margin")):
+    with pytest.raises(ValueError, match=f"{name}: got"):
+      mf.noise.from_flow(prior, params, **kw)
 
 
 def test_a_step_onto_a_non_finite_loss_is_undone():
