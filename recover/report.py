@@ -33,7 +33,8 @@ COMMANDS = {
     "sinusoidal": ("python -m recover.sinusoidal --out results/sinusoidal "
                    "--inits measurements,zeros"),
     "radial": ("python -m recover.radial --out results/radial "
-               "--inits measurements,zeros,isotropic,pixels"),
+               "--inits measurements,zeros,isotropic,pixels,pixels@0.01,"
+               "pixels@0.003"),
     "one_bit": "python -m recover.one_bit --out results/one_bit",
     "digit_noise": "python -m recover.digit_noise --out results/digit_noise",
     "subpixel": "python -m recover.subpixel --out results/subpixel",
