@@ -108,10 +108,7 @@ def write_text_atomic(path, text: str):
 
 def write_json_atomic(path, obj):
   """Writes JSON to ``path`` via a temporary file and ``os.replace``."""
-  fd, tmp = atomic_temp(path)
-  with os.fdopen(fd, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
+  write_text_atomic(path, json.dumps(obj, indent=2))
 
 
 def save(path, tree, config=None, extra: Optional[dict] = None) -> Path:

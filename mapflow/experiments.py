@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 from pathlib import Path
@@ -209,9 +210,15 @@ def start_kwargs(start: str) -> dict:
 
 def start_optimizer(start: str, default):
   """``optax.adam(LR)`` for a start ``"NAME@LR"``, else ``default``."""
-  import optax
   _, rate = split_start(start)
-  return default if rate is None else optax.adam(rate)
+  return default if rate is None else _adam(rate)
+
+
+@functools.lru_cache(maxsize=None)
+def _adam(rate: float):
+  # One optimiser object per rate: solve caches compiled steps by it.
+  import optax
+  return optax.adam(rate)
 
 
 def _hyper_label(value, init, inits):
@@ -326,8 +333,8 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
   own = (init,) if isinstance(init, str) else tuple(init)
   inits = ctx.inits or own
   base = lambda st: split_start(st)[0]
-  if "noise_latent" in map(base, inits) and not (hasattr(noise, "latent_to_noise")
-                                      and hasattr(op, "inverse")):
+  if "noise_latent" in map(base, inits) and not (
+      hasattr(noise, "latent_to_noise") and hasattr(op, "inverse")):
     raise ValueError(f"inits: 'noise_latent' needs flow noise and an "
                      f"invertible operator; {experiment} has "
                      f"{type(noise).__name__} noise and a "
