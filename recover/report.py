@@ -31,7 +31,8 @@ TABLES = (
 
 COMMANDS = {
     "sinusoidal": ("python -m recover.sinusoidal --out results/sinusoidal "
-                   "--inits measurements,zeros"),
+                   "--inits measurements,zeros,pixels,pixels@0.01,"
+                   "pixels@0.003"),
     "radial": ("python -m recover.radial --out results/radial "
                "--inits measurements,zeros,isotropic,pixels,pixels@0.01,"
                "pixels@0.003"),
