@@ -163,6 +163,11 @@ SELECTION_COLUMNS = ["experiment", "setting", "method", "hyper",
 # (``recover(parametrization="noise")``): the same objective, with the
 # residual always on the noise flow's support.  Digit noise needs it: the
 # digit flow's support is thin, and steps in the image latent leave it.
+# "random" (every flow method) moves the image latent from ``restarts``
+# draws z ~ N(0, init_std^2 I), and each image keeps the draw whose run ends
+# at the lowest value of the method's own loss (never a look at the truth).
+# 1-bit CS needs it: its straight-through loss is rugged, and one start
+# from z = 0 stalls far from the MAP.
 # "pixels" (the MAP methods: ours, ours_ext, the ablation) moves the image
 # itself from the measurements (``parametrization="x"``).  Adam then scales
 # each pixel's step by its own gradient, which suits a noise model whose
@@ -173,7 +178,7 @@ SELECTION_COLUMNS = ["experiment", "setting", "method", "hyper",
 # steps than a flow latent of unit scale.  "isotropic@LR" runs only its
 # continuation at LR (the isotropic MAP it starts from is the ablation's).
 VALIDATED_INITS = ("measurements", "zeros", "isotropic", "noise_latent",
-                   "pixels")
+                   "pixels", "random")
 TRUE_NOISE_ONLY_INITS = ("isotropic", "noise_latent")
 MAP_ONLY_INITS = ("pixels",)
 
@@ -197,10 +202,16 @@ def split_start(start: str) -> Tuple[str, "float | None"]:
   return name, rate
 
 
-def start_kwargs(start: str) -> dict:
+def start_kwargs(start: str, *, restarts: int = 4, init_std: float = 0.7,
+                 seed: int = 0) -> dict:
   """``recover``/``sweep`` arguments of a named start (not "isotropic",
-  which needs an earlier recovery), without its learning rate."""
+  which needs an earlier recovery), without its learning rate.
+  ``restarts``, ``init_std`` and ``seed`` set the "random" start's draws."""
   name, _ = split_start(start)
+  if name == "random":
+    import jax
+    return {"init": "random", "restarts": int(restarts),
+            "init_std": float(init_std), "key": jax.random.PRNGKey(seed)}
   if name == "noise_latent":
     return {"init": "zeros", "parametrization": "noise"}
   if name == "pixels":
@@ -255,7 +266,8 @@ class Context:
                methods=DENOISING_METHODS, seed=0, optimizer=None,
                progress=None, valid_methods=DENOISING_METHODS, x_ood=None,
                ood_ids=(), figures=True, bar=False,
-               init_range=(0.02, 0.98), inits=None):
+               init_range=(0.02, 0.98), inits=None, restarts=4,
+               init_std=0.7):
     import optax
     unknown = sorted(set(methods) - set(valid_methods))
     if unknown:
@@ -280,6 +292,13 @@ class Context:
     self.inits = None if not inits else tuple(inits)
     for start in self.inits or ():
       split_start(start)  # raises, naming the bad start
+    if isinstance(restarts, bool) or int(restarts) != restarts or restarts < 1:
+      raise ValueError(f"restarts: got {restarts!r}, expected an int >= 1")
+    if not (np.isfinite(init_std) and init_std > 0):
+      raise ValueError(f"init_std: got {init_std!r}, expected a positive "
+                       "float")
+    # Draws of the "random" start (see VALIDATED_INITS).
+    self.restarts, self.init_std = int(restarts), float(init_std)
     self.x_ood = None if x_ood is None else np.asarray(x_ood)
     self.ood_ids = [str(i) for i in ood_ids]
     if (0 if x_ood is None else len(x_ood)) != len(self.ood_ids):
@@ -333,6 +352,8 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
   own = (init,) if isinstance(init, str) else tuple(init)
   inits = ctx.inits or own
   base = lambda st: split_start(st)[0]
+  how_of = lambda st: start_kwargs(st, restarts=ctx.restarts,
+                                   init_std=ctx.init_std, seed=ctx.seed)
   if "noise_latent" in map(base, inits) and not (
       hasattr(noise, "latent_to_noise") and hasattr(op, "inverse")):
     raise ValueError(f"inits: 'noise_latent' needs flow noise and an "
@@ -403,7 +424,7 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
     elif todo:
       # The continuation ("isotropic") goes on from each β's own MAP.
       how = ({"init": jnp.stack([z for _, z in iso_map("val", todo)])[
-          :, None]} if base(start) == "isotropic" else start_kwargs(start))
+          :, None]} if base(start) == "isotropic" else how_of(start))
       grid = solve.sweep(y_val, prior=prior, params=params, operator=op,
                          noise=noise_model, betas=jnp.asarray(todo),
                          steps=steps, optimizer=start_optimizer(start, opt),
@@ -421,7 +442,7 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
       test_cache[key] = iso_map("test", [beta])[0][0]
     else:
       how = ({"init": iso_map("test", [beta])[0][1]}
-             if base(start) == "isotropic" else start_kwargs(start))
+             if base(start) == "isotropic" else how_of(start))
       test_cache[key] = solve.recover(
           y_test, prior=prior, params=params, operator=op, noise=noise_model,
           beta=beta, steps=steps, optimizer=start_optimizer(start, opt),
@@ -449,7 +470,7 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
       run = lambda g, st, y: solve.recover_asim(
           y, prior=prior, params=params, operator=op, gamma=g, steps=steps,
           optimizer=start_optimizer(st, opt), init_range=ctx.init_range,
-          **start_kwargs(st)).x
+          **how_of(st)).x
       record_flow("asim", ASIM_GAMMAS,
                   lambda g, st: float(jnp.mean(metrics.psnr(
                       x_val, run(g, st, y_val)))),

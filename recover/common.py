@@ -38,7 +38,9 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
   p.add_argument("--inits", default="",
                  help="comma-separated starts of the flow methods to choose "
                  "among on the validation images, jointly with β/γ "
-                 "(measurements, zeros; for ours only: isotropic, the "
+                 "(measurements, zeros; random, the image latent from "
+                 "--restarts draws N(0, --init-std^2), each image keeping "
+                 "its lowest-loss run; for ours only: isotropic, the "
                  "isotropic-noise MAP as the start, twice the steps in "
                  "all; noise_latent, moving the noise flow's latent from "
                  "0, digit noise only; for ours and the ablation: pixels, "
@@ -48,7 +50,25 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                  "default: the experiment's own "
                  "starts (measurements for denoising, zeros for 1-bit CS, "
                  "measurements and noise_latent for digit noise)")
+  p.add_argument("--restarts", type=_positive(int), default=4,
+                 help="draws of the 'random' start (default 4)")
+  p.add_argument("--init-std", type=_positive(float), default=0.7,
+                 help="latent std of the 'random' start's draws (default "
+                 "0.7)")
   return p
+
+
+def _positive(kind):
+  def parse(text):
+    try:
+      v = kind(text)
+    except ValueError:
+      v = None
+    if v is None or not v > 0:
+      raise argparse.ArgumentTypeError(
+          f"got {text!r}, expected a positive {kind.__name__}")
+    return v
+  return parse
 
 
 def _init_range(text):
@@ -98,7 +118,9 @@ def make_context(args, valid_methods):
       valid_methods=valid_methods, x_ood=x_ood, ood_ids=ood_ids,
       figures=getattr(args, "figures", True), bar=True,
       init_range=getattr(args, "init_range", (0.02, 0.98)),
-      inits=[v for v in getattr(args, "inits", "").split(",") if v] or None)
+      inits=[v for v in getattr(args, "inits", "").split(",") if v] or None,
+      restarts=getattr(args, "restarts", 4),
+      init_std=getattr(args, "init_std", 0.7))
 
 
 def load_prior(name_or_path):

@@ -1,5 +1,6 @@
 """Experiment infrastructure: protocol indices, resumable tables, baselines."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -91,3 +92,21 @@ def test_start_optimizer_is_adam_at_the_start_learning_rate():
   updates, _ = opt.update(g, opt.init(g))
   # Adam's first step is lr * sign(g), whatever the gradient's size.
   np.testing.assert_allclose(updates["w"], [-0.003, 0.003], rtol=1e-4)
+
+
+def test_random_start_kwargs_and_their_checks(tmp_path):
+  kw = ex.start_kwargs("random@0.01", restarts=3, init_std=0.5, seed=2)
+  assert kw["init"] == "random" and kw["restarts"] == 3
+  assert kw["init_std"] == 0.5
+  np.testing.assert_array_equal(kw["key"], jax.random.PRNGKey(2))
+  x = np.zeros((1, 4, 4, 1), np.float32)
+  make = lambda **k: ex.Context(tmp_path, prior=None, params=None, x_val=x,
+                                x_test=x, test_ids=[0], methods=("ours",),
+                                **k)
+  assert make(restarts=2, init_std=0.3).restarts == 2
+  for bad, match in (({"restarts": 0}, "restarts: got 0"),
+                     ({"restarts": 1.5}, "restarts: got 1.5"),
+                     ({"init_std": 0.0}, "init_std: got 0.0"),
+                     ({"init_std": float("nan")}, "init_std: got nan")):
+    with pytest.raises(ValueError, match=match):
+      make(**bad)
