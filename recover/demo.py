@@ -39,13 +39,14 @@ METHODS = ("ours", "asim", "bora", "bm3d")
 # largest noise std).
 VALIDATED = {
     "1-bit CS": {"ours": 0.1, "asim": 5.0, "bora": 0.001, "bm3d": None},
-    "sinusoidal": {"ours": 0.5, "asim": 1.0, "bora": 0.0, "bm3d": 0.5},
+    "sinusoidal": {"ours": 1.0, "asim": 1.0, "bora": 0.0, "bm3d": 0.5},
     "digit noise": {"ours": 10.0, "asim": 5.0, "bora": 1.0, "bm3d": 0.1},
 }
 # Starts chosen on validation together with the value (``--inits``), where
 # the experiment chose them; other methods use the task's default start.
 VALIDATED_START = {
-    "sinusoidal": {"ours": "measurements", "asim": "zeros"},
+    # "pixels@0.01": ours moves the image itself, with Adam at lr 0.01.
+    "sinusoidal": {"ours": "pixels@0.01", "asim": "zeros"},
     # "noise_latent": ours moves the digit flow's latent from 0.
     "digit noise": {"ours": "noise_latent", "asim": "measurements"},
 }
@@ -157,7 +158,8 @@ def main(argv=None):
     res = {}
     res["ours"] = mf.recover(y, prior=prior, params=params, operator=op,
                              noise=noise, beta=hp["ours"], steps=args.steps,
-                             optimizer=opt,
+                             optimizer=experiments.start_optimizer(
+                                 start["ours"], opt),
                              **experiments.start_kwargs(start["ours"])).x
     bar.update()
     res["asim"] = mf.recover_asim(y, prior=prior, params=params, operator=op,
