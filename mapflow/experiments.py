@@ -152,6 +152,10 @@ SELECTION_COLUMNS = ["experiment", "setting", "method", "hyper",
                      "val_psnr"]
 
 
+# The "random" start's defaults: draws per image, and their latent std.
+RANDOM_RESTARTS = 4
+RANDOM_INIT_STD = 0.7
+
 # Starts the flow methods may choose among (``Context(inits=...)``).
 # "isotropic" (ours and ours_ext only) is a continuation: the isotropic
 # ablation's MAP at the same β, run from z = 0 for the same steps, then
@@ -202,8 +206,8 @@ def split_start(start: str) -> Tuple[str, "float | None"]:
   return name, rate
 
 
-def start_kwargs(start: str, *, restarts: int = 4, init_std: float = 0.7,
-                 seed: int = 0) -> dict:
+def start_kwargs(start: str, *, restarts: int = RANDOM_RESTARTS,
+                 init_std: float = RANDOM_INIT_STD, seed: int = 0) -> dict:
   """``recover``/``sweep`` arguments of a named start (not "isotropic",
   which needs an earlier recovery), without its learning rate.
   ``restarts``, ``init_std`` and ``seed`` set the "random" start's draws."""
@@ -266,8 +270,8 @@ class Context:
                methods=DENOISING_METHODS, seed=0, optimizer=None,
                progress=None, valid_methods=DENOISING_METHODS, x_ood=None,
                ood_ids=(), figures=True, bar=False,
-               init_range=(0.02, 0.98), inits=None, restarts=4,
-               init_std=0.7):
+               init_range=(0.02, 0.98), inits=None,
+               restarts=RANDOM_RESTARTS, init_std=RANDOM_INIT_STD):
     import optax
     unknown = sorted(set(methods) - set(valid_methods))
     if unknown:

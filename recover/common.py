@@ -10,6 +10,7 @@ import numpy as np
 
 
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
+  from mapflow.experiments import RANDOM_INIT_STD, RANDOM_RESTARTS
   p = argparse.ArgumentParser(prog=prog, description=description)
   p.add_argument("--out", required=True, help="output folder (CSV, PNG)")
   p.add_argument("--prior", default="fashion_mnist_realnvp",
@@ -50,11 +51,13 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                  "default: the experiment's own "
                  "starts (measurements for denoising, zeros for 1-bit CS, "
                  "measurements and noise_latent for digit noise)")
-  p.add_argument("--restarts", type=_positive(int), default=4,
-                 help="draws of the 'random' start (default 4)")
-  p.add_argument("--init-std", type=_positive(float), default=0.7,
+  p.add_argument("--restarts", type=_positive(int), default=RANDOM_RESTARTS,
+                 help="draws of the 'random' start (default "
+                 f"{RANDOM_RESTARTS})")
+  p.add_argument("--init-std", type=_positive(float),
+                 default=RANDOM_INIT_STD,
                  help="latent std of the 'random' start's draws (default "
-                 "0.7)")
+                 f"{RANDOM_INIT_STD:g})")
   return p
 
 
@@ -119,8 +122,8 @@ def make_context(args, valid_methods):
       figures=getattr(args, "figures", True), bar=True,
       init_range=getattr(args, "init_range", (0.02, 0.98)),
       inits=[v for v in getattr(args, "inits", "").split(",") if v] or None,
-      restarts=getattr(args, "restarts", 4),
-      init_std=getattr(args, "init_std", 0.7))
+      restarts=getattr(args, "restarts", experiments.RANDOM_RESTARTS),
+      init_std=getattr(args, "init_std", experiments.RANDOM_INIT_STD))
 
 
 def load_prior(name_or_path):

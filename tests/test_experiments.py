@@ -104,6 +104,15 @@ def test_random_start_kwargs_and_their_checks(tmp_path):
                                 x_test=x, test_ids=[0], methods=("ours",),
                                 **k)
   assert make(restarts=2, init_std=0.3).restarts == 2
+  # One pair of defaults serves the library and the command line.
+  from recover import common
+  args = common.base_parser("prog", "").parse_args(["--out", str(tmp_path)])
+  default = make()
+  plain = ex.start_kwargs("random")
+  for got in ((args.restarts, args.init_std),
+              (default.restarts, default.init_std),
+              (plain["restarts"], plain["init_std"])):
+    assert got == (ex.RANDOM_RESTARTS, ex.RANDOM_INIT_STD)
   for bad, match in (({"restarts": 0}, "restarts: got 0"),
                      ({"restarts": 1.5}, "restarts: got 1.5"),
                      ({"init_std": 0.0}, "init_std: got 0.0"),
