@@ -6,6 +6,9 @@ Reads ``results/<experiment>/results.csv`` (whatever exists), and writes a
 Markdown report: mean PSNR ± standard error per method and setting, and the
 paper's equal-quality claims with their targets, computed with
 ``mapflow.metrics.equal_quality_ratio``, plus ``headline.json``.
+Supplementary folders (``SUPPLEMENTARY``: the same experiment with other
+options) get their own tables and claims, each cell they lack read from
+the main folder and marked.
 """
 
 from __future__ import annotations
@@ -40,6 +43,27 @@ COMMANDS = {
     "digit_noise": "python -m recover.digit_noise --out results/digit_noise",
     "subpixel": "python -m recover.subpixel --out results/subpixel",
 }
+
+# Supplementary runs: (folder, the main folder it varies, the command, what
+# it varies).  A method or setting such a folder lacks is read from its main
+# folder (that method was not rerun there) and marked; its claims are
+# computed on those merged curves.
+SUPPLEMENTARY = (
+    ("sinusoidal_iso", "sinusoidal",
+     "python -m recover.sinusoidal --out results/sinusoidal_iso --methods "
+     "ours,ours_ext --inits measurements,zeros,isotropic",
+     "ours also offered the isotropic continuation start"),
+    ("one_bit_inits", "one_bit",
+     "python -m recover.one_bit --out results/one_bit_inits --methods "
+     "ours,ours_ext,asim --inits measurements,zeros,isotropic",
+     "the flow methods also offered the measurement and isotropic starts"),
+    ("one_bit_random", "one_bit",
+     "python -m recover.one_bit --out results/one_bit_random --inits "
+     "zeros,random",
+     "every flow method also offered the `random` start (restarts from "
+     "random latents)"),
+)
+BORROWED = "†"
 
 
 def _setting_dict(setting):
@@ -113,20 +137,35 @@ def _one_bit_main_scale(rows):
   return max(counts, key=counts.get)
 
 
-def markdown_tables(rows_by_folder):
+def merge_supplementary(supplementary_rows, main_rows):
+  """A supplementary folder's summary rows, plus its main folder's rows for
+  each (experiment, setting, method) it lacks, marked ``borrowed``."""
+  have = {(r["experiment"], r["setting"], r["method"])
+          for r in supplementary_rows}
+  merged = [dict(r, borrowed=False) for r in supplementary_rows]
+  merged += [dict(r, borrowed=True) for r in main_rows
+             if (r["experiment"], r["setting"], r["method"]) not in have]
+  return merged
+
+
+def markdown_tables(rows_by_folder, commands=None):
+  """One table per experiment; ``commands`` maps a folder to the command
+  that regenerates it (default ``COMMANDS``)."""
+  commands = COMMANDS if commands is None else commands
   lines = []
   for folder, experiment, _, _ in TABLES:
     rows = [r for r in rows_by_folder.get(folder, [])
             if r["experiment"] == experiment]
     if not rows:
       continue
+    rows = sorted(rows, key=lambda r: experiments._setting_key(r["setting"]))
     methods = [m for m in experiments.DENOISING_METHODS + ("ours_ext",)
                if any(r["method"] == m for r in rows)]
     methods = list(dict.fromkeys(methods))
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     n = max(r["n"] for r in rows)
     lines.append(f"### {experiment} (n = {n} images per cell; "
-                 f"`{COMMANDS[folder]}`)\n")
+                 f"`{commands[folder]}`)\n")
     lines.append("| setting | " + " | ".join(methods) + " |")
     lines.append("|---" * (len(methods) + 1) + "|")
     for st in settings:
@@ -137,12 +176,25 @@ def markdown_tables(rows_by_folder):
           h = hit[0]
           se = ("" if not math.isfinite(h["psnr_stderr"]) else
                 f" ± {h['psnr_stderr']:.2f}")
-          cells.append(f"{h['psnr_mean']:.2f}{se} ({_fmt_hyper(h['hyper'])})")
+          mark = BORROWED if h.get("borrowed") else ""
+          cells.append(f"{h['psnr_mean']:.2f}{se} ({_fmt_hyper(h['hyper'])})"
+                       f"{mark}")
         else:
           cells.append("—")
       lines.append(f"| {st} | " + " | ".join(cells) + " |")
     lines.append("")
   return "\n".join(lines)
+
+
+def _claim_rows(claim_list):
+  rows = []
+  for c in claim_list:
+    val = c["measured"]
+    shown = ("n/a (curves do not overlap)" if not math.isfinite(val) else
+             f"{val:.2f}" + ("x" if "dB" not in c["target"] else " dB"))
+    rows.append(f"| {c['claim']} | {shown} | {c['target']} | "
+                f"{'yes' if c['met'] else 'no'} |")
+  return rows
 
 
 def _fmt_hyper(h):
@@ -180,16 +232,31 @@ def main(argv=None):
           "## Claims\n",
           "| claim (paper) | measured | target | met |",
           "|---|---|---|---|"]
-  for c in cl:
-    val = c["measured"]
-    shown = ("n/a (curves do not overlap)" if not math.isfinite(val) else
-             f"{val:.2f}" + ("x" if "dB" not in c["target"] else " dB"))
-    text.append(f"| {c['claim']} | {shown} | {c['target']} | "
-                f"{'yes' if c['met'] else 'no'} |")
+  text += _claim_rows(cl)
   text += ["", "## Tables\n", markdown_tables(rows_by_folder)]
+  supplementary = []
+  for folder, main_folder, command, what in SUPPLEMENTARY:
+    f = root / folder / "results.csv"
+    if not f.is_file():
+      continue
+    merged = merge_supplementary(experiments.summarize(f),
+                                 rows_by_folder.get(main_folder, []))
+    sup_claims = claims({main_folder: merged})
+    supplementary.append({"folder": folder, "varies": main_folder,
+                          "command": command, "claims": sup_claims})
+    text += [f"## Supplementary: `{folder}`\n",
+             f"The `{main_folder}` experiment with {what}. Cells marked "
+             f"{BORROWED} are not in this folder and are read from "
+             f"`{main_folder}`.\n",
+             "| claim (paper) | measured | target | met |",
+             "|---|---|---|---|"]
+    text += _claim_rows(sup_claims)
+    text += ["", markdown_tables({main_folder: merged},
+                                 {main_folder: command})]
   out = Path(args.out) if args.out else root / "REPORT.md"
   write_text_atomic(out, "\n".join(text) + "\n")
-  write_json_atomic(root / "headline.json", {"claims": cl})
+  write_json_atomic(root / "headline.json",
+                    {"claims": cl, "supplementary": supplementary})
   print("\n".join(text))
 
 

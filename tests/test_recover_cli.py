@@ -317,6 +317,54 @@ def test_report_computes_the_claims_from_results_csv(tmp_path):
   assert "(0.5, from zeros)" in row and row.count("|") == 4
 
 
+def test_report_merges_a_supplementary_folder_with_its_main_one(tmp_path):
+  """A supplementary SINUSOIDAL run of ours alone, at 4x BM3D's tolerance
+  for s <= 0.8; s = 1.6 is only in the main folder (ours at 2x there).  The
+  supplementary claim is computed on the merged curves against the main
+  folder's BM3D, the main claim still reads 2x, and borrowed cells are
+  marked."""
+  import math
+  from recover import report
+  main_dir, sup_dir = tmp_path / "sinusoidal", tmp_path / "sinusoidal_iso"
+  main_dir.mkdir()
+  sup_dir.mkdir()
+  head = "experiment,setting,method,hyper,image,psnr"
+  main_lines, sup_lines = [head], [head]
+  scales = (0.1, 0.2, 0.4, 0.8, 1.6)
+  for s in scales:
+    for i, jitter in enumerate((-0.5, 0.0, 0.5)):
+      bm3d = 30.0 - 5.0 * math.log2(s / 0.1) + jitter
+      main_lines.append(f"sinusoidal,{s},bm3d,0.1,{i},{bm3d}")
+      ours = 30.0 - 5.0 * math.log2(s / 0.2) + jitter
+      main_lines.append(f"sinusoidal,{s},ours,0.5,{i},{ours}")
+      if s != scales[-1]:
+        better = 30.0 - 5.0 * math.log2(s / 0.4) + jitter
+        sup_lines.append(f"sinusoidal,{s},ours,0.1|isotropic,{i},{better}")
+  (main_dir / "results.csv").write_text("\n".join(main_lines) + "\n")
+  (sup_dir / "results.csv").write_text("\n".join(sup_lines) + "\n")
+  report.main(["--results", str(tmp_path), "--out", str(tmp_path / "R.md")])
+  head = json.loads((tmp_path / "headline.json").read_text())
+  mine = lambda cl: next(c for c in cl if "std ours tolerates" in c["claim"])
+  assert abs(mine(head["claims"])["measured"] - 2.0) < 0.05
+  sup = next(x for x in head["supplementary"]
+             if x["folder"] == "sinusoidal_iso")
+  assert sup["varies"] == "sinusoidal"
+  # BM3D's 30, 25, 20 and 15 dB (s = 0.1-0.8) are reached by the merged
+  # curve at 4x, 4x, 2^1.5 x (midway between 0.8 and the borrowed 1.6, in
+  # log s) and 2x (the borrowed point); 10 dB lies below it.
+  expected = (4 * 4 * 2 ** 1.5 * 2) ** 0.25
+  assert abs(mine(sup["claims"])["measured"] - expected) < 1e-6
+  md = (tmp_path / "R.md").read_text()
+  part = md.split("## Supplementary: `sinusoidal_iso`")[1]
+  rows = [l for l in part.splitlines() if l.startswith("| 0.") or
+          l.startswith("| 1.6 |")]
+  assert len(rows) == len(scales)
+  # BM3D everywhere and ours at 1.6 come from the main folder.
+  assert rows[0].count(report.BORROWED) == 1
+  assert rows[-1].count(report.BORROWED) == 2
+  assert "from isotropic" in rows[0]
+
+
 def test_random_start_draws_restarts_at_the_given_std(tiny_prior, tmp_path):
   """``random`` is offered to every flow method.  Its draws have std
   ``--init-std``: at 1e-6 they sit at z = 0, so with one restart every β
