@@ -523,9 +523,11 @@ def run_cell(ctx: Context, experiment: str, setting: str, op, noise, y_val,
         if kept is not None:
           shown[m] = kept
     rows = _shown_rows(ctx, len(x_all))
+    labels = [f"test {ctx.test_ids[i]}" if i < n_test else
+              ctx.ood_ids[i - n_test] for i in rows]
     save_cell_figure(ctx, experiment, setting, np.asarray(x_all)[rows],
                      np.asarray(y_shown(op, y_test, x_all.shape[1:]))[rows],
-                     shown)
+                     shown, row_labels=labels)
 
 
 def y_shown(op, y, image_shape):
@@ -579,10 +581,11 @@ def _load_shown(ctx: Context, experiment, setting, method):
 
 
 def save_cell_figure(ctx: Context, experiment: str, setting: str, x, y,
-                     shown: Dict[str, np.ndarray]):
-  """PNG of truth | measurement | each method (columns), for the rows of
-  ``x`` and ``y`` (the first test images and every out-of-distribution
-  image); ``shown`` maps each method to its recoveries of those rows."""
+                     shown: Dict[str, np.ndarray], row_labels=()):
+  """PNG of truth | measurement | each method (columns, titled), for the
+  rows of ``x`` and ``y`` (the first test images and every
+  out-of-distribution image, named by ``row_labels``); ``shown`` maps each
+  method to its recoveries of those rows."""
   from mapflow import viz
   from mapflow.checkpoint import write_text_atomic
   methods = [m for m in ctx.valid_methods if m in shown]
@@ -595,9 +598,11 @@ def save_cell_figure(ctx: Context, experiment: str, setting: str, x, y,
                      f"{ctx.out / 'figures' / 'shown'})")
   grid = np.stack(cols, axis=1)
   name = _cell_name(experiment, setting)
-  viz.save_grid(ctx.out / "figures" / f"{name}.png",
-                grid.reshape((-1,) + grid.shape[2:]), ncols=len(cols),
-                scale=3)
+  viz.save_labelled_grid(ctx.out / "figures" / f"{name}.png",
+                         grid.reshape((-1,) + grid.shape[2:]),
+                         ncols=len(cols),
+                         col_labels=["truth", "measurement"] + methods,
+                         row_labels=list(row_labels), scale=3)
   write_text_atomic(ctx.out / "figures" / f"{name}.txt",
                     "columns: truth, measurement, " + ", ".join(methods)
                     + "\n")

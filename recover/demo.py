@@ -34,6 +34,8 @@ import mapflow as mf
 from mapflow import experiments, viz
 
 METHODS = ("ours", "asim", "bora", "bm3d")
+TITLES = {"ours": "ours", "asim": "Asim et al.", "bora": "Bora et al.",
+          "bm3d": "BM3D"}
 # Chosen by mean validation PSNR in results/<experiment>/results.csv:
 # (β for ours, γ for Asim, λ for Bora, BM3D's σ as a multiple of the
 # largest noise std).
@@ -203,7 +205,12 @@ def main(argv=None):
   k = min(n, 4)
   grid = np.concatenate([np.asarray(p_[:k]) for p_ in panels])
   flat = grid.reshape((-1,) + grid.shape[2:])
-  viz.save_grid(out / "demo.png", flat, ncols=2 + len(METHODS), scale=3)
+  names = [r["task"] for r in rows]
+  viz.save_labelled_grid(
+      out / "demo.png", flat, ncols=2 + len(METHODS),
+      col_labels=["truth", "measurement"] + [TITLES[m] for m in METHODS],
+      row_labels=[t if i == 0 else "" for t in names for i in range(k)],
+      scale=3)
   print(f"\nPSNR (dB), mean over {n} images "
         f"[columns: {', '.join(METHODS)}]")
   print(f"{'task':<12}" + "".join(f"{m:>8}" for m in METHODS))

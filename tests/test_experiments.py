@@ -50,6 +50,30 @@ def test_result_files_get_the_usual_permissions(tmp_path):
     assert mode == 0o666 & ~checkpoint._UMASK, (name, oct(mode))
 
 
+def test_labelled_grid_titles_the_same_tiles(tmp_path):
+  """Labels go in margins above and left of the grid; the tiles are the
+  unlabelled grid's pixels, and too many labels are refused by name."""
+  from PIL import Image
+  from mapflow import viz
+  x = np.random.default_rng(0).random((6, 5, 5, 1))
+  viz.save_grid(tmp_path / "plain.png", x, ncols=3, scale=2)
+  viz.save_labelled_grid(tmp_path / "lab.png", x, 3,
+                         col_labels=["truth", "y", "ours"],
+                         row_labels=["test 1", ""], scale=2)
+  plain = np.asarray(Image.open(tmp_path / "plain.png"))
+  lab = np.asarray(Image.open(tmp_path / "lab.png").convert("L"))
+  top, left = (a - b for a, b in zip(lab.shape, plain.shape))
+  assert top > 0 and left > 0
+  np.testing.assert_array_equal(lab[top:, left:], plain)
+  # Dark text in both margins; the unlabelled second row's margin is blank.
+  assert lab[:top, left:].min() < 128 and lab[top:, :left].min() < 128
+  assert lab[top + plain.shape[0] // 2 + 1:, :left].min() == 255
+  with pytest.raises(ValueError, match="col_labels: got 4 labels for 3"):
+    viz.save_labelled_grid(tmp_path / "bad.png", x, 3, col_labels="abcd")
+  with pytest.raises(ValueError, match="row_labels: got 3 labels for 2"):
+    viz.save_labelled_grid(tmp_path / "bad.png", x, 3, row_labels="abc")
+
+
 def test_isotropic_ablation_matches_average_variance():
   n = mf.noise.sinusoidal((16, 8, 1), 1.0)
   iso = ex.isotropic_like(n)
