@@ -598,14 +598,13 @@ def save_cell_figure(ctx: Context, experiment: str, setting: str, x, y,
                      f"{ctx.out / 'figures' / 'shown'})")
   grid = np.stack(cols, axis=1)
   name = _cell_name(experiment, setting)
+  titles = ["truth", "measurement"] + methods
   viz.save_labelled_grid(ctx.out / "figures" / f"{name}.png",
                          grid.reshape((-1,) + grid.shape[2:]),
-                         ncols=len(cols),
-                         col_labels=["truth", "measurement"] + methods,
+                         ncols=len(cols), col_labels=titles,
                          row_labels=list(row_labels), scale=3)
   write_text_atomic(ctx.out / "figures" / f"{name}.txt",
-                    "columns: truth, measurement, " + ", ".join(methods)
-                    + "\n")
+                    "columns: " + ", ".join(titles) + "\n")
 
 
 def _split_keys(seed, *tags):

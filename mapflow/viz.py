@@ -55,7 +55,7 @@ def save_grid(path, images, ncols: int = 8, scale: int = 2) -> Path:
 
 
 def save_labelled_grid(path, images, ncols: int, col_labels=(),
-                       row_labels=(), scale: int = 2) -> Path:
+                       row_labels=(), scale: int = 2, pad: int = 1) -> Path:
   """Saves images in [0, 1] as one PNG grid, with ``col_labels[j]`` above
   column j and ``row_labels[i]`` left of row i (an empty label leaves its
   place blank; either may be shorter than the grid)."""
@@ -68,7 +68,7 @@ def save_labelled_grid(path, images, ncols: int, col_labels=(),
     if len(labels) > most:
       raise ValueError(f"{name}: got {len(labels)} labels for {most} "
                        f"{'columns' if name == 'col_labels' else 'rows'}")
-  tiles = _pil_image(image_grid(images, ncols), scale).convert("RGB")
+  tiles = _pil_image(image_grid(images, ncols, pad), scale).convert("RGB")
   font = ImageFont.load_default()
   measure = ImageDraw.Draw(tiles).textbbox
   size = lambda t: measure((0, 0), t, font=font)[2:]
@@ -81,7 +81,6 @@ def save_labelled_grid(path, images, ncols: int, col_labels=(),
                      "white")
   canvas.paste(tiles, (left, top))
   draw = ImageDraw.Draw(canvas)
-  pad = 1  # image_grid's padding, in unscaled pixels
   for j, text in enumerate(col_labels):
     centre = left + (pad + j * (w + pad) + w / 2) * scale
     draw.text((centre - size(text)[0] / 2, gap), text, fill="black",
