@@ -78,7 +78,7 @@ def main(argv=None):
             "devices": jax.device_count(), "python": sys.version.split()[0],
             "jax": jax.__version__, "machine": platform.machine(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "sections": {}}
-  from mapflow.checkpoint import write_json_atomic
+  from mapflow.io import write_json_atomic
   current = {}
 
   def save_partial(res):

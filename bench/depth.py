@@ -62,7 +62,7 @@ def main(argv=None):
       print(json.dumps(r), flush=True)
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  mf.checkpoint.write_json_atomic(out / "depth.json", rows)
+  mf.io.write_json_atomic(out / "depth.json", rows)
 
 
 if __name__ == "__main__":

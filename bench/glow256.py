@@ -76,7 +76,7 @@ def main(argv=None):
   def stamp(i, loss):
     stamps.append(_ready_time(loss))
     # Each step is kept as it ends: on a CPU one step can take minutes.
-    mf.checkpoint.write_json_atomic(path / "glow256.json", dict(
+    mf.io.write_json_atomic(path / "glow256.json", dict(
         head, partial=True, step_ends_s=[s - t0 for s in stamps]))
 
   t0 = time.perf_counter()
@@ -98,7 +98,7 @@ def main(argv=None):
                "reports < 20 min on a GTX 1080 Ti for a batch of 2"),
       "final_loss_finite": bool(jnp.all(jnp.isfinite(res.loss))),
   })
-  mf.checkpoint.write_json_atomic(path / "glow256.json", out)
+  mf.io.write_json_atomic(path / "glow256.json", out)
   print(json.dumps(out, indent=1))
 
 

@@ -4,10 +4,16 @@ Reimplements Whang, Lei & Dimakis, "Compressed Sensing with Invertible
 Generative Models and Dependent Noise" (2020) in JAX.
 """
 
-from mapflow import (checkpoint, data, experiments, flows, metrics, noise,
-                     objectives, operators, optim, pretrained, training,
-                     vae)
+from mapflow import (checkpoint, data, flows, io, metrics, noise, objectives,
+                     operators, optim, pretrained, sharding, training, vae,
+                     viz)
 from mapflow.solve import (RecoveryResult, recover, recover_asim,
                            recover_bora, sweep)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "checkpoint", "data", "flows", "io", "metrics", "noise", "objectives",
+    "operators", "optim", "pretrained", "sharding", "training", "vae", "viz",
+    "RecoveryResult", "recover", "recover_asim", "recover_bora", "sweep",
+]

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mapflow import io as io_lib
 from mapflow.flows.glow import GlowConfig
 from mapflow.flows.linear import LinearGaussianConfig
 from mapflow.flows.realnvp import RealNVPConfig
@@ -68,49 +69,6 @@ def _flatten(tree) -> tuple[dict, Any]:
   return flat, treedef
 
 
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask
-
-
-# mkstemp/mkdtemp make private (0600/0700) files; results and checkpoints
-# get the usual permissions instead.  Read once, at import (not thread-safe).
-_UMASK = _umask()
-
-
-def _atomic_dir(path: Path):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-  os.chmod(tmp, 0o777 & ~_UMASK)
-  return tmp
-
-
-def atomic_temp(path, suffix: str = ""):
-  """``(fd, tmp)``: a temporary file beside ``path`` (its folder made if
-  need be) with the usual permissions, to be renamed over ``path`` with
-  ``os.replace`` once written."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix,
-                             dir=path.parent)
-  os.fchmod(fd, 0o666 & ~_UMASK)
-  return fd, tmp
-
-
-def write_text_atomic(path, text: str):
-  """Writes ``text`` to ``path`` via a temporary file and ``os.replace``."""
-  fd, tmp = atomic_temp(path)
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
-def write_json_atomic(path, obj):
-  """Writes JSON to ``path`` via a temporary file and ``os.replace``."""
-  write_text_atomic(path, json.dumps(obj, indent=2))
-
-
 def save(path, tree, config=None, extra: Optional[dict] = None) -> Path:
   """Saves a pytree (params, or a whole training state) and its config.
 
@@ -127,7 +85,7 @@ def save(path, tree, config=None, extra: Optional[dict] = None) -> Path:
 
   path = Path(path).absolute()
   flat, _ = _flatten(tree)
-  tmp = _atomic_dir(path)
+  tmp = io_lib.atomic_dir(path)
   try:
     ckpt = ocp.PyTreeCheckpointer()
     # Orbax keys must be plain names: index the leaves, map them in meta.json.
@@ -135,9 +93,9 @@ def save(path, tree, config=None, extra: Optional[dict] = None) -> Path:
     meta = {"leaves": [{"path": k, "shape": list(v.shape),
                         "dtype": str(v.dtype)} for k, v in flat.items()],
             "extra": extra or {}}
-    write_json_atomic(tmp / "meta.json", meta)
+    io_lib.write_json_atomic(tmp / "meta.json", meta)
     if config is not None:
-      write_json_atomic(tmp / "config.json", config_to_json(config))
+      io_lib.write_json_atomic(tmp / "config.json", config_to_json(config))
     old = None
     if path.exists():
       old = path.with_name(f".{path.name}.old-{os.getpid()}")

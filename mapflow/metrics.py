@@ -47,3 +47,45 @@ def equal_quality_ratio(curve_a, curve_b) -> float:
   if not ratios:
     return float("nan")
   return float(np.exp(np.mean(np.log(ratios))))
+
+
+def paired_bootstrap(statistic, samples, *, num_resamples: int = 2000,
+                     level: float = 0.95, seed: int = 0):
+  """A statistic over examples, with a paired bootstrap interval.
+
+  ``samples`` is a dict (or sequence) of arrays sharing a leading example
+  axis of length N (e.g. per-image PSNR of each method at each setting,
+  images in the same order).  Each resample draws N example indices with
+  replacement and applies the same indices to every array (paired), then
+  evaluates ``statistic`` on the resampled dict.  Returns ``(point, lo,
+  hi, n_finite)``: the statistic on the data, the ``level`` percentile
+  interval over the resamples whose statistic is finite, and how many were
+  (a ratio of curves that no longer overlap is NaN).
+  """
+  if not 0.0 < level < 1.0:
+    raise ValueError(f"level: got {level!r}, expected a value in (0, 1)")
+  if not isinstance(num_resamples, int) or num_resamples < 1:
+    raise ValueError(f"num_resamples: got {num_resamples!r}, expected an "
+                     "int >= 1")
+  keys = list(samples.keys()) if isinstance(samples, dict) else None
+  arrays = [np.asarray(v) for v in (samples.values() if keys is not None
+                                    else samples)]
+  lengths = {a.shape[0] if a.ndim else None for a in arrays}
+  if len(lengths) != 1 or None in lengths or not arrays:
+    raise ValueError(f"samples: got leading lengths {sorted(map(str, lengths))}"
+                     ", expected arrays sharing one example axis")
+  n = lengths.pop()
+  pack = ((lambda arrs: dict(zip(keys, arrs))) if keys is not None
+          else (lambda arrs: list(arrs)))
+  point = float(statistic(pack(arrays)))
+  rng = np.random.default_rng(seed)
+  stats = np.empty(num_resamples)
+  for i in range(num_resamples):
+    idx = rng.integers(0, n, n)
+    stats[i] = statistic(pack([a[idx] for a in arrays]))
+  good = stats[np.isfinite(stats)]
+  if good.size == 0:
+    return point, float("nan"), float("nan"), 0
+  tail = 100.0 * (1.0 - level) / 2.0
+  lo, hi = np.percentile(good, [tail, 100.0 - tail])
+  return point, float(lo), float(hi), int(good.size)

@@ -148,6 +148,20 @@ def box_extended_log_prob(prior, params, x, penalty: float = 1e4,
   return prior.log_prob(params, inside) - penalty * excess
 
 
+def box_clipped_inverse(prior, params, x, margin: float = 1e-3):
+  """``(z, excess)``: the flow's latent of ``c(x)``, ``c`` the clip to the
+  box of ``box_extended_log_prob``, and ``||x - c(x)||^2`` per example
+  (0 for flows without a box).  Lets a loss over pixels that needs
+  ``G^{-1}(x)`` (Asim et al.'s, moved in pixel space) stay finite outside
+  the prior's support and add a penalty that pulls ``x`` back."""
+  box = _logit_box(prior, margin)
+  if box is None:
+    return prior.inverse(params, x)[0], jnp.zeros(x.shape[:1], x.dtype)
+  inside = jnp.clip(x, *box)
+  excess = jnp.sum(jnp.square(x - inside), axis=(-3, -2, -1))
+  return prior.inverse(params, inside)[0], excess
+
+
 class FlowNoise(distrax.Distribution):
   """Noise whose density is a flow's: ``log p(delta) = log p_G(delta)``,
   extended outside the flow's support as in ``box_extended_log_prob``.

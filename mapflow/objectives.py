@@ -10,6 +10,9 @@
                -log p_Δ(δ) - β log p_G(x),
                log p_Δ(δ) = log N(w; 0, I) - log|det dG_Δ/dw|
     asim_loss  (eq. 9):         ||y - f(G(z))||^2 + γ ||z||
+    asim_loss_x (same, over x): ||y - f(x)||^2 + γ ||G⁻¹(x)||, with x
+               clipped into the flow's box for G⁻¹ and a quadratic
+               penalty outside it (``noise.box_clipped_inverse``)
     bora_loss  (eq. 4):         ||y - f(g(z))||^2 + λ ||z||^2
 
 Entries the operator masks (rows beyond ``active``) count nowhere: the
@@ -79,3 +82,13 @@ def bora_loss(z, y, *, generator, operator, lam):
   x = generator(z)
   r, _ = masked_residual(y, operator(x), operator)
   return _sum_but_batch(jnp.square(r)) + lam * _sum_but_batch(jnp.square(z))
+
+
+def asim_loss_x(x, y, *, prior, params, operator, gamma, penalty=1e4):
+  """Eq. 9 over images ``x`` directly: the same objective as ``asim_loss``
+  at ``z = G⁻¹(x)`` inside the flow's support; outside it the latent of the
+  clipped image is used and ``penalty * ||x - clip(x)||^2`` pulls x back."""
+  z, excess = noise_lib.box_clipped_inverse(prior, params, x)
+  r, _ = masked_residual(y, operator(x), operator)
+  return (_sum_but_batch(jnp.square(r)) + gamma * jnp.sqrt(
+      _sum_but_batch(jnp.square(z)) + 1e-12) + penalty * excess)

@@ -93,6 +93,9 @@ def _batched_losses(kind, prior, generator):
     elif kind == "asim":
       out = objectives.asim_loss(flat, yy, prior=prior, params=params,
                                  operator=op, gamma=h["gamma"])
+    elif kind == "asim_x":
+      out = objectives.asim_loss_x(flat, yy, prior=prior, params=params,
+                                   operator=op, gamma=h["gamma"])
     elif kind == "bora":
       out = objectives.bora_loss(flat, yy,
                                  generator=lambda z: generator(params, z),
@@ -214,7 +217,7 @@ def _compiled(kind, prior, generator, optimizer, clip_norm, chunk):
     if kind == "bora":
       x = generator(params, flat)
       x = x.reshape(v_best.shape[:2] + x.shape[1:])
-    elif kind == "map_x":
+    elif kind in ("map_x", "asim_x"):
       x = v_best
     elif kind == "map_noise":
       yy = jnp.broadcast_to(y[None], v_best.shape[:1] + y.shape)
@@ -563,14 +566,23 @@ def recover_asim(y, *, prior, params, operator, gamma=0.1, steps=1000,
                  optimizer=None, restarts=1, init="zeros", init_std=0.1,
                  key=None, clip_norm=None, progress=None,
                  chunk=None, devices=None,
-                 init_range=(0.02, 0.98)) -> RecoveryResult:
-  """Asim et al.'s proxy loss (eq. 9) through the same machinery."""
+                 init_range=(0.02, 0.98),
+                 parametrization="z") -> RecoveryResult:
+  """Asim et al.'s proxy loss (eq. 9) through the same machinery.
+
+  ``parametrization`` is "z" (the latent, as Asim et al. do) or "x" (the
+  image itself, ``objectives.asim_loss_x``: the same loss at
+  ``z = G⁻¹(x)``)."""
+  kinds = {"z": "asim", "x": "asim_x"}
+  if parametrization not in kinds:
+    raise ValueError(f"parametrization: got {parametrization!r}, expected "
+                     f"one of {tuple(kinds)}")
   return _squeeze_p(_run(
-      "asim", y, prior=prior, params=params, operator=operator, noise=None,
+      kinds[parametrization], y, prior=prior, params=params, operator=operator, noise=None,
       hyper={"gamma": gamma}, steps=steps, optimizer=optimizer,
       restarts=restarts, init=init, init_std=init_std, key=key,
       clip_norm=clip_norm, progress=progress, chunk=chunk, devices=devices,
-      init_range=init_range))
+      init_range=init_range, parametrization=parametrization))
 
 
 def recover_bora(y, *, generator, operator, latent_shape, lam=0.1,

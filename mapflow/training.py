@@ -32,6 +32,7 @@ import numpy as np
 import optax
 
 from mapflow import checkpoint as ckpt
+from mapflow import io as io_lib
 from mapflow import sharding
 from mapflow.flows import dequantize, from_config, preset, weightnorm_l2
 
@@ -174,7 +175,7 @@ def _trim_metrics(path: Path, step: int):
     return
   keep = [l for l in path.read_text().splitlines()
           if l.strip() and json.loads(l).get("step", 0) <= step]
-  ckpt.write_text_atomic(path, "".join(l + "\n" for l in keep))
+  io_lib.write_text_atomic(path, "".join(l + "\n" for l in keep))
 
 
 def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
@@ -345,3 +346,69 @@ def train_preset(name: str):
                      f"{sorted(TRAIN_PRESETS)}")
   flow_name, data_name, tc = TRAIN_PRESETS[name]
   return preset(flow_name), data_name, tc
+
+
+def train_vae(cfg, x_train, x_test, workdir, steps: int,
+              batch_size: int = 100, learning_rate: float = 1e-3,
+              seed: int = 0, progress: bool = True):
+  """Trains (or resumes) the VAE on uint8 images; returns (params, test_elbo).
+
+  Same determinism as flow training: the batch and noise at step ``s`` are
+  functions of ``(seed, s)``, so a resumed run equals an uninterrupted one.
+  Images are scaled to [0, 1] (x / 255) and scored with the Bernoulli
+  likelihood, as in Bora et al.
+  """
+  from mapflow import vae as vae_lib
+  workdir = Path(workdir)
+  vae = vae_lib.VAE(cfg)
+  elbo = vae_lib.elbo
+  opt = optax.adam(learning_rate)
+  params = vae_lib.init(cfg, jax.random.PRNGKey(seed))
+  state = {"params": params, "opt_state": opt.init(params),
+           "step": jnp.zeros((), jnp.int32)}
+  if (workdir / "state").exists():
+    state = ckpt.restore(workdir / "state", state)
+  base = jax.random.PRNGKey(seed + 1)
+
+  @jax.jit
+  def step_fn(state, xb):
+    key = jax.random.fold_in(base, state["step"])
+    x = xb.astype(jnp.float32) / 255.0
+    loss, g = jax.value_and_grad(
+        lambda p: -jnp.mean(elbo(vae, p, x, key)))(state["params"])
+    upd, os_ = opt.update(g, state["opt_state"], state["params"])
+    return {"params": optax.apply_updates(state["params"], upd),
+            "opt_state": os_, "step": state["step"] + 1}, loss
+
+  bar = None
+  if progress:
+    from tqdm.auto import tqdm
+    bar = tqdm(total=steps, initial=int(state["step"]), desc="vae")
+  s = int(state["step"])
+  try:
+    while s < steps:
+      idx = batch_indices(s, len(x_train), batch_size, seed)
+      state, loss = step_fn(state, jnp.asarray(x_train[idx]))
+      s += 1
+      if bar is not None:
+        bar.update(1)
+        if s % 50 == 0:
+          bar.set_postfix(neg_elbo=f"{float(loss):.1f}")
+      if s % 1000 == 0:
+        ckpt.save(workdir / "state", state, cfg)
+  finally:
+    ckpt.save(workdir / "state", state, cfg)
+    if bar is not None:
+      bar.close()
+  ev = jax.jit(lambda p, x, k: elbo(vae, p, x.astype(jnp.float32) / 255.0, k))
+  key = jax.random.PRNGKey(seed + 2)
+  vals = [ev(state["params"], jnp.asarray(x_test[i:i + 1000]),
+             jax.random.fold_in(key, i))
+          for i in range(0, len(x_test), 1000)]
+  test_elbo = float(jnp.mean(jnp.concatenate(vals)))
+  ckpt.save(workdir / "params", state["params"], cfg,
+            {"step": s, "test_elbo_nats": test_elbo})
+  io_lib.write_json_atomic(workdir / "eval.json",
+                         {"step": s, "test_elbo_nats": test_elbo,
+                          "num_test": int(len(x_test))})
+  return state["params"], test_elbo

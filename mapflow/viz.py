@@ -35,7 +35,7 @@ def _pil_image(array_uint8, scale: int = 1):
 
 
 def _save_image(path, im) -> Path:
-  from mapflow.checkpoint import atomic_temp
+  from mapflow.io import atomic_temp
   path = Path(path)
   fd, tmp = atomic_temp(path, suffix=".png")
   os.close(fd)

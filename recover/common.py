@@ -8,22 +8,20 @@ import sys
 
 import numpy as np
 
+# The Fashion-MNIST prior every experiment but sub-pixel uses by default.
+DEFAULT_PRIOR = "fashion_mnist_realnvp"
+
 
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
-  from mapflow.experiments import RANDOM_INIT_STD, RANDOM_RESTARTS
+  from recover.paper.methods import RANDOM_INIT_STD, RANDOM_RESTARTS
   p = argparse.ArgumentParser(prog=prog, description=description)
   p.add_argument("--out", required=True, help="output folder (CSV, PNG)")
-  p.add_argument("--prior", default="fashion_mnist_realnvp",
-                 help="shipped prior name, or a checkpoint directory")
-  p.add_argument("--steps", type=int, default=100,
-                 help="optimiser steps per recovery (default 100: on the "
-                 "validation images PSNR peaks near 100 Adam steps at "
-                 "lr 0.03 and then falls slowly)")
-  p.add_argument("--lr", type=float, default=0.03,
-                 help="Adam learning rate of every method (default 0.03)")
-  p.add_argument("--num-val", type=int, default=16,
+  p.add_argument("--prior", default=DEFAULT_PRIOR,
+                 help="shipped prior name, or a checkpoint directory "
+                 f"(default {DEFAULT_PRIOR})")
+  p.add_argument("--num-val", type=_positive(int), default=16,
                  help="validation images used to choose hyperparameters")
-  p.add_argument("--num-test", type=int, default=64,
+  p.add_argument("--num-test", type=_positive(int), default=64,
                  help="reported test images")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--data-dir", help="Fashion-MNIST IDX directory")
@@ -32,25 +30,19 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                  "photographs, a cartoon; reported as EXPERIMENT_ood)")
   p.add_argument("--no-figures", dest="figures", action="store_false",
                  help="skip the per-setting PNG grids of recoveries")
-  p.add_argument("--init-range", default="0.02,0.98", type=_init_range,
-                 help="LO,HI pixel bounds of the measurement start of the "
-                 "flow methods (default 0.02,0.98; RADIAL 0,1, chosen on "
-                 "validation images)")
   p.add_argument("--inits", default="",
-                 help="comma-separated starts of the flow methods to choose "
-                 "among on the validation images, jointly with β/γ "
-                 "(measurements, zeros; random, the image latent from "
-                 "--restarts draws N(0, --init-std^2), each image keeping "
-                 "its lowest-loss run; for ours only: isotropic, the "
-                 "isotropic-noise MAP as the start, twice the steps in "
-                 "all; noise_latent, moving the noise flow's latent from "
-                 "0, digit noise only; for ours and the ablation: pixels, "
-                 "moving the image itself from the measurements); any start "
-                 "may carry its own Adam learning rate, NAME@LR (e.g. "
-                 "pixels@0.003), chosen on validation with the rest; "
-                 "default: the experiment's own "
-                 "starts (measurements for denoising, zeros for 1-bit CS, "
-                 "measurements and noise_latent for digit noise)")
+                 help="comma-separated starts offered to every flow method "
+                 "that can take them, chosen on the validation images with "
+                 "β/γ; each is KIND[@LR][:STEPS] (Adam learning rate, "
+                 "default 0.03; steps, default 100).  KIND: zeros, "
+                 "measurements, random (--restarts draws at --init-std, "
+                 "each image keeping its lowest-loss run), pixels (the "
+                 "image itself; not Bora), noise_latent (the noise flow's "
+                 "latent; ours, digit noise), isotropic (the ablation's "
+                 "MAP then ours: twice the steps, so every flow method "
+                 "must be offered that budget too).  Default: the "
+                 "experiment's protocol (python -m recover.report prints "
+                 "the table)")
   p.add_argument("--restarts", type=_positive(int), default=RANDOM_RESTARTS,
                  help="draws of the 'random' start (default "
                  f"{RANDOM_RESTARTS})")
@@ -74,56 +66,77 @@ def _positive(kind):
   return parse
 
 
-def _init_range(text):
-  try:
-    lo, hi = (float(v) for v in text.split(","))
-  except ValueError:
-    raise argparse.ArgumentTypeError(
-        f"got {text!r}, expected two numbers LO,HI") from None
-  if not lo < hi:
-    raise argparse.ArgumentTypeError(f"got {text!r}, expected LO < HI")
-  return lo, hi
+def parse_floats(name: str, text: str, integer: bool = False):
+  """A comma-separated list of positive numbers (``--scales``, ``--ms``);
+  exits with a message naming the option otherwise."""
+  out = []
+  for part in (v.strip() for v in text.split(",")):
+    if not part:
+      continue
+    try:
+      v = float(part)
+    except ValueError:
+      v = float("nan")
+    if not (v > 0 and np.isfinite(v)) or (integer and v != int(v)):
+      what = "positive integers" if integer else "positive numbers"
+      raise SystemExit(f"{name}: got {part!r} in {text!r}, expected "
+                       f"comma-separated {what}")
+    out.append(v)
+  return out
 
 
 def add_method_args(p, methods):
-  """The options every experiment shares: methods and the Bora baseline."""
+  """The methods an experiment may run, and Bora et al.'s generator."""
   p.add_argument("--methods", default=",".join(methods),
                  help=f"comma-separated subset of {','.join(methods)}")
-  p.add_argument("--bora-steps", type=int, default=300)
-  p.add_argument("--bora-restarts", type=int, default=4)
   p.add_argument("--vae", default="fashion_mnist_vae",
                  help="Bora et al.'s generator (shipped VAE name)")
+  from recover.paper.methods import BORA
+  p.add_argument("--bora-steps", type=_positive(int), default=BORA.steps,
+                 help=f"Bora et al.'s Adam steps (default {BORA.steps}, its "
+                 "protocol; smaller only for quick trials)")
+  p.add_argument("--bora-restarts", type=_positive(int),
+                 default=BORA.restarts,
+                 help=f"Bora et al.'s random restarts (default "
+                 f"{BORA.restarts})")
 
 
-def make_context(args, valid_methods):
-  """Loads the prior, the VAE (if Bora runs) and the protocol images."""
-  import optax
+def make_context(args, experiment: str):
+  """The experiment's ``Context`` (use it as ``with ...:``): loads the
+  prior, the VAE (if Bora runs) and the protocol images."""
   import mapflow as mf
-  from mapflow import experiments
   from pathlib import Path
-  methods = [m for m in args.methods.split(",") if m]
+  from recover.paper import cells, methods as methods_lib, protocol
+  valid = protocol.PROTOCOLS[experiment].methods
+  chosen = tuple(m for m in args.methods.split(",") if m)
+  unknown = sorted(set(chosen) - set(valid))
+  if unknown or not chosen:
+    raise SystemExit(f"--methods: got {args.methods!r}, expected a "
+                     f"comma-separated subset of {','.join(valid)}")
+  try:
+    starts = (methods_lib.parse_starts(args.inits) if args.inits.strip()
+              else None)
+    if starts is not None:
+      methods_lib.check_fair(chosen, starts)
+  except ValueError as e:
+    raise SystemExit(f"--{e}") from None
   prior, params = load_prior(args.prior)
-  decode, decode_params = (mf.pretrained.load(args.vae) if "bora" in methods
+  decode, decode_params = (mf.pretrained.load(args.vae) if "bora" in chosen
                            else (None, None))
-  x_val, x_test, test_ids = protocol_images(args)
+  x_val, x_test, val_ids, test_ids = protocol_images(args)
   x_ood, ood_ids = None, ()
   if getattr(args, "ood", False):
     from mapflow import data
     x_ood, ood_ids = data.ood_images(x_test.shape[1])
     x_ood = x_ood.astype(np.float32) / 255.0
-  return experiments.Context(
-      Path(args.out), prior=prior, params=params, x_val=x_val, x_test=x_test,
-      test_ids=test_ids, decode=decode, decode_params=decode_params,
-      steps=args.steps,
-      bora_steps=args.bora_steps, bora_restarts=args.bora_restarts,
-      methods=methods, seed=args.seed, progress=say,
-      optimizer=optax.adam(args.lr),
-      valid_methods=valid_methods, x_ood=x_ood, ood_ids=ood_ids,
-      figures=getattr(args, "figures", True), bar=True,
-      init_range=getattr(args, "init_range", (0.02, 0.98)),
-      inits=[v for v in getattr(args, "inits", "").split(",") if v] or None,
-      restarts=getattr(args, "restarts", experiments.RANDOM_RESTARTS),
-      init_std=getattr(args, "init_std", experiments.RANDOM_INIT_STD))
+  return cells.Context(
+      Path(args.out), cells.Models(prior, params, decode, decode_params),
+      cells.Images(x_val, x_test, tuple(int(i) for i in val_ids),
+                   tuple(int(i) for i in test_ids), x_ood, tuple(ood_ids)),
+      cells.Options(chosen, starts, args.seed, args.restarts, args.init_std,
+                    getattr(args, "figures", True), True, say,
+                    methods_lib.BORA._replace(steps=args.bora_steps,
+                                              restarts=args.bora_restarts)))
 
 
 def load_prior(name_or_path):
@@ -136,13 +149,19 @@ def load_prior(name_or_path):
 
 
 def protocol_images(args):
-  """(x_val, x_test, test_ids) in [0, 1] from the Fashion-MNIST test split."""
-  from mapflow import data, experiments
+  """(x_val, x_test, val_ids, test_ids), images in [0, 1] from the
+  Fashion-MNIST test split."""
+  from mapflow import data
+  from recover.paper.protocol import protocol_indices
   x = data.load("fashion_mnist", "test", args.data_dir)
-  val, test = experiments.protocol_indices(len(x))
+  val, test = protocol_indices(len(x))
+  if args.num_val > len(val) or args.num_test > len(test):
+    raise SystemExit(f"--num-val/--num-test: got {args.num_val}/"
+                     f"{args.num_test}, expected at most {len(val)}/"
+                     f"{len(test)}")
   val, test = val[:args.num_val], test[:args.num_test]
   f = lambda i: x[i].astype(np.float32) / 255.0
-  return f(val), f(test), test
+  return f(val), f(test), val, test
 
 
 def say(msg):
@@ -150,7 +169,7 @@ def say(msg):
 
 
 def write_summary(out, rows):
-  from mapflow.checkpoint import write_json_atomic
+  from mapflow.io import write_json_atomic
   write_json_atomic(out / "summary.json", rows)
   for r in rows:
     say(f"{r['experiment']:>10} {r['setting']:>6} {r['method']:>9}: "

@@ -31,7 +31,9 @@ import numpy as np
 import optax
 
 import mapflow as mf
-from mapflow import experiments, viz
+from mapflow import viz
+from recover.paper import cells
+from recover.paper.methods import parse_start
 
 METHODS = ("ours", "asim", "bora", "bm3d")
 TITLES = {"ours": "ours", "asim": "Asim et al.", "bora": "Bora et al.",
@@ -54,10 +56,16 @@ VALIDATED_START = {
 }
 # Where each task's choice comes from: (results folder, experiment, setting).
 VALIDATED_FROM = {
-    "1-bit CS": ("one_bit", "one_bit", "m=800,s=1"),
-    "sinusoidal": ("sinusoidal", "sinusoidal", "0.4"),
-    "digit noise": ("digit_noise", "digits", "0.5x+digit"),
+    "1-bit CS": ("v1/one_bit", "one_bit", "m=800,s=1"),
+    "sinusoidal": ("v1/sinusoidal", "sinusoidal", "0.4"),
+    "digit noise": ("v1/digit_noise", "digits", "0.5x+digit"),
 }
+
+
+def _optimizer(start: str, default):
+  """Adam at the start's own rate where it names one (``NAME@LR``)."""
+  st = parse_start(start)
+  return default if "@" not in start else cells.adam(st.lr)
 
 
 def _tasks(x, digits, key, m, scale, sin_scale):
@@ -160,9 +168,9 @@ def main(argv=None):
     res = {}
     res["ours"] = mf.recover(y, prior=prior, params=params, operator=op,
                              noise=noise, beta=hp["ours"], steps=args.steps,
-                             optimizer=experiments.start_optimizer(
-                                 start["ours"], opt),
-                             **experiments.start_kwargs(start["ours"])).x
+                             optimizer=_optimizer(start["ours"], opt),
+                             **cells.start_kwargs(parse_start(
+                                 start["ours"]))).x
     bar.update()
     res["asim"] = mf.recover_asim(y, prior=prior, params=params, operator=op,
                                   gamma=hp["asim"], steps=args.steps,
@@ -177,7 +185,7 @@ def main(argv=None):
     bar.update()
     if bm3d_ref is not None and have_bm3d:
       with bm3d_lock:  # the bm3d package is not thread-safe
-        den = experiments.bm3d_denoise(np.asarray(y), hp["bm3d"] * bm3d_ref)
+        den = cells.bm3d_denoise(np.asarray(y), hp["bm3d"] * bm3d_ref)
       res["bm3d"] = jnp.clip(op.back_project(jnp.asarray(den)), 0, 1)
     bar.update()
     row = {"task": name}
@@ -199,9 +207,9 @@ def main(argv=None):
   rows = [r for r, _ in done]
   panels = [p_ for _, p_ in done]
   bar.close()
-  experiments.write_csv_atomic(out / "psnr.csv", rows,
+  mf.io.write_csv_atomic(out / "psnr.csv", rows,
                                ["task"] + list(METHODS))
-  mf.checkpoint.write_json_atomic(out / "psnr.json", rows)
+  mf.io.write_json_atomic(out / "psnr.json", rows)
   k = min(n, 4)
   grid = np.concatenate([np.asarray(p_[:k]) for p_ in panels])
   flat = grid.reshape((-1,) + grid.shape[2:])

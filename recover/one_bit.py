@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mapflow import experiments
 from recover import common
+from recover.paper import cells, protocol, tables
 
 
 def _parse(setting):
@@ -23,26 +23,30 @@ def _parse(setting):
 def main(argv=None):
   p = common.base_parser("python -m recover.one_bit", __doc__.splitlines()[0])
   p.add_argument("--ms", default="100,200,400,800,1600,3200",
-                 help="measurement counts for the PSNR-vs-m curve")
+                 help="measurement counts for the PSNR-vs-m curve ('' for "
+                 "none)")
   p.add_argument("--scale", type=float, default=1.0,
                  help="noise scale s of the PSNR-vs-m curve")
   p.add_argument("--scales", default="0.25,0.5,1,2,4",
-                 help="noise scales for the PSNR-vs-s curve")
+                 help="noise scales for the PSNR-vs-s curve ('' for none)")
   p.add_argument("--m", type=int, default=800,
                  help="measurements of the PSNR-vs-s curve")
-  common.add_method_args(p, experiments.ONE_BIT_METHODS)
+  common.add_method_args(p, protocol.PROTOCOLS["one_bit"].methods)
   args = p.parse_args(argv)
   out = Path(args.out)
-  ms = [int(v) for v in args.ms.split(",") if v]
-  scales = [float(v) for v in args.scales.split(",") if v]
-  settings = [(m, args.scale) for m in ms] + [(args.m, s) for s in scales
-                                              if (args.m, s) not in
-                                              [(m, args.scale) for m in ms]]
-  ctx = common.make_context(args, experiments.ONE_BIT_METHODS)
-  csv_path = experiments.run_one_bit(ctx, settings,
-                                     max(max(ms, default=1), args.m))
-  rows = experiments.summarize(csv_path)
-  common.write_summary(out, rows)
+  ms = [int(v) for v in common.parse_floats("--ms", args.ms, integer=True)]
+  scales = common.parse_floats("--scales", args.scales)
+  settings = [(m, args.scale) for m in ms] + [
+      (args.m, s) for s in scales if (args.m, s) not in
+      [(m, args.scale) for m in ms]]
+  if not settings:
+    p.error("--ms and --scales: got none, expected at least one setting")
+  with common.make_context(args, "one_bit") as ctx:
+    for task in cells.one_bit_tasks(ctx, settings,
+                                    max([m for m, _ in settings])):
+      cells.run_cell(ctx, task)
+    rows = tables.summarize(out / "results.csv")
+    common.write_summary(out, rows)
   main_rows = [r for r in rows if r["experiment"] == "one_bit"]
   by_m = [r for r in main_rows if _parse(r["setting"])["s"] == args.scale]
   by_s = [r for r in main_rows if _parse(r["setting"])["m"] == args.m]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mapflow import experiments
 from recover import common
+from recover.paper import cells, protocol, tables
 
 
 def main(argv=None):
@@ -21,11 +21,16 @@ def main(argv=None):
   p.add_argument("--keep", type=float, default=0.75)
   p.add_argument("--sigma", type=float, default=0.01,
                  help="std of the MAP's Gaussian data term")
-  common.add_method_args(p, experiments.SUBPIXEL_METHODS)
+  common.add_method_args(p, protocol.PROTOCOLS["subpixel"].methods)
   args = p.parse_args(argv)
-  ctx = common.make_context(args, experiments.SUBPIXEL_METHODS)
-  csv_path = experiments.run_subpixel(ctx, args.keep, args.sigma)
-  common.write_summary(Path(args.out), experiments.summarize(csv_path))
+  if not 0.0 < args.keep <= 1.0:
+    p.error(f"--keep: got {args.keep}, expected a fraction in (0, 1]")
+  if not args.sigma > 0.0:
+    p.error(f"--sigma: got {args.sigma}, expected a positive std")
+  with common.make_context(args, "subpixel") as ctx:
+    cells.run_cell(ctx, cells.subpixel_task(ctx, args.keep, args.sigma))
+    common.write_summary(Path(args.out),
+                         tables.summarize(Path(args.out) / "results.csv"))
 
 
 if __name__ == "__main__":

@@ -7,3 +7,28 @@ _FLAGS = ("--xla_cpu_multi_thread_eigen=false "
           "--xla_backend_optimization_level=0 "
           "--xla_llvm_disable_expensive_passes=true")
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAGS).strip()
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_prior(tmp_path_factory):
+  """A checkpoint of a tiny untrained 28x28 RealNVP, for command lines run
+  end to end (skips without the Fashion-MNIST IDX files they read)."""
+  import jax
+  import jax.numpy as jnp
+  import mapflow as mf
+  from mapflow import data
+  try:
+    data.load("fashion_mnist", "test")
+  except data.DatasetNotFoundError:
+    pytest.skip("Fashion-MNIST IDX files not installed")
+  cfg = mf.flows.RealNVPConfig(image_shape=(28, 28, 1), num_scales=2,
+                               num_blocks=1, hidden_channels=4,
+                               couplings_per_scale=1, final_couplings=1)
+  flow = mf.flows.from_config(cfg)
+  params = flow.init(jax.random.PRNGKey(0), jnp.full((2, 28, 28, 1), 0.5))
+  path = tmp_path_factory.mktemp("prior") / "tiny"
+  mf.checkpoint.save(path, params, cfg)
+  return str(path)

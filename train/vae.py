@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from mapflow import data, vae
+from mapflow import data, training, vae
 
 
 def main(argv=None):
@@ -26,7 +26,7 @@ def main(argv=None):
   x_train = data.load(args.data, "train", args.data_dir)
   x_test = data.load(args.data, "test", args.data_dir)
   cfg = vae.VAEConfig(image_shape=tuple(x_train.shape[1:]))
-  _, test_elbo = vae.train_vae(cfg, x_train, x_test, args.workdir, args.steps,
+  _, test_elbo = training.train_vae(cfg, x_train, x_test, args.workdir, args.steps,
                                args.batch_size, args.learning_rate, args.seed,
                                not args.no_progress)
   print(f"test ELBO: {test_elbo:.2f} nats per image")

@@ -1,0 +1,507 @@
+"""One experiment cell: every method tuned on the validation images, then
+run once on the reported ones.
+
+A cell is a task (an operator, a noise model and measurements of the
+validation and test images) at one setting.  For each method of the
+protocol:
+
+1. each (value, start) the method is offered is scored by mean validation
+   PSNR, recorded in ``selection.csv`` as it is measured (and read back
+   from there on a rerun instead of being measured again);
+2. the grid of the best start grows (``methods.grow``) until its chosen
+   value is interior;
+3. the chosen (value, start) runs on the test images (with the
+   out-of-distribution ones, reported apart), recorded in ``results.csv``.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from recover.paper import figures as figs
+from recover.paper import tables
+from recover.paper.methods import (BORA, METHODS, BoraProtocol, RANDOM_INIT_STD,
+                                   RANDOM_RESTARTS, Method, Start, check_fair,
+                                   choose, grow, offers)
+from recover.paper.protocol import PROTOCOLS, Protocol, isotropic_like
+
+
+class Models(NamedTuple):
+  """The signal prior and Bora et al.'s generator (``decode(params, z)``)."""
+
+  prior: object
+  params: object
+  decode: Optional[Callable] = None
+  decode_params: object = None
+
+
+class Images(NamedTuple):
+  """Validation and reported test images in [0, 1], their ids in the test
+  split, and out-of-distribution images reported apart."""
+
+  x_val: np.ndarray
+  x_test: np.ndarray
+  val_ids: Tuple[int, ...]
+  test_ids: Tuple[int, ...]
+  x_ood: Optional[np.ndarray] = None
+  ood_ids: Tuple[str, ...] = ()
+
+
+class Options(NamedTuple):
+  """How a run goes.  ``starts`` (None: each protocol's own) replaces the
+  starts offered to the flow methods; ``restarts`` and ``init_std`` set
+  the random start's draws."""
+
+  methods: Tuple[str, ...]
+  starts: Optional[Tuple[Start, ...]] = None
+  seed: int = 0
+  restarts: int = RANDOM_RESTARTS
+  init_std: float = RANDOM_INIT_STD
+  figures: bool = True
+  bar: bool = False
+  say: Callable[[str], None] = lambda msg: None
+  bora: BoraProtocol = BORA
+
+
+class Context:
+  """What every cell of an experiment run shares: the output folder (held
+  under a ``FolderLock`` while open), its two tables, models, images and
+  options.  Use as ``with Context(...) as ctx:``."""
+
+  def __init__(self, out, models: Models, images: Images, options: Options):
+    from mapflow import io as io_lib
+    if "bora" in options.methods and models.decode is None:
+      raise ValueError("decode: Bora et al. needs a generator (the VAE)")
+    unknown = sorted(set(options.methods) - set(METHODS))
+    if unknown:
+      raise ValueError(f"methods: got {unknown}, expected some of "
+                       f"{tuple(METHODS)}")
+    r = options.restarts
+    if isinstance(r, bool) or int(r) != r or r < 1:
+      raise ValueError(f"restarts: got {r!r}, expected an int >= 1")
+    if not (np.isfinite(options.init_std) and options.init_std > 0):
+      raise ValueError(f"init_std: got {options.init_std!r}, expected a "
+                       "positive float")
+    n_ood = 0 if images.x_ood is None else len(images.x_ood)
+    if n_ood != len(images.ood_ids):
+      raise ValueError(f"ood_ids: got {len(images.ood_ids)} names for "
+                       f"{n_ood} images")
+    if len(images.val_ids) != len(images.x_val):
+      raise ValueError(f"val_ids: got {len(images.val_ids)} ids for "
+                       f"{len(images.x_val)} validation images")
+    self.out = Path(out)
+    self.models, self.images, self.options = models, images, options
+    self.lock = io_lib.FolderLock(self.out, what="--out")
+    self.results = self.selection = None
+
+  def __enter__(self):
+    from mapflow import io as io_lib
+    self.lock.acquire()
+    try:
+      # Temporaries of a writer killed mid-write (we hold the lock now).
+      io_lib.remove_orphans(self.out, ["results.csv", "selection.csv",
+                                       "summary.json"])
+      self.results = tables.ResultTable(self.out / "results.csv",
+                                        tables.RESULT_COLUMNS,
+                                        tables.RESULT_KEY)
+      self.selection = tables.ResultTable(self.out / "selection.csv",
+                                          tables.SELECTION_COLUMNS,
+                                          tables.SELECTION_KEY)
+    except BaseException:
+      self.lock.release()
+      raise
+    return self
+
+  def __exit__(self, *exc):
+    self.lock.release()
+    return False
+
+  def say(self, msg: str):
+    self.options.say(msg)
+
+
+class Task(NamedTuple):
+  """One cell's problem: ``y = operator(x) + noise``.
+
+  ``ablation_noise`` (None: ``isotropic_like(noise)``) is the ablation's
+  noise model; ``bm3d_scale`` (None: the largest entry of ``noise.std_map``)
+  BM3D's reference std.  ``y_ood``: measurements of the context's
+  out-of-distribution images.
+  """
+
+  experiment: str
+  setting: str
+  operator: object
+  noise: object
+  y_val: object
+  y_test: object
+  y_ood: object = None
+  ablation_noise: object = None
+  bm3d_scale: Optional[float] = None
+
+
+def bm3d_denoise(y, sigma: float) -> np.ndarray:
+  """BM3D on each image of a batch (B, H, W, C) in [0, 1]-ish values."""
+  try:
+    import bm3d
+  except ImportError:
+    raise ImportError("BM3D needs the bm3d package: pip install "
+                      "'mapflow[experiments]'") from None
+  y = np.asarray(y, np.float64)
+  out = np.empty_like(y)
+  for i in range(y.shape[0]):
+    for c in range(y.shape[-1]):
+      out[i, ..., c] = bm3d.bm3d(y[i, ..., c], sigma_psd=float(sigma))
+  return out.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=None)
+def adam(rate: float):
+  # One optimiser object per rate: the solver caches compiled steps by it.
+  import optax
+  return optax.adam(rate)
+
+
+def start_kwargs(start: Start, *, restarts: int = RANDOM_RESTARTS,
+                 init_std: float = RANDOM_INIT_STD, seed: int = 0) -> dict:
+  """``recover`` (and ``recover_asim``) arguments of a start, but not the
+  continuation ("isotropic"), which needs an earlier recovery."""
+  if start.kind == "random":
+    import jax
+    return {"init": "random", "restarts": int(restarts),
+            "init_std": float(init_std), "key": jax.random.PRNGKey(seed)}
+  if start.kind == "noise_latent":
+    return {"init": "zeros", "parametrization": "noise"}
+  if start.kind == "pixels":
+    return {"init": "measurements", "parametrization": "x"}
+  if start.kind == "isotropic":
+    raise ValueError("start_kwargs: the isotropic start needs the "
+                     "ablation's MAP; run_cell computes it")
+  return {"init": start.kind}
+
+
+def task_starts(task: Task) -> Tuple[str, ...]:
+  """Start kinds the task allows: moving the noise latent needs flow noise
+  and an invertible operator."""
+  kinds = ["zeros", "measurements", "random", "pixels", "isotropic"]
+  if hasattr(task.noise, "latent_to_noise") and hasattr(task.operator,
+                                                        "inverse"):
+    kinds.append("noise_latent")
+  return tuple(kinds)
+
+
+class _Cell:
+  """The solvers of one cell, with what they share cached."""
+
+  def __init__(self, ctx: Context, task: Task, protocol: Protocol):
+    import jax.numpy as jnp
+    self.ctx, self.task, self.protocol = ctx, task, protocol
+    img = ctx.images
+    self.x = {"val": jnp.asarray(img.x_val)}
+    self.y = {"val": jnp.asarray(task.y_val)}
+    if task.y_ood is not None:
+      self.x["test"] = jnp.concatenate([jnp.asarray(img.x_test),
+                                        jnp.asarray(img.x_ood)])
+      self.y["test"] = jnp.concatenate([jnp.asarray(task.y_test),
+                                        jnp.asarray(task.y_ood)])
+    else:
+      self.x["test"] = jnp.asarray(img.x_test)
+      self.y["test"] = jnp.asarray(task.y_test)
+    self.val_images = " ".join(str(int(i)) for i in img.val_ids)
+    self._iso = {}  # (which, β, lr, steps) -> the isotropic MAP's latents
+
+  def noise_of(self, method: Method):
+    if method.noise == "true":
+      return self.task.noise
+    if method.noise == "isotropic":
+      return self.task.ablation_noise or isotropic_like(self.task.noise)
+    return None
+
+  def solve(self, method: Method, start: Optional[Start], value: float,
+            which: str):
+    """The method's recoveries of the ``which`` ("val" or "test") images."""
+    import jax
+    import jax.numpy as jnp
+    from mapflow import solve
+    ctx, task = self.ctx, self.task
+    m = ctx.models
+    y = self.y[which]
+    opts = ctx.options
+    if method.family == "denoiser":
+      den = bm3d_denoise(np.asarray(y), value)
+      return jnp.clip(task.operator.back_project(jnp.asarray(den)), 0.0, 1.0)
+    if method.family == "generator":
+      return solve.recover_bora(
+          y, generator=m.decode, generator_params=m.decode_params,
+          operator=task.operator, latent_shape=(20,), lam=value,
+          steps=opts.bora.steps, restarts=opts.bora.restarts,
+          optimizer=adam(opts.bora.lr),
+          key=jax.random.PRNGKey(opts.seed)).x
+    if start.kind == "isotropic":
+      how = {"init": self._isotropic_latents(start, value, which)}
+    else:
+      how = start_kwargs(start, restarts=opts.restarts,
+                         init_std=opts.init_std, seed=opts.seed)
+    common = dict(prior=m.prior, params=m.params, operator=task.operator,
+                  steps=start.steps, optimizer=adam(start.lr),
+                  init_range=self.protocol.init_range, **how)
+    if method.name == "asim":
+      return solve.recover_asim(y, gamma=value, **common).x
+    return solve.recover(y, noise=self.noise_of(method), beta=value,
+                         **common).x
+
+  def _isotropic_latents(self, start: Start, beta: float, which: str):
+    """The ablation's MAP from z = 0 at the same β, rate and steps."""
+    key = (which, beta, start.lr, start.steps)
+    if key not in self._iso:
+      from mapflow import solve
+      m = self.ctx.models
+      self._iso[key] = solve.recover(
+          self.y[which], prior=m.prior, params=m.params,
+          operator=self.task.operator,
+          noise=self.noise_of(METHODS["ablation"]), beta=beta,
+          steps=start.steps, optimizer=adam(start.lr), init="zeros").z
+    return self._iso[key]
+
+  def score(self, x_hat) -> float:
+    import jax.numpy as jnp
+    from mapflow import metrics
+    return float(jnp.mean(metrics.psnr(self.x["val"], x_hat)))
+
+
+def _grid_values(method: Method, task: Task) -> Tuple[float, ...]:
+  if method.family == "denoiser":
+    scale = (float(np.max(np.asarray(task.noise.std_map)))
+             if task.bm3d_scale is None else float(task.bm3d_scale))
+    return tuple(float(tables._fmt(f * scale)) for f in method.grid.values)
+  return method.grid.values
+
+
+def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]]):
+  """Validation scores of ``method`` over its grid and ``starts`` (None for
+  a method without starts), its grid grown around the best start until
+  the choice is settled.  Returns ``(value, start, score, scores)`` with
+  ``scores[start][value]``."""
+  ctx, task = cell.ctx, cell.task
+  base = dict(experiment=task.experiment, setting=task.setting,
+              method=method.name)
+
+  def label(st):
+    return "" if st is None else st.label
+
+  scores: Dict[Optional[Start], Dict[float, float]] = {s: {} for s in starts}
+
+  def measure(st, values):
+    for v in values:
+      v = float(tables._fmt(v))
+      row = ctx.selection.get(**base, hyper=v, start=label(st))
+      if row is not None and row["val_images"] == cell.val_images:
+        scores[st][v] = float(row["val_psnr"])
+        continue
+      s = cell.score(cell.solve(method, st, v, "val"))
+      scores[st][v] = s
+      ctx.selection.add([dict(base, hyper=v, start=label(st),
+                              val_images=cell.val_images, val_psnr=s)])
+
+  for st in starts:
+    measure(st, _grid_values(method, task))
+  while True:
+    best = max(starts, key=lambda st: _best_score(scores[st]))
+    more = grow(method.grid, scores[best])
+    if not more:
+      break
+    measure(best, more)
+  value = choose(scores[best])
+  return value, best, scores[best][value], scores
+
+
+def _best_score(s: Dict[float, float]) -> float:
+  v = choose(s)
+  return -np.inf if v is None or not np.isfinite(s[v]) else s[v]
+
+
+def run_cell(ctx: Context, task: Task, protocol: Optional[Protocol] = None):
+  """Tunes and runs every pending method of ``ctx.options.methods`` that the
+  experiment's protocol compares; cells already recorded are skipped."""
+  import jax.numpy as jnp
+  from mapflow import metrics
+  protocol = protocol or PROTOCOLS[task.experiment]
+  img, opts = ctx.images, ctx.options
+  starts = opts.starts or protocol.starts
+  methods = [m for m in opts.methods if m in protocol.methods]
+  can = task_starts(task)
+  check_fair(methods, starts, can)
+  flow = [METHODS[m] for m in methods if METHODS[m].family == "flow"]
+  for st in starts:
+    if flow and not any(st in offers(m, (st,), can) for m in flow):
+      why = (" (it needs flow noise and an invertible operator)"
+             if st.kind == "noise_latent" else "")
+      raise ValueError(f"inits: no method of {task.experiment} can take the "
+                       f"start {st.label!r}{why}")
+  n_test = len(img.x_test)
+  ids = [str(int(i)) for i in img.test_ids] + list(img.ood_ids)
+
+  def done(name):
+    return all(ctx.results.done(
+        experiment=task.experiment if k < n_test else f"{task.experiment}_ood",
+        setting=task.setting, method=name, image=i)
+        for k, i in enumerate(ids))
+
+  pending = [m for m in methods if not done(m)]
+  cell = _Cell(ctx, task, protocol)
+  shown = {}
+  bar = None
+  if opts.bar and pending:
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(pending), desc=f"{task.experiment} {task.setting}",
+               unit="method", dynamic_ncols=True, leave=True)
+  for name in pending:
+    method = METHODS[name]
+    if bar is not None:
+      bar.set_postfix_str(name)
+    offered = (list(offers(method, starts, task_starts(task)))
+               if method.family == "flow" else [None])
+    if not offered:
+      raise ValueError(f"inits: none of {[s.label for s in starts]} can be "
+                       f"taken by {name} in {task.experiment}")
+    value, start, val_score, scores = tune(cell, method, offered)
+    x_hat = cell.solve(method, start, value, "test")
+    p = np.asarray(metrics.psnr(cell.x["test"], x_hat))
+    hyper = (tables.hyper_label(value, start.label) if start is not None
+             else tables._fmt(value))
+    rows = [{"experiment": task.experiment if k < n_test
+             else f"{task.experiment}_ood", "setting": task.setting,
+             "method": name, "hyper": hyper, "image": i, "psnr": float(v)}
+            for k, (i, v) in enumerate(zip(ids, p))]
+    ctx.results.add(rows)
+    if opts.figures:
+      shown[name] = figs.keep_shown(ctx.out, task.experiment, task.setting,
+                                    name, x_hat, n_test)
+    tried = sum(len(s) for s in scores.values())
+    ctx.say(f"{task.experiment} {task.setting} {name}: {method.grid.symbol} "
+            f"{value:g}" + (f" from {start.label}" if start else "") +
+            f" ({tried} tried), val {val_score:.2f} dB, test "
+            f"{p[:n_test].mean():.2f} dB")
+    if not np.isfinite(val_score):
+      ctx.say(f"WARNING: {task.experiment} {task.setting} {name}: no "
+              "configuration gave a finite validation PSNR (the recovery "
+              "diverged; offer other starts with --inits)")
+    if bar is not None:
+      bar.update(1)
+  if bar is not None:
+    bar.close()
+  if shown and opts.figures:
+    for m in protocol.methods:
+      if m not in shown:
+        kept = figs.load_shown(ctx.out, task.experiment, task.setting, m)
+        if kept is not None:
+          shown[m] = kept
+    x_all = np.asarray(cell.x["test"])
+    rows = figs.shown_rows(n_test, len(x_all))
+    labels = [f"test {img.test_ids[i]}" if i < n_test else
+              img.ood_ids[i - n_test] for i in rows]
+    y_fig = figs.y_shown(task.operator, cell.y["test"], x_all.shape[1:])
+    figs.save_cell_figure(ctx.out, task.experiment, task.setting,
+                          x_all[rows], np.asarray(y_fig)[rows], shown,
+                          protocol.methods, row_labels=labels)
+
+
+# ---------------------------------------------------------------------------
+# The tasks.
+
+def _split_keys(seed, *tags):
+  import jax
+  key = jax.random.PRNGKey(seed)
+  for t in tags:
+    key = jax.random.fold_in(key, int(t))
+  return jax.random.split(key)
+
+
+def _ood(ctx: Context, measure, key):
+  """Measurements of the out-of-distribution images, on their own key (so
+  the test images' noise does not depend on whether OOD images run)."""
+  import jax
+  if ctx.images.x_ood is None:
+    return None
+  return measure(ctx.images.x_ood, jax.random.fold_in(key, 0x00D))
+
+
+def denoising_tasks(ctx: Context, kind: str, scales: Sequence[float]):
+  """SINUSOIDAL or RADIAL: ``y = x + delta`` at each noise scale."""
+  from mapflow import operators as ops
+  from recover.paper.protocol import structured_noise
+  img = ctx.images
+  shape = tuple(img.x_test.shape[1:])
+  for s in scales:
+    noise = structured_noise(kind, shape, float(s))
+    kv, kt = _split_keys(ctx.options.seed, round(s * 1e4))
+    sample = lambda x, k: x + noise.sample(seed=k, sample_shape=(len(x),))
+    yield Task(kind, f"{float(s):g}", ops.identity(), noise,
+               sample(img.x_val, kv), sample(img.x_test, kt),
+               _ood(ctx, sample, kt))
+
+
+def digit_noise_task(ctx: Context, noise_prior, noise_params, digits_val,
+                     digits_test) -> Task:
+  """``y = 0.5 x + delta``, delta a held-out handwritten digit.  The
+  ablation's iid N(0, σ²) has the digits' mean squared pixel value as σ²
+  (the same average power); BM3D denoises y and rescales by 1/0.5."""
+  from mapflow import noise as noise_lib
+  from mapflow import operators as ops
+  img = ctx.images
+  dv, dt = np.asarray(digits_val), np.asarray(digits_test)
+  if len(dv) < len(img.x_val) or len(dt) < len(img.x_test):
+    raise ValueError(f"digits: need {len(img.x_val)} + {len(img.x_test)}, "
+                     f"got {len(dv)} + {len(dt)}")
+  sigma = float(np.sqrt(np.mean(np.concatenate([dv, dt]) ** 2)))
+  shape = tuple(img.x_test.shape[1:])
+  return Task("digits", "0.5x+digit", ops.scale(0.5),
+              noise_lib.from_flow(noise_prior, noise_params),
+              0.5 * img.x_val + dv[:len(img.x_val)],
+              0.5 * img.x_test + dt[:len(img.x_test)],
+              ablation_noise=noise_lib.gaussian(sigma, shape),
+              bm3d_scale=sigma)
+
+
+def subpixel_task(ctx: Context, keep: float = 0.75,
+                  sigma: float = 0.01) -> Task:
+  """``y = M * x``, ``M ~ Bernoulli(keep)``, noiseless: the MAP's noise
+  model is iid N(0, sigma^2) with a small ``sigma`` (a data-fit weight).
+  One mask, drawn from the seed, serves every image."""
+  import jax.numpy as jnp
+  from mapflow import noise as noise_lib
+  from mapflow import operators as ops
+  img = ctx.images
+  shape = tuple(img.x_test.shape[1:])
+  key, _ = _split_keys(ctx.options.seed, round(keep * 1e4))
+  op = ops.mask(key, shape, keep)
+  return Task("subpixel", f"keep={keep:g}", op,
+              noise_lib.gaussian(sigma, shape), op(jnp.asarray(img.x_val)),
+              op(jnp.asarray(img.x_test)))
+
+
+def one_bit_tasks(ctx: Context, settings: Sequence[Tuple[int, float]],
+                  max_m: int):
+  """Noisy 1-bit CS, ``y = sign(A (x - 0.5)) + delta`` for (m, s) settings.
+  One matrix of ``max_m`` rows serves every m (its first m rows), and one
+  noise draw per scale, so settings along m are nested designs."""
+  import jax
+  from mapflow import noise as noise_lib
+  from mapflow import operators as ops
+  img = ctx.images
+  shape = tuple(img.x_test.shape[1:])
+  a = ops.gaussian(jax.random.PRNGKey(ctx.options.seed + 101), max_m, shape)
+  for m, s in settings:
+    if not 0 < m <= max_m:
+      raise ValueError(f"m: got {m}, expected 1..{max_m}")
+    noise = noise_lib.sinusoidal_1d(max_m, float(s))
+    op = ops.one_bit(ops.with_active(a, m), 0.5)
+    kv, kt = _split_keys(ctx.options.seed, round(s * 1e4))
+    sample = lambda x, k: op(x) + noise.sample(seed=k, sample_shape=(len(x),))
+    yield Task("one_bit", f"m={m},s={float(s):g}", op, noise,
+               sample(img.x_val, kv), sample(img.x_test, kt),
+               _ood(ctx, sample, kt))

@@ -1,0 +1,99 @@
+"""Faults injected into running experiments: SIGKILL at random moments, a
+second process on the same folder, and a lock left by a killed process."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mapflow import io
+from recover.paper import tables
+
+ROOT = Path(__file__).resolve().parents[1]
+def _command(prior, out):
+  return [sys.executable, "-m", "recover.sinusoidal", "--out", str(out),
+          "--prior", prior, "--inits", "zeros:2,measurements:2",
+          "--num-val", "2", "--num-test", "2", "--scales", "0.1,0.4",
+          "--methods", "ours,ablation,asim", "--no-ood", "--no-figures"]
+
+
+def _start(cmd):
+  return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_lock(proc, out):
+  while not (out / ".lock").exists() and proc.poll() is None:
+    time.sleep(0.02)
+  return time.time()
+
+
+def _rows(folder, name, key):
+  rows = tables.read_rows(folder / name)
+  keys = [tuple(r[k] for k in key) for r in rows]
+  assert len(keys) == len(set(keys)), f"{name}: a key recorded twice"
+  return {k: r for k, r in zip(keys, rows)}
+
+
+def test_sigkill_loses_and_duplicates_nothing_and_one_writer_at_a_time(
+    tiny_prior, tmp_path):
+  ref = tmp_path / "ref"
+  proc = _start(_command(tiny_prior, ref))
+  t0 = _wait_for_lock(proc, ref)
+  assert proc.wait(timeout=300) == 0, proc.stderr.read()
+  full = time.time() - t0  # from taking the lock to the end
+
+  out = tmp_path / "faulted"
+  rng = random.Random(0)
+  kills = 0
+  for attempt in range(3):
+    proc = _start(_command(tiny_prior, out))
+    t0 = _wait_for_lock(proc, out)
+    deadline = t0 + rng.uniform(0.1, 0.8) * full
+    if attempt == 0:
+      # A second writer on the same folder is refused, naming the holder.
+      other = _start(_command(tiny_prior, out))
+      assert other.wait(timeout=120) != 0
+      assert f"in use by process {proc.pid}" in other.stderr.read()
+    time.sleep(max(0.0, deadline - time.time()))
+    if proc.poll() is None:
+      os.kill(proc.pid, signal.SIGKILL)
+      proc.wait()
+      kills += 1
+  assert kills >= 1
+  assert (out / ".lock").exists()  # left by the killed process
+  proc = _start(_command(tiny_prior, out))
+  assert proc.wait(timeout=300) == 0, proc.stderr.read()  # stale lock taken
+
+  for name, key in (("results.csv", tables.RESULT_KEY),
+                    ("selection.csv", tables.SELECTION_KEY)):
+    want, got = _rows(ref, name, key), _rows(out, name, key)
+    assert set(got) == set(want), name
+    col = "psnr" if name == "results.csv" else "val_psnr"
+    for k in want:
+      assert float(got[k][col]) == pytest.approx(float(want[k][col]),
+                                                 abs=1e-3), (name, k)
+  leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
+  assert leftovers == [], leftovers
+
+
+def test_folder_lock_refuses_a_live_holder_and_takes_a_stale_one(tmp_path):
+  with io.FolderLock(tmp_path, what="--out"):
+    with pytest.raises(io.LockedError, match=r"--out: .* is in use by "
+                       "process 1 on"):
+      # Another lock object in this process stands for another writer
+      # only if the pid differs: fake a live other process (pid 1).
+      (tmp_path / ".lock").write_text(f"{os.uname().nodename} 1\n")
+      io.FolderLock(tmp_path, what="--out").acquire()
+  # A lock whose process is gone is taken over.
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  (tmp_path / ".lock").write_text(f"{os.uname().nodename} {dead.pid}\n")
+  with io.FolderLock(tmp_path):
+    assert (tmp_path / ".lock").read_text().split()[1] == str(os.getpid())
+  assert not (tmp_path / ".lock").exists()

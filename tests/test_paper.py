@@ -1,0 +1,287 @@
+"""The paper's application: protocol, method registry, grids, tables."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mapflow as mf
+from recover.paper import cells, methods, protocol, tables
+
+
+def test_protocol_indices_follow_design():
+  val, test = protocol.protocol_indices()
+  np.random.seed(0)
+  idx = np.random.choice(10000, 80, False)
+  np.testing.assert_array_equal(val, idx[:16])
+  np.testing.assert_array_equal(test, idx[16:])
+  assert len(set(val) & set(test)) == 0
+
+
+def test_result_table_resumes_replaces_and_is_atomic(tmp_path):
+  cols = ["method", "scale", "image", "psnr"]
+  t = tables.ResultTable(tmp_path / "r.csv", cols, ["method", "scale",
+                                                      "image"])
+  t.add([{"method": "ours", "scale": 0.5, "image": 3, "psnr": 21.25}])
+  assert t.done(method="ours", scale=0.5, image=3)
+  again = tables.ResultTable(tmp_path / "r.csv", cols,
+                             ["method", "scale", "image"])
+  assert again.done(method="ours", scale=0.5, image=3)
+  assert not again.done(method="asim", scale=0.5, image=3)
+  # A row with a recorded key replaces it: a rerun never duplicates.
+  again.add([{"method": "ours", "scale": 0.5, "image": 3, "psnr": 22.5},
+             {"method": "asim", "scale": 0.5, "image": 3, "psnr": 20.0}])
+  rows = tables.read_rows(tmp_path / "r.csv")
+  assert [(r["method"], r["psnr"]) for r in rows] == [("ours", "22.5"),
+                                                       ("asim", "20")]
+  assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
+  with pytest.raises(ValueError, match="missing"):
+    again.add([{"method": "x"}])
+  with pytest.raises(ValueError, match="columns"):
+    tables.ResultTable(tmp_path / "r.csv", ["a", "b"], ["a"])
+
+
+def test_result_table_reads_duplicates_once(tmp_path):
+  """A file an older version left with a key twice (an interrupted run)
+  is read with each key once, the last row winning."""
+  (tmp_path / "s.csv").write_text("k,v\n1,a\n2,b\n1,c\n")
+  t = tables.ResultTable(tmp_path / "s.csv", ["k", "v"], ["k"])
+  assert [(r["k"], r["v"]) for r in t.rows] == [("1", "c"), ("2", "b")]
+
+
+def test_result_files_get_the_usual_permissions(tmp_path):
+  """Atomic writes go through private (0600) temporary files; what they
+  leave behind has the permissions the user's umask gives any file."""
+  from mapflow import io, viz
+  io.write_csv_atomic(tmp_path / "a.csv", [{"k": 1}], ["k"])
+  io.write_json_atomic(tmp_path / "a.json", {"k": 1})
+  io.write_text_atomic(tmp_path / "a.txt", "k\n")
+  viz.save_png(tmp_path / "a.png", np.zeros((2, 2), np.uint8))
+  assert (tmp_path / "a.txt").read_text() == "k\n"
+  assert sorted(p.name for p in tmp_path.iterdir()) == [
+      "a.csv", "a.json", "a.png", "a.txt"]  # no temporary file left
+  for name in ("a.csv", "a.json", "a.png", "a.txt"):
+    mode = (tmp_path / name).stat().st_mode & 0o777
+    assert mode == 0o666 & ~io.UMASK, (name, oct(mode))
+
+
+def test_labelled_grid_titles_the_same_tiles(tmp_path):
+  """Labels go in margins above and left of the grid; the tiles are the
+  unlabelled grid's pixels, and too many labels are refused by name."""
+  from PIL import Image
+  from mapflow import viz
+  x = np.random.default_rng(0).random((6, 5, 5, 1))
+  viz.save_grid(tmp_path / "plain.png", x, ncols=3, scale=2)
+  viz.save_labelled_grid(tmp_path / "lab.png", x, 3,
+                         col_labels=["truth", "y", "ours"],
+                         row_labels=["test 1", ""], scale=2)
+  plain = np.asarray(Image.open(tmp_path / "plain.png"))
+  lab = np.asarray(Image.open(tmp_path / "lab.png").convert("L"))
+  top, left = (a - b for a, b in zip(lab.shape, plain.shape))
+  assert top > 0 and left > 0
+  np.testing.assert_array_equal(lab[top:, left:], plain)
+  # Dark text in both margins; the unlabelled second row's margin is blank.
+  assert lab[:top, left:].min() < 128 and lab[top:, :left].min() < 128
+  assert lab[top + plain.shape[0] // 2 + 1:, :left].min() == 255
+  with pytest.raises(ValueError, match="col_labels: got 4 labels for 3"):
+    viz.save_labelled_grid(tmp_path / "bad.png", x, 3, col_labels="abcd")
+  with pytest.raises(ValueError, match="row_labels: got 3 labels for 2"):
+    viz.save_labelled_grid(tmp_path / "bad.png", x, 3, row_labels="abc")
+
+
+def test_isotropic_ablation_matches_average_variance():
+  n = mf.noise.sinusoidal((16, 8, 1), 1.0)
+  iso = protocol.isotropic_like(n)
+  assert float(iso.sigma) ** 2 == pytest.approx(
+      float(np.mean(np.asarray(n.std_map) ** 2)), rel=1e-5)
+
+
+def test_bm3d_denoises_when_available():
+  pytest.importorskip("bm3d")
+  rng = np.random.RandomState(0)
+  x = np.zeros((1, 16, 16, 1), np.float32)
+  x[:, 4:12, 4:12] = 0.8
+  y = x + 0.1 * rng.randn(*x.shape).astype(np.float32)
+  d = cells.bm3d_denoise(y, 0.1)
+  assert np.mean((d - x) ** 2) < 0.5 * np.mean((y - x) ** 2)
+
+
+def test_mean_and_stderr():
+  m, s = tables.mean_and_stderr([1.0, 2.0, 3.0, 4.0])
+  assert m == 2.5 and s == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2)
+
+
+def test_starts_parse_and_label():
+  assert methods.parse_start("pixels@0.003") == methods.Start(
+      "pixels", 0.003, methods.BASE_STEPS)
+  assert methods.parse_start("zeros:200") == methods.Start(
+      "zeros", methods.BASE_LR, 200)
+  for text in ("zeros", "pixels@0.003", "random@0.01:50", "zeros:200"):
+    assert methods.parse_start(text).label == text
+  assert methods.parse_start("isotropic:50").cost == 100
+  assert methods.parse_starts("zeros,pixels,zeros") == (
+      methods.Start("zeros"), methods.Start("pixels"))
+  for bad, why in (("pixel", "expected one of"), ("pixels@", "positive"),
+                   ("pixels@-1", "positive"), ("zeros@fast", "positive"),
+                   ("zeros@nan", "positive"), ("zeros:0", "step count"),
+                   ("zeros:1.5", "step count")):
+    with pytest.raises(ValueError, match=f"inits: got start '{bad}'.*{why}"):
+      methods.parse_start(bad)
+
+
+def test_cells_adam_is_adam_at_the_rate():
+  opt = cells.adam(0.003)
+  assert cells.adam(0.003) is opt  # one object per rate: compiled once
+  g = {"w": jnp.array([2.0, -5.0])}
+  updates, _ = opt.update(g, opt.init(g))
+  # Adam's first step is lr * sign(g), whatever the gradient's size.
+  np.testing.assert_allclose(updates["w"], [-0.003, 0.003], rtol=1e-4)
+
+
+def test_start_kwargs_and_context_checks(tmp_path):
+  kw = cells.start_kwargs(methods.parse_start("random@0.01"), restarts=3,
+                          init_std=0.5, seed=2)
+  assert kw["init"] == "random" and kw["restarts"] == 3
+  assert kw["init_std"] == 0.5
+  np.testing.assert_array_equal(kw["key"], jax.random.PRNGKey(2))
+  assert cells.start_kwargs(methods.Start("pixels")) == {
+      "init": "measurements", "parametrization": "x"}
+  x = np.zeros((1, 4, 4, 1), np.float32)
+  images = cells.Images(x, x, (0,), (1,))
+  models = cells.Models(None, None)
+  make = lambda **k: cells.Context(tmp_path, models, images,
+                                   cells.Options(("ours",), **k))
+  assert make(restarts=2, init_std=0.3).options.restarts == 2
+  # One pair of defaults serves the library and the command line.
+  from recover import common
+  args = common.base_parser("prog", "").parse_args(["--out", str(tmp_path)])
+  plain = cells.start_kwargs(methods.Start("random"))
+  for got in ((args.restarts, args.init_std),
+              (cells.Options(()).restarts, cells.Options(()).init_std),
+              (plain["restarts"], plain["init_std"])):
+    assert got == (methods.RANDOM_RESTARTS, methods.RANDOM_INIT_STD)
+  for bad, match in (({"restarts": 0}, "restarts: got 0"),
+                     ({"restarts": 1.5}, "restarts: got 1.5"),
+                     ({"init_std": 0.0}, "init_std: got 0.0"),
+                     ({"init_std": float("nan")}, "init_std: got nan")):
+    with pytest.raises(ValueError, match=match):
+      make(**bad)
+  with pytest.raises(ValueError, match="methods: got \\['dip'\\]"):
+    cells.Context(tmp_path, models, images, cells.Options(("dip",)))
+
+
+def _grown(grid, score, values=None):
+  """Grows ``grid`` against a score function until settled."""
+  scores = {v: score(v) for v in (values or grid.values)}
+  while True:
+    more = methods.grow(grid, scores)
+    if not more:
+      return scores
+    scores.update({v: score(v) for v in more})
+
+
+@pytest.mark.parametrize("name,optimum", [("ours", 0.03), ("ours", 30.0),
+                                          ("ours", 0.7), ("asim", 12.0),
+                                          ("asim", 0.02), ("bm3d", 0.013)])
+def test_grid_grows_until_the_choice_is_interior(name, optimum):
+  """Scores peaked (in log value) at ``optimum``, off the paper's grid or
+  past its ends: the grid grows until the chosen value has a tried value
+  on each side, each at most the grid's ratio away, and the choice lands
+  within one ratio of the optimum."""
+  grid = methods.METHODS[name].grid
+  if name == "bm3d":
+    grid = grid._replace(values=tuple(0.1 * v for v in grid.values))
+  score = lambda v: -abs(np.log(max(v, 1e-9) / optimum))
+  scores = _grown(grid, score)
+  best = methods.choose(scores)
+  vals = sorted(scores)
+  i = vals.index(best)
+  assert 0 < i < len(vals) - 1, (best, vals)
+  assert best / vals[i - 1] <= grid.ratio * (1 + 1e-5)
+  assert vals[i + 1] / best <= grid.ratio * (1 + 1e-5)
+  assert abs(np.log(best / optimum)) <= np.log(grid.ratio) + 1e-6
+  assert methods.settled(grid, scores)
+
+
+def test_grid_zero_is_interior_and_ties_do_not_grow():
+  grid = methods.METHODS["asim"].grid
+  # Best at γ = 0, the natural bound: nothing more to try.
+  assert methods.grow(grid, {v: -v for v in grid.values}) == []
+  # A flat stretch at the low end: the tie farthest from the grid's ends
+  # is chosen, so the plateau does not grow the grid past 0.1.
+  flat = {0.1: 20.0, 0.5: 20.0, 1.0: 20.005, 5.0: 19.0, 10.0: 18.0}
+  assert methods.choose(flat) == 1.0
+  assert methods.grow(methods.METHODS["ours"].grid, flat) == [2.0]
+  flat[0.1] = 20.5  # no longer a tie: the edge grows
+  assert methods.grow(methods.METHODS["ours"].grid, flat) == [0.05, 0.2]
+  # Nothing finite: nothing to grow toward.
+  assert methods.grow(grid, {0.1: float("nan"), 1.0: float("-inf")}) == []
+
+
+def test_every_flow_method_is_offered_the_same_budgets():
+  """The protocols are fair by construction, and a start that costs ours
+  more steps is refused unless every flow method gets that budget."""
+  for p in protocol.PROTOCOLS.values():
+    methods.check_fair(p.methods, p.starts)
+    flow = [methods.METHODS[m] for m in p.methods
+            if methods.METHODS[m].family == "flow"]
+    budgets = [{(s.lr, s.cost) for s in methods.offers(m, p.starts)}
+               for m in flow]
+    assert all(b == budgets[0] for b in budgets), p.experiment
+  flow3 = ("ours", "ablation", "asim")
+  with pytest.raises(ValueError, match="ablation would lack"):
+    methods.check_fair(flow3, methods.parse_starts("zeros,isotropic"))
+  methods.check_fair(flow3, methods.parse_starts("zeros,isotropic,zeros:200"))
+  # Asim et al. moves the image too (its loss at z = G^-1(x)).
+  assert methods.offers(methods.METHODS["asim"],
+                        methods.parse_starts("pixels,noise_latent")) == (
+                            methods.Start("pixels"),)
+
+
+def test_protocol_table_lists_every_method_of_every_experiment():
+  text = protocol.protocol_table()
+  for p in protocol.PROTOCOLS.values():
+    for m in p.methods:
+      assert f"| {p.experiment} | {methods.METHODS[m].title} |" in text
+
+
+def test_edge_choices_flag_values_at_the_ends():
+  sel = [{"experiment": "e", "setting": "1", "method": "ours",
+          "hyper": str(v), "start": "zeros", "val_psnr": "0"}
+         for v in (0.1, 0.5, 1.0)]
+  sel += [{"experiment": "e", "setting": "1", "method": "asim",
+           "hyper": f"{v}|zeros", "val_psnr": "0"} for v in (0.0, 0.5)]
+  chosen = {("e", "1", "ours"): "0.1|zeros", ("e", "1", "asim"): "0|zeros"}
+  assert tables.edge_choices(sel, chosen) == [("e", "1", "ours", 0.1,
+                                               "smallest")]
+  chosen = {("e", "1", "ours"): "0.5|zeros", ("e", "1", "asim"): "0.5|zeros"}
+  assert tables.edge_choices(sel, chosen) == [("e", "1", "asim", 0.5,
+                                               "largest")]
+
+
+def test_paired_bootstrap_interval():
+  """The mean of N(0, 1) samples: the interval holds the point estimate
+  and is about 2 x 1.96 / sqrt(n) wide; a statistic of paired copies
+  (a difference of the same images) has a zero-width interval."""
+  rng = np.random.default_rng(1)
+  a = rng.normal(size=400)
+  point, lo, hi, ok = mf.metrics.paired_bootstrap(
+      lambda d: float(np.mean(d["a"])), {"a": a}, num_resamples=1000)
+  assert lo < point < hi and ok == 1000
+  assert (hi - lo) == pytest.approx(2 * 1.96 / np.sqrt(400), rel=0.15)
+  _, lo, hi, _ = mf.metrics.paired_bootstrap(
+      lambda d: float(np.mean(d["a"] - d["b"])), {"a": a, "b": a.copy()},
+      num_resamples=50)
+  assert lo == hi == 0.0
+  with pytest.raises(ValueError, match="samples"):
+    mf.metrics.paired_bootstrap(np.mean, {"a": a, "b": a[:3]})
+
+
+def test_committed_main_results_have_no_edge_optimum():
+  """Every main result folder's chosen values are interior to what was
+  tried (the fair protocol's grids grew until they were)."""
+  from pathlib import Path
+  from recover import report
+  root = Path(__file__).resolve().parents[1] / "results"
+  for kind in report.COMMANDS:
+    assert report.folder_edges(root / kind) == [], kind
