@@ -82,8 +82,9 @@ def main(argv=None):
   t0 = time.perf_counter()
   res = mf.recover(op(x), prior=prior, params=params, operator=op,
                    noise=noise, beta=1.0, steps=args.steps + 1,
-                   optimizer=optax.adam(1e-2), chunk=1, init="measurements",
-                   progress=stamp)
+                   optimizer=optax.adam(1e-2),
+                   config=mf.SolverConfig(chunk=1, init="measurements",
+                                          progress=stamp))
   jax.block_until_ready(res.x)
   first = stamps[0] - t0
   per_step = float(np.median(np.diff(stamps))) if len(stamps) > 1 else None

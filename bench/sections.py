@@ -121,9 +121,13 @@ def one_bit_problem(ctx, n, m=784, key=0, scale=1.0):
   return x, op, noise, y
 
 
-def _recover_kw(ctx, op, noise, **kw):
-  return dict(prior=ctx.prior, params=ctx.params, operator=op, noise=noise,
-              optimizer=ctx.optimizer, **kw)
+def _recover_kw(ctx, op, noise, config=None, **kw):
+  """``recover`` keywords; ``config`` takes ``SolverConfig`` fields."""
+  out = dict(prior=ctx.prior, params=ctx.params, operator=op, noise=noise,
+             optimizer=ctx.optimizer, **kw)
+  if config:
+    out["config"] = mf.SolverConfig(**config)
+  return out
 
 
 # ---------------------------------------------------------------------------
@@ -171,9 +175,10 @@ def sweep(ctx) -> dict:
   mb = c.get("sweep_max_batch")
   t_grouped = None
   if mb:
+    grouped = mf.SolverConfig(max_batch=mb)
     jax.block_until_ready(mf.sweep(y, betas=betas, ms=ms, steps=1,
-                                   max_batch=mb, **kw).x)
-    t_grouped = timed(lambda: mf.sweep(y, betas=betas, ms=ms, max_batch=mb,
+                                   config=grouped, **kw).x)
+    t_grouped = timed(lambda: mf.sweep(y, betas=betas, ms=ms, config=grouped,
                                        steps=c["sweep_steps"], **kw).x, 1)
   seq_kw = dict(kw)
   seq_kw.pop("operator")
@@ -203,14 +208,15 @@ def restarts(ctx) -> dict:
   """R restarts vmapped in one call against R sequential calls."""
   c = ctx.cfg
   _, op, noise, y = denoise_problem(ctx, c["restart_batch"])
-  kw = _recover_kw(ctx, op, noise, beta=0.5, init="random",
-                   steps=c["restart_steps"])
+  kw = _recover_kw(ctx, op, noise, beta=0.5, steps=c["restart_steps"])
   rows = []
   for r in c["restarts"]:
-    jax.block_until_ready(mf.recover(y, restarts=r, **kw).x)  # compile
-    t_v = timed(lambda: mf.recover(y, restarts=r, **kw).x, c["repeats"])
-    jax.block_until_ready(mf.recover(y, restarts=1, **kw).x)
-    t_s = timed(lambda: [mf.recover(y, restarts=1,
+    many = mf.SolverConfig(init="random", restarts=r)
+    one = mf.SolverConfig(init="random")
+    jax.block_until_ready(mf.recover(y, config=many, **kw).x)  # compile
+    t_v = timed(lambda: mf.recover(y, config=many, **kw).x, c["repeats"])
+    jax.block_until_ready(mf.recover(y, config=one, **kw).x)
+    t_s = timed(lambda: [mf.recover(y, config=one,
                                     key=jax.random.PRNGKey(i), **kw).x
                          for i in range(r)], c["repeats"])
     rows.append({"restarts": r, "vmapped_s": t_v, "sequential_s": t_s,
@@ -475,7 +481,7 @@ def chunking(ctx) -> dict:
   for b in c["chunk_batches"]:
     _, op, noise, y = one_bit_problem(ctx, b)
     for chunk in (1, 10):
-      kw = _recover_kw(ctx, op, noise, beta=0.5, chunk=chunk)
+      kw = _recover_kw(ctx, op, noise, beta=0.5, config={"chunk": chunk})
       first, run, per, _ = marginal_step(
           lambda k: mf.recover(y, steps=k, **kw).x, s, c["repeats"])
       rows.append({"batch": b, "chunk": chunk, "s_per_step": per,
@@ -494,8 +500,9 @@ def precision(ctx) -> dict:
   for name, prior in (("float32", ctx.prior),
                       ("bfloat16", mf.flows.with_compute_dtype(
                           ctx.prior, jnp.bfloat16))):
-    kw = _recover_kw(ctx, op, noise, beta=0.5, init="measurements",
-                     init_range=(0.0, 1.0))
+    kw = _recover_kw(ctx, op, noise, beta=0.5,
+                     config={"init": "measurements",
+                             "init_range": (0.0, 1.0)})
     kw["prior"] = prior
     t = time.perf_counter()
     jax.block_until_ready(mf.recover(y, steps=1, **kw).x)

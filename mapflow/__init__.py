@@ -5,15 +5,18 @@ Generative Models and Dependent Noise" (2020) in JAX.
 """
 
 from mapflow import (checkpoint, data, flows, io, metrics, noise, objectives,
-                     operators, optim, pretrained, sharding, training, vae,
-                     viz)
-from mapflow.solve import (RecoveryResult, recover, recover_asim,
-                           recover_bora, sweep)
+                     operators, optim, pretrained, sharding, solve, training,
+                     vae, viz)
+from mapflow.objectives import Objective
+from mapflow.solve import (RecoveryResult, SolverConfig, minimize, recover,
+                           recover_asim, recover_bora, sweep)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "checkpoint", "data", "flows", "io", "metrics", "noise", "objectives",
-    "operators", "optim", "pretrained", "sharding", "training", "vae", "viz",
-    "RecoveryResult", "recover", "recover_asim", "recover_bora", "sweep",
+    "operators", "optim", "pretrained", "sharding", "solve", "training",
+    "vae", "viz",
+    "Objective", "RecoveryResult", "SolverConfig", "minimize", "recover",
+    "recover_asim", "recover_bora", "sweep",
 ]

@@ -17,13 +17,26 @@
 
 Entries the operator masks (rows beyond ``active``) count nowhere: the
 measurement ``y`` is masked like ``f(x)``, and the noise leaves them out.
+
+An ``Objective`` is one of these as a value a solver takes
+(``mapflow.minimize``): a per-example loss over the variable it moves,
+``loss(v, y, data) -> (B,)``, and the map from that variable to images.
+``data`` is a dict pytree of everything else (params, operator, noise and
+weights such as ``beta``), traced, so changing it never recompiles.  The
+factories below build the paper's objectives; any function of the same
+shape is an objective too.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import Callable, NamedTuple, Optional, Tuple, Union
+
+import jax
 import jax.numpy as jnp
 
 from mapflow import noise as noise_lib
+from mapflow import operators as ops_lib
 
 
 def _sum_but_batch(a):
@@ -92,3 +105,147 @@ def asim_loss_x(x, y, *, prior, params, operator, gamma, penalty=1e4):
   r, _ = masked_residual(y, operator(x), operator)
   return (_sum_but_batch(jnp.square(r)) + gamma * jnp.sqrt(
       _sum_but_batch(jnp.square(z)) + 1e-12) + penalty * excess)
+
+
+
+class Objective(NamedTuple):
+  """A problem a solver minimises, one value per example.
+
+  Attributes:
+    loss: ``(v, y, data) -> (B,)``, pure: ``jit``, ``grad`` and ``vmap``
+      apply.  ``v`` is the variable moved (B, *variable), ``y`` the
+      measurements (B, ...), ``data`` a dict pytree.
+    to_image: ``(v, y, data) -> x`` (B, *image_shape), the images ``v``
+      stands for.
+    variable: one example's variable shape, or ``"measurement"`` for the
+      measurement's shape (a noise latent).
+    image_shape: one image's shape.
+    from_image: ``(x, y, data) -> v``, the variable of images ``x`` (the
+      measurement start needs it); None if there is none.
+    from_latent: ``(z, y, data) -> v``, the variable of flow latents ``z``
+      (the zeros and random starts draw ``z``); None: ``v = z``.
+  """
+
+  loss: Callable
+  to_image: Callable
+  variable: Union[Tuple[int, ...], str]
+  image_shape: Tuple[int, ...]
+  from_image: Optional[Callable] = None
+  from_latent: Optional[Callable] = None
+
+
+def data_operator(data):
+  """``data["operator"]`` with rows at or beyond ``data["active"]`` masked
+  (a sweep over m); the operator itself when there is no ``"active"``."""
+  op, active = data["operator"], data.get("active")
+  return op if active is None else ops_lib.with_active(op, active)
+
+
+@functools.lru_cache(maxsize=None)
+def _flow_maps(prior):
+  """``(z -> x, x -> z)`` of a flow as objective maps (shared by every
+  objective over that flow, so their compiled forms are too)."""
+  def forward(z, y, d):
+    return prior.forward(d["params"], z)[0]
+
+  def inverse(x, y, d):
+    return prior.inverse(d["params"], x)[0]
+  return forward, inverse
+
+
+def _identity(v, y, d):
+  return v
+
+
+def map_objective(prior, parametrization: str = "z") -> Objective:
+  """Eq. 12 as an objective; ``data``: params, operator, noise, beta.
+
+  ``parametrization`` is what moves: "z" (the image latent), "x" (the
+  image; ``map_loss_x``) or "noise" (the noise flow's latent w, with
+  ``x = f⁻¹(y - G_Δ(w))``; ``map_loss_noise``).  One object per (prior,
+  parametrization), so solvers reuse compiled code.
+  """
+  return _map_objective(prior, parametrization)
+
+
+@functools.lru_cache(maxsize=None)
+def _map_objective(prior, parametrization):
+  forward, inverse = _flow_maps(prior)
+  shape = tuple(prior.config.image_shape)
+  if parametrization == "z":
+    def loss(z, y, d):
+      return map_loss(z, y, prior=prior, params=d["params"],
+                      operator=data_operator(d), noise=d["noise"],
+                      beta=d["beta"])
+    return Objective(loss, forward, shape, shape, inverse)
+  if parametrization == "x":
+    def loss(x, y, d):
+      return map_loss_x(x, y, prior=prior, params=d["params"],
+                        operator=data_operator(d), noise=d["noise"],
+                        beta=d["beta"])
+    return Objective(loss, _identity, shape, shape, _identity, forward)
+  if parametrization == "noise":
+    def loss(w, y, d):
+      return map_loss_noise(w, y, prior=prior, params=d["params"],
+                            operator=data_operator(d), noise=d["noise"],
+                            beta=d["beta"])
+
+    def to_image(w, y, d):
+      return d["operator"].inverse(y - d["noise"].latent_to_noise(w)[0])
+
+    def from_image(x, y, d):
+      return d["noise"].noise_to_latent(y - d["operator"](x))
+    return Objective(loss, to_image, "measurement", shape, from_image)
+  raise ValueError(f"parametrization: got {parametrization!r}, expected "
+                   "one of ('z', 'x', 'noise')")
+
+
+def asim_objective(prior, parametrization: str = "z") -> Objective:
+  """Asim et al.'s loss (eq. 9); ``data``: params, operator, gamma.
+  ``parametrization``: "z" (the latent) or "x" (the image,
+  ``asim_loss_x``).  One object per (prior, parametrization)."""
+  return _asim_objective(prior, parametrization)
+
+
+@functools.lru_cache(maxsize=None)
+def _asim_objective(prior, parametrization):
+  forward, inverse = _flow_maps(prior)
+  shape = tuple(prior.config.image_shape)
+  if parametrization == "z":
+    def loss(z, y, d):
+      return asim_loss(z, y, prior=prior, params=d["params"],
+                       operator=data_operator(d), gamma=d["gamma"])
+    return Objective(loss, forward, shape, shape, inverse)
+  if parametrization == "x":
+    def loss(x, y, d):
+      return asim_loss_x(x, y, prior=prior, params=d["params"],
+                         operator=data_operator(d), gamma=d["gamma"])
+    return Objective(loss, _identity, shape, shape, _identity, forward)
+  raise ValueError(f"parametrization: got {parametrization!r}, expected "
+                   "one of ('z', 'x')")
+
+
+def bora_objective(generator, latent_shape: Tuple[int, ...],
+                   image_shape: Tuple[int, ...],
+                   with_params: bool = True) -> Objective:
+  """Bora et al.'s loss (eq. 4) for a per-example generator, ``g(params,
+  z)`` (``with_params``, params in ``data["params"]``) or ``g(z)``;
+  ``data``: params, operator, lam.  One object per generator and shapes."""
+  return _bora_objective(generator, tuple(latent_shape), tuple(image_shape),
+                         bool(with_params))
+
+
+@functools.lru_cache(maxsize=None)
+def _bora_objective(generator, latent_shape, image_shape, with_params):
+  def batched(z, d):
+    if with_params:
+      return jax.vmap(generator, in_axes=(None, 0))(d["params"], z)
+    return jax.vmap(generator)(z)
+
+  def loss(z, y, d):
+    return bora_loss(z, y, generator=lambda zz: batched(zz, d),
+                     operator=data_operator(d), lam=d["lam"])
+
+  def to_image(z, y, d):
+    return batched(z, d)
+  return Objective(loss, to_image, tuple(latent_shape), tuple(image_shape))

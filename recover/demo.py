@@ -169,19 +169,23 @@ def main(argv=None):
     res["ours"] = mf.recover(y, prior=prior, params=params, operator=op,
                              noise=noise, beta=hp["ours"], steps=args.steps,
                              optimizer=_optimizer(start["ours"], opt),
-                             **cells.start_kwargs(parse_start(
+                             config=cells.start_config(parse_start(
                                  start["ours"]))).x
     bar.update()
     res["asim"] = mf.recover_asim(y, prior=prior, params=params, operator=op,
                                   gamma=hp["asim"], steps=args.steps,
-                                  optimizer=opt, init=start["asim"]).x
+                                  optimizer=_optimizer(start["asim"], opt),
+                                  config=cells.start_config(parse_start(
+                                      start["asim"]))).x
     bar.update()
     res["bora"] = mf.recover_bora(y, generator=decode,
                                   generator_params=decode_params, operator=op,
                                   latent_shape=(20,), lam=hp["bora"],
-                                  steps=args.bora_steps, restarts=4,
-                                  optimizer=opt,
-                                  key=jax.random.PRNGKey(0)).x
+                                  steps=args.bora_steps, optimizer=opt,
+                                  key=jax.random.PRNGKey(0),
+                                  config=mf.SolverConfig(
+                                      init="random", init_std=1.0,
+                                      restarts=4)).x
     bar.update()
     if bm3d_ref is not None and have_bm3d:
       with bm3d_lock:  # the bm3d package is not thread-safe

@@ -138,14 +138,15 @@ def test_cells_adam_is_adam_at_the_rate():
   np.testing.assert_allclose(updates["w"], [-0.003, 0.003], rtol=1e-4)
 
 
-def test_start_kwargs_and_context_checks(tmp_path):
-  kw = cells.start_kwargs(methods.parse_start("random@0.01"), restarts=3,
-                          init_std=0.5, seed=2)
-  assert kw["init"] == "random" and kw["restarts"] == 3
-  assert kw["init_std"] == 0.5
-  np.testing.assert_array_equal(kw["key"], jax.random.PRNGKey(2))
-  assert cells.start_kwargs(methods.Start("pixels")) == {
-      "init": "measurements", "parametrization": "x"}
+def test_start_config_and_context_checks(tmp_path):
+  cfg = cells.start_config(methods.parse_start("random@0.01"), restarts=3,
+                           init_std=0.5, seed=2)
+  assert cfg.init == "random" and cfg.restarts == 3
+  assert cfg.init_std == 0.5
+  np.testing.assert_array_equal(cfg.key, jax.random.PRNGKey(2))
+  px = cells.start_config(methods.Start("pixels"), init_range=(0.0, 1.0))
+  assert (px.init, px.parametrization, px.init_range) == (
+      "measurements", "x", (0.0, 1.0))
   x = np.zeros((1, 4, 4, 1), np.float32)
   images = cells.Images(x, x, (0,), (1,))
   models = cells.Models(None, None)
@@ -155,10 +156,10 @@ def test_start_kwargs_and_context_checks(tmp_path):
   # One pair of defaults serves the library and the command line.
   from recover import common
   args = common.base_parser("prog", "").parse_args(["--out", str(tmp_path)])
-  plain = cells.start_kwargs(methods.Start("random"))
+  plain = cells.start_config(methods.Start("random"))
   for got in ((args.restarts, args.init_std),
               (cells.Options(()).restarts, cells.Options(()).init_std),
-              (plain["restarts"], plain["init_std"])):
+              (plain.restarts, plain.init_std)):
     assert got == (methods.RANDOM_RESTARTS, methods.RANDOM_INIT_STD)
   for bad, match in (({"restarts": 0}, "restarts: got 0"),
                      ({"restarts": 1.5}, "restarts: got 1.5"),

@@ -33,16 +33,17 @@ SCRIPT = textwrap.dedent("""
     noise = mf.noise.sinusoidal((8, 8, 1), 0.3)
     y = x + noise.sample(seed=key, sample_shape=(6,))
     kw = dict(prior=prior, params=params, operator=mf.operators.identity(),
-              noise=noise, steps=4, optimizer=optax.adam(1e-2),
-              init="measurements")
+              noise=noise, steps=4, optimizer=optax.adam(1e-2))
+    start = mf.SolverConfig(init="measurements", restarts=2)
     # 6 examples over 4 devices: padded to 8, the padding dropped.
-    r4 = mf.recover(y, beta=0.5, restarts=2, **kw)
-    r1 = mf.recover(y, beta=0.5, restarts=2, devices=one, **kw)
+    r4 = mf.recover(y, beta=0.5, config=start, **kw)
+    r1 = mf.recover(y, beta=0.5, config=start._replace(devices=one), **kw)
     assert r4.x.shape == (6, 8, 8, 1) and r4.trace.shape == (4, 6)
     np.testing.assert_allclose(r4.x, r1.x, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(r4.loss, r1.loss, rtol=1e-5, atol=1e-4)
-    s4 = mf.sweep(y, betas=[0.1, 1.0], **kw)
-    s1 = mf.sweep(y, betas=[0.1, 1.0], devices=one, **kw)
+    s4 = mf.sweep(y, betas=[0.1, 1.0], config=start, **kw)
+    s1 = mf.sweep(y, betas=[0.1, 1.0], config=start._replace(devices=one),
+                  **kw)
     np.testing.assert_allclose(s4.x, s1.x, rtol=1e-5, atol=1e-5)
     # Training: a batch of 8 split 2 per device, state replicated.
     tc = training.TrainConfig(batch_size=8, learning_rate=1e-3,

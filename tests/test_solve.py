@@ -181,7 +181,8 @@ def test_sweep_equals_sequential_recover_and_does_not_recompile():
                        operator=mf.operators.with_active(op, m), noise=noise,
                        beta=b, steps=60, optimizer=ADAM)
       np.testing.assert_allclose(grid.x[bi, mi], res.x, rtol=1e-4, atol=1e-5)
-  _, step_fn, _ = mf.solve._compiled("map", prior, None, ADAM, None, 1)
+  _, step_fn, _ = mf.solve.compiled(mf.objectives.map_objective(prior),
+                                    ADAM, 1)
   before = step_fn._cache_size()
   mf.recover(y * 2, prior=prior, params=params,
              operator=mf.operators.with_active(op, 3),
@@ -199,19 +200,20 @@ def test_sweep_in_groups_equals_one_call():
   kw = dict(prior=prior, params=params, operator=op,
             noise=mf.noise.gaussian(0.3),
             betas=jnp.array([0.3, 1.0, 3.0, 10.0, 30.0]),
-            ms=jnp.array([2, 4]), steps=20, optimizer=ADAM, init="random",
-            key=jax.random.PRNGKey(2))
-  whole = mf.sweep(y, **kw)
-  _, step_fn, _ = mf.solve._compiled("map", prior, None, ADAM, None, 1)
+            ms=jnp.array([2, 4]), steps=20, optimizer=ADAM)
+  start = mf.SolverConfig(init="random", key=jax.random.PRNGKey(2))
+  whole = mf.sweep(y, config=start, **kw)
+  _, step_fn, _ = mf.solve.compiled(mf.objectives.map_objective(prior),
+                                    ADAM, 1)
   before = step_fn._cache_size()
   # 10 points, at most 4 a call: 3 calls of 4, the last padded with 2.
-  grouped = mf.sweep(y, max_batch=8, **kw)
+  grouped = mf.sweep(y, config=start._replace(max_batch=8), **kw)
   assert step_fn._cache_size() - before <= 2  # one shape (+1 first-call)
   for a, b in zip(grouped, whole):
     chex.assert_equal_shape([a, b])
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="max_batch"):
-    mf.sweep(y, max_batch=0, **kw)
+    mf.sweep(y, config=start._replace(max_batch=0), **kw)
 
 
 def test_sweep_continues_each_point_from_its_own_start():
@@ -226,24 +228,27 @@ def test_sweep_continues_each_point_from_its_own_start():
   first = mf.sweep(y, noise=mf.noise.gaussian(1.0), **kw)
   chex.assert_shape(first.z, (2, 2, 3) + SHAPE)
   second = mf.noise.gaussian(0.2)
-  cont = mf.sweep(y, noise=second, init=first.z, **kw)
-  grouped = mf.sweep(y, noise=second, init=first.z[:, :, None],
-                     max_batch=6, **kw)
+  cont = mf.sweep(y, noise=second, config=mf.SolverConfig(init=first.z),
+                  **kw)
+  grouped = mf.sweep(y, noise=second, config=mf.SolverConfig(
+      init=first.z[:, :, None], max_batch=6), **kw)
   for bi, b in enumerate(betas):
     for mi, m in enumerate(ms):
       res = mf.recover(y, prior=prior, params=params,
                        operator=mf.operators.with_active(op, m), noise=second,
                        beta=b, steps=15, optimizer=ADAM,
-                       init=first.z[bi, mi])
+                       config=mf.SolverConfig(init=first.z[bi, mi]))
       np.testing.assert_allclose(cont.x[bi, mi], res.x, rtol=1e-4,
                                  atol=1e-5)
       np.testing.assert_allclose(grouped.x[bi, mi], res.x, rtol=1e-4,
                                  atol=1e-5)
   # Starting every point from the same latents is a different problem.
-  shared = mf.sweep(y, noise=second, init=first.z[0, 0], **kw)
+  shared = mf.sweep(y, noise=second,
+                    config=mf.SolverConfig(init=first.z[0, 0]), **kw)
   assert not np.allclose(shared.x[1, 1], cont.x[1, 1], atol=1e-4)
   with pytest.raises(ValueError, match="per-point"):
-    mf.sweep(y, noise=second, init=first.z[:1], **kw)
+    mf.sweep(y, noise=second, config=mf.SolverConfig(init=first.z[:1]),
+             **kw)
 
 
 def test_chunked_steps_equal_single_steps_and_stop_at_steps():
@@ -254,11 +259,12 @@ def test_chunked_steps_equal_single_steps_and_stop_at_steps():
   y = jax.random.normal(KEY, (3,) + SHAPE)
   kw = dict(prior=prior, params=params, operator=mf.operators.identity(),
             noise=mf.noise.gaussian(0.5), beta=1.0, optimizer=ADAM)
-  _, step_fn, _ = mf.solve._compiled("map", prior, None, ADAM, None, 4)
+  _, step_fn, _ = mf.solve.compiled(mf.objectives.map_objective(prior),
+                                    ADAM, 4)
   sizes = []
   for steps in (10, 7, 3):  # last chunks of 2, 3 and 3 steps
-    one = mf.recover(y, steps=steps, chunk=1, **kw)
-    four = mf.recover(y, steps=steps, chunk=4, **kw)
+    one = mf.recover(y, steps=steps, config=mf.SolverConfig(chunk=1), **kw)
+    four = mf.recover(y, steps=steps, config=mf.SolverConfig(chunk=4), **kw)
     np.testing.assert_allclose(four.x, one.x, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(four.trace, one.trace, rtol=1e-5, atol=1e-5)
     chex.assert_shape(four.trace, (steps, 3))
@@ -271,14 +277,15 @@ def test_restarts_keep_the_min_loss_restart():
   prior, params, _, _ = linear_prior()
   y = jax.random.normal(KEY, (2,) + SHAPE)
   kw = dict(prior=prior, params=params, operator=mf.operators.identity(),
-            noise=mf.noise.gaussian(0.5), beta=1.0, steps=3, optimizer=ADAM,
-            init="random", init_std=1.0, key=jax.random.PRNGKey(2))
-  res = mf.recover(y, restarts=4, **kw)
+            noise=mf.noise.gaussian(0.5), beta=1.0, steps=3, optimizer=ADAM)
+  res = mf.recover(y, config=mf.SolverConfig(
+      init="random", init_std=1.0, restarts=4, key=jax.random.PRNGKey(2)),
+                   **kw)
   # Recompute each restart's final loss from the same starts.
   z0 = 1.0 * jax.random.normal(jax.random.PRNGKey(2), (4, 2) + SHAPE)
   losses = []
   for r in range(4):
-    one = mf.recover(y, restarts=1, **{**kw, "init": z0[r]})
+    one = mf.recover(y, config=mf.SolverConfig(init=z0[r]), **kw)
     losses.append(np.asarray(one.loss))
   np.testing.assert_allclose(res.loss, np.min(losses, axis=0), rtol=1e-5)
 
@@ -297,9 +304,10 @@ def test_z_and_x_parametrisations_agree():
   y = x0[:2] + 0.05 * jax.random.normal(KEY, (2, 4, 4, 1))
   kw = dict(prior=prior, params=params, operator=mf.operators.identity(),
             noise=mf.noise.gaussian(0.1), beta=0.5, steps=400,
-            optimizer=optax.adam(0.01), init="measurements")
-  rz = mf.recover(y, **kw)
-  rx = mf.recover(y, parametrization="x", **kw)
+            optimizer=optax.adam(0.01))
+  start = mf.SolverConfig(init="measurements")
+  rz = mf.recover(y, config=start, **kw)
+  rx = mf.recover(y, config=start._replace(parametrization="x"), **kw)
   np.testing.assert_allclose(rz.x, rx.x, atol=2e-3)
 
 
@@ -343,7 +351,8 @@ def test_bad_input_is_named(kwargs, match):
 def test_active_beyond_m_in_sweep_is_named():
   prior, params, _, _ = linear_prior()
   op = mf.operators.gaussian(KEY, 3, SHAPE)
-  with pytest.raises(ValueError, match="active"):
+  with pytest.raises(ValueError, match=r"ms: got \[2.0, 5.0\], expected "
+                     "integers 1 <= m <= 3"):
     mf.sweep(jnp.zeros((1, 3)), prior=prior, params=params, operator=op,
              noise=mf.noise.gaussian(1.0), betas=[1.0], ms=[2, 5], steps=2)
 
@@ -377,7 +386,9 @@ def test_bora_and_asim_run_through_the_same_machinery():
   gen = lambda z: (z @ w).reshape(SHAPE)
   rb = mf.recover_bora(y, generator=gen, operator=mf.operators.identity(),
                        latent_shape=(3,), lam=0.01, steps=300, optimizer=ADAM,
-                       restarts=2, key=KEY)
+                       key=KEY, config=mf.SolverConfig(init="random",
+                                                       init_std=1.0,
+                                                       restarts=2))
   chex.assert_shape(rb.x, (2,) + SHAPE)
   chex.assert_shape(rb.z, (2, 3))
   # Bora's optimum is the regularised least-squares projection.
@@ -390,11 +401,12 @@ def test_bora_and_asim_run_through_the_same_machinery():
   gen_p = lambda w, z: (z @ w).reshape(SHAPE)
   kw = dict(generator=gen_p, operator=mf.operators.identity(),
             latent_shape=(3,), lam=0.01, steps=300, optimizer=ADAM,
-            restarts=2, key=KEY)
+            key=KEY, config=mf.SolverConfig(init="random", init_std=1.0,
+                                            restarts=2))
   rp = mf.recover_bora(y, generator_params=w, **kw)
   np.testing.assert_allclose(rp.z, rb.z, rtol=1e-5, atol=1e-6)
-  _, step_fn, _ = mf.solve._compiled(
-      "bora", None, mf.solve._BatchedGenerator(gen_p, True), ADAM, None,
+  _, step_fn, _ = mf.solve.compiled(
+      mf.objectives.bora_objective(gen_p, (3,), SHAPE, True), ADAM,
       mf.solve.default_chunk())
   size = step_fn._cache_size()
   mf.recover_bora(y, generator_params=2.0 * w, **kw)
@@ -457,7 +469,8 @@ def test_a_step_onto_a_non_finite_loss_is_undone():
   op = mf.operators.identity()
   res = mf.recover(y, prior=prior, params=params, operator=op, noise=unif,
                    beta=1.0, steps=20, optimizer=optax.adam(0.5),
-                   init=jnp.broadcast_to(-mu, (2,) + SHAPE))
+                   config=mf.SolverConfig(
+                       init=jnp.broadcast_to(-mu, (2,) + SHAPE)))
   trace = np.asarray(res.trace)
   assert not np.all(np.isfinite(trace))        # it did step outside
   assert np.all(np.asarray(res.skipped) > 0)
@@ -490,11 +503,12 @@ def test_noise_parametrisation_reaches_the_closed_form_map():
   kw = dict(prior=prior, params=params, operator=op, noise=noise,
             steps=1500, optimizer=ADAM)
   betas = [1.0, 0.3]
-  grid = mf.sweep(y, betas=betas, parametrization="noise", **kw)
+  by_noise = mf.SolverConfig(parametrization="noise")
+  grid = mf.sweep(y, betas=betas, config=by_noise, **kw)
   chex.assert_shape(grid.x, (2, 1, 2) + SHAPE)
   chex.assert_shape(grid.z, (2, 1, 2) + SHAPE)
   for i, beta in enumerate(betas):
-    res = mf.recover(y, beta=beta, parametrization="noise", **kw)
+    res = mf.recover(y, beta=beta, config=by_noise, **kw)
     rz = mf.recover(y, beta=beta, **kw)
     np.testing.assert_allclose(grid.x[i, 0], res.x, rtol=1e-4, atol=1e-5)
     for b in range(2):
@@ -556,7 +570,7 @@ def test_noise_parametrisation_names_what_it_needs(what, match):
     par = "w"
   with pytest.raises(ValueError, match=match):
     mf.recover(y, prior=prior, params=params, operator=op, noise=noise,
-               steps=2, parametrization=par)
+               steps=2, config=mf.SolverConfig(parametrization=par))
 
 
 def test_pixel_parametrisation_sweeps_and_stays_finite_outside_the_box():
@@ -572,8 +586,9 @@ def test_pixel_parametrisation_sweeps_and_stays_finite_outside_the_box():
   y = x + 0.3 * jax.random.normal(jax.random.PRNGKey(4), x.shape)
   kw = dict(prior=prior, params=params, operator=mf.operators.identity(),
             noise=mf.noise.gaussian(0.3), steps=30,
-            optimizer=optax.adam(0.1), init="measurements",
-            init_range=(0.0, 1.0), parametrization="x")
+            optimizer=optax.adam(0.1),
+            config=mf.SolverConfig(init="measurements", init_range=(0.0, 1.0),
+                                   parametrization="x"))
   grid = mf.sweep(y, betas=[0.5, 2.0], **kw)
   for i, beta in enumerate([0.5, 2.0]):
     res = mf.recover(y, beta=beta, **kw)
@@ -597,8 +612,9 @@ def test_noise_parametrisation_starts_from_the_measurements_residual():
   op = mf.operators.scale(0.5)
   y = 0.3 * jax.random.normal(jax.random.PRNGKey(8), (3,) + SHAPE)
   res = mf.recover(y, prior=prior, params=params, operator=op, noise=noise,
-                   steps=1, optimizer=optax.sgd(0.0), init="measurements",
-                   parametrization="noise")
+                   steps=1, optimizer=optax.sgd(0.0),
+                   config=mf.SolverConfig(init="measurements",
+                                          parametrization="noise"))
   x0 = mf.solve.measurement_init(y, op, SHAPE)
   np.testing.assert_allclose(res.x, x0, atol=1e-5)
 
@@ -627,9 +643,10 @@ def test_asim_over_pixels_is_asim_over_latents():
       v, y[:1], prior=prior, params=params, operator=op, gamma=0.7)))(far)
   assert np.all(np.isfinite(np.asarray(g))) and np.all(np.asarray(g) > 0)
   kw = dict(prior=prior, params=params, operator=op, gamma=0.1, steps=400,
-            optimizer=optax.adam(0.01), init="measurements")
-  rz = mf.recover_asim(y, **kw)
-  rx = mf.recover_asim(y, parametrization="x", **kw)
+            optimizer=optax.adam(0.01))
+  start = mf.SolverConfig(init="measurements")
+  rz = mf.recover_asim(y, config=start, **kw)
+  rx = mf.recover_asim(y, config=start._replace(parametrization="x"), **kw)
   np.testing.assert_allclose(rz.x, rx.x, atol=3e-3)
   with pytest.raises(ValueError, match="parametrization: got 'noise'"):
-    mf.recover_asim(y, parametrization="noise", **kw)
+    mf.recover_asim(y, config=start._replace(parametrization="noise"), **kw)

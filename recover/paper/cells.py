@@ -166,22 +166,26 @@ def adam(rate: float):
   return optax.adam(rate)
 
 
-def start_kwargs(start: Start, *, restarts: int = RANDOM_RESTARTS,
-                 init_std: float = RANDOM_INIT_STD, seed: int = 0) -> dict:
-  """``recover`` (and ``recover_asim``) arguments of a start, but not the
-  continuation ("isotropic"), which needs an earlier recovery."""
+def start_config(start: Start, *, restarts: int = RANDOM_RESTARTS,
+                 init_std: float = RANDOM_INIT_STD, seed: int = 0,
+                 init_range=(0.02, 0.98)):
+  """The ``SolverConfig`` of a start (not the continuation, "isotropic",
+  which needs an earlier recovery)."""
+  import jax
+  from mapflow.solve import SolverConfig
+  cfg = SolverConfig(init_range=tuple(init_range))
   if start.kind == "random":
-    import jax
-    return {"init": "random", "restarts": int(restarts),
-            "init_std": float(init_std), "key": jax.random.PRNGKey(seed)}
+    return cfg._replace(init="random", restarts=int(restarts),
+                        init_std=float(init_std),
+                        key=jax.random.PRNGKey(seed))
   if start.kind == "noise_latent":
-    return {"init": "zeros", "parametrization": "noise"}
+    return cfg._replace(init="zeros", parametrization="noise")
   if start.kind == "pixels":
-    return {"init": "measurements", "parametrization": "x"}
+    return cfg._replace(init="measurements", parametrization="x")
   if start.kind == "isotropic":
-    raise ValueError("start_kwargs: the isotropic start needs the "
+    raise ValueError("start_config: the isotropic start needs the "
                      "ablation's MAP; run_cell computes it")
-  return {"init": start.kind}
+  return cfg._replace(init=start.kind)
 
 
 def task_starts(task: Task) -> Tuple[str, ...]:
@@ -238,17 +242,20 @@ class _Cell:
       return solve.recover_bora(
           y, generator=m.decode, generator_params=m.decode_params,
           operator=task.operator, latent_shape=(20,), lam=value,
-          steps=opts.bora.steps, restarts=opts.bora.restarts,
-          optimizer=adam(opts.bora.lr),
-          key=jax.random.PRNGKey(opts.seed)).x
+          steps=opts.bora.steps, optimizer=adam(opts.bora.lr),
+          key=jax.random.PRNGKey(opts.seed),
+          config=solve.SolverConfig(init="random", init_std=1.0,
+                                    restarts=opts.bora.restarts)).x
     if start.kind == "isotropic":
-      how = {"init": self._isotropic_latents(start, value, which)}
+      cfg = solve.SolverConfig(
+          init=self._isotropic_latents(start, value, which),
+          init_range=self.protocol.init_range)
     else:
-      how = start_kwargs(start, restarts=opts.restarts,
-                         init_std=opts.init_std, seed=opts.seed)
+      cfg = start_config(start, restarts=opts.restarts,
+                         init_std=opts.init_std, seed=opts.seed,
+                         init_range=self.protocol.init_range)
     common = dict(prior=m.prior, params=m.params, operator=task.operator,
-                  steps=start.steps, optimizer=adam(start.lr),
-                  init_range=self.protocol.init_range, **how)
+                  steps=start.steps, optimizer=adam(start.lr), config=cfg)
     if method.name == "asim":
       return solve.recover_asim(y, gamma=value, **common).x
     return solve.recover(y, noise=self.noise_of(method), beta=value,
@@ -264,7 +271,7 @@ class _Cell:
           self.y[which], prior=m.prior, params=m.params,
           operator=self.task.operator,
           noise=self.noise_of(METHODS["ablation"]), beta=beta,
-          steps=start.steps, optimizer=adam(start.lr), init="zeros").z
+          steps=start.steps, optimizer=adam(start.lr)).z
     return self._iso[key]
 
   def score(self, x_hat) -> float:

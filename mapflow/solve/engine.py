@@ -1,0 +1,384 @@
+"""The solver engine: any ``Objective``, minimised per example under jit.
+
+Each example (and each restart and grid point) is its own optimisation
+problem with its own optimiser state: the update is ``vmap``-ed over them,
+so gradient clipping (``optax.chain(optax.clip_by_global_norm(c), ...)``),
+``optax.apply_if_finite`` and L-BFGS line searches act per example.
+Shapes: ``P`` grid points (β x m, or 1), ``R`` restarts, ``B`` examples.
+
+Loop: on CPU the default is a Python loop over one jitted, buffer-donating
+step (convolutions inside XLA:CPU loop bodies run far slower, JAX issue
+#12868); elsewhere the default runs ``chunk`` steps per call under
+``lax.scan``.  The grid's values (``hyper``), the measurements, ``data``
+and the seed are traced arguments, so changing them never recompiles.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mapflow import sharding
+from mapflow.objectives import Objective
+from mapflow.solve import starts as starts_lib
+
+
+class RecoveryResult(NamedTuple):
+  """Per-example results (leading axes ``[β, m]`` first for ``sweep``).
+
+  Attributes:
+    x: recovered images (..., B, H, W, C).
+    z: the variable optimised: the image latents for parametrization "z",
+      x itself for "x", the noise flow's latents for "noise".
+    loss: final loss of the chosen restart (..., B).
+    trace: loss at every step for the chosen restart (..., steps, B).
+    skipped: steps whose loss or gradient was non-finite (..., B): such a
+      step is skipped (``apply_if_finite``) and the iterate goes back to the
+      last one with a finite loss.
+  """
+
+  x: jax.Array
+  z: jax.Array
+  loss: jax.Array
+  trace: jax.Array
+  skipped: jax.Array
+
+
+class SolverConfig(NamedTuple):
+  """The rarer knobs of a solve (``steps`` and ``optimizer`` are
+  arguments of their own).
+
+  Attributes:
+    init: "zeros", "random" (latents ~ N(0, ``init_std``²)),
+      "measurements" (the clipped back-projection of y, through the
+      objective's ``from_image``), or an array of starts (B, ...) or
+      (R, B, ...).
+    restarts: independent starts per example; each example keeps the one
+      with the lowest final loss (never a look at ground truth).
+    init_std: std of the random starts (and of the jitter of restarts
+      after the first from the measurements).
+    init_range: (lo, hi) pixel bounds of the measurement start.
+    parametrization: what moves (the objective the wrappers build): "z",
+      "x" or "noise" (see ``objectives.map_objective``).
+    chunk: steps per compiled call (None: 1 on CPU, 50 elsewhere).
+    devices: devices to split the examples over (default all).
+    max_batch: grid points x restarts x examples per call in a sweep (the
+      grid then runs in equal groups through one compiled program).
+    progress: ``callback(steps_done, loss)``, e.g. to drive tqdm.
+    key: PRNG key of the random starts (default ``PRNGKey(0)``).
+  """
+
+  init: Any = "zeros"
+  restarts: int = 1
+  init_std: float = 0.1
+  init_range: tuple = (0.02, 0.98)
+  parametrization: str = "z"
+  chunk: Optional[int] = None
+  devices: Optional[Sequence[Any]] = None
+  max_batch: Optional[int] = None
+  progress: Optional[Callable[[int, Any], None]] = None
+  key: Optional[jax.Array] = None
+
+
+DEFAULT_OPTIMIZER = optax.adam(1e-2)
+# Skip non-finite steps for ever (counted), never abort a long sweep.
+_MAX_ERRORS = 2 ** 30
+
+
+def default_chunk() -> int:
+  return 1 if jax.default_backend() == "cpu" else 50
+
+
+def _batched_losses(objective: Objective):
+  """``(v (R, B, ...), y (B, ...), h, data) -> (R, B)`` for one grid point:
+  restarts and examples flattened into one batch, so the objective runs
+  batched (cheaper to compile than per-example vmaps).  Examples never
+  interact, so the gradient of the sum is per example."""
+
+  def losses(v, y, h, data):
+    r, b = v.shape[:2]
+    flat = v.reshape((r * b,) + v.shape[2:])
+    yy = jnp.broadcast_to(y[None], (r,) + y.shape).reshape(
+        (r * b,) + y.shape[1:])
+    return objective.loss(flat, yy, {**data, **h}).reshape(r, b)
+
+  return losses
+
+
+def _over_p(fn):
+  """Maps ``fn(v, y, h, data)`` over the grid axis P of ``v`` and ``h``.
+  A single grid point is traced without vmap (a plain ``recover``)."""
+
+  def mapped(v, y, h, data):
+    if v.shape[0] == 1:
+      out = fn(v[0], y, jax.tree_util.tree_map(lambda a: a[0], h), data)
+      return jax.tree_util.tree_map(lambda a: a[None], out)
+    return jax.vmap(fn, in_axes=(0, None, 0, None))(v, y, h, data)
+
+  return mapped
+
+
+def _vmap_update(fn):
+  """vmap ``fn(v, s, g, val, y, h, data)`` over B, then R, then P."""
+  f = jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, None, None))
+  f = jax.vmap(f, in_axes=(0, 0, 0, 0, None, None, None))
+  return jax.vmap(f, in_axes=(0, 0, 0, 0, None, 0, None))
+
+
+def _where_rows(keep, a, b):
+  """``where(keep, a, b)`` with ``keep`` (P, R, B) over each problem's
+  trailing axes."""
+  k = keep.reshape(keep.shape + (1,) * (a.ndim - keep.ndim))
+  return jnp.where(k, a, b)
+
+
+@functools.lru_cache(maxsize=64)
+def compiled(objective: Objective, optimizer, chunk: int):
+  """Jitted ``(init, step, finish)`` of an objective and optimiser, cached
+  on them (so reuse one object of each to reuse compiled code).
+  ``step._cache_size()`` counts the step's compiles."""
+  losses = _batched_losses(objective)
+  # One example, as a batch of one (for optimisers' line searches).
+  example_loss = lambda v, y, h, data: losses(v[None, None], y[None], h,
+                                              data)[0, 0]
+  opt = optax.apply_if_finite(optax.with_extra_args_support(optimizer),
+                              _MAX_ERRORS)
+
+  def values_and_grads(v, y, h, data):
+    def total(v):
+      l = losses(v, y, h, data)
+      return jnp.sum(l), l
+    (_, l), g = jax.value_and_grad(total, has_aux=True)(v)
+    return l, g
+
+  vg = _over_p(values_and_grads)
+
+  def update_one(v, state, g, val, y, h, data):
+    # value_fn is traced only by optimisers that use it (line searches).
+    f = lambda vv: example_loss(vv, y, h, data)
+    upd, state = opt.update(g, state, v, value=val, grad=g, value_fn=f)
+    return optax.apply_updates(v, upd), state
+
+  upd = _vmap_update(update_one)
+
+  def one(carry, _, y, h, data):
+    v, (s, v_ok, l_ok, n_bad) = carry
+    val, g = vg(v, y, h, data)
+    fin = jnp.isfinite(val)                                  # (P, R, B)
+    g_fin = jnp.all(jnp.isfinite(g), axis=tuple(range(3, g.ndim)))
+    n_bad = n_bad + (~(fin & g_fin)).astype(n_bad.dtype)
+    v_ok = _where_rows(fin, v, v_ok)
+    l_ok = jnp.where(fin, val, l_ok)
+    v, s = upd(v, s, g, val, y, h, data)
+    # A step that landed where the loss is not finite is undone: its
+    # gradient would be non-finite too, every later step skipped, and the
+    # iterate stuck there.  Go back to the last finite iterate instead.
+    v = _where_rows(fin, v, v_ok)
+    return (v, (s, v_ok, l_ok, n_bad)), val
+
+  def step(v, s, n, y, h, data):
+    """``chunk`` scanned steps, of which the first ``n`` (traced, so a
+    short last chunk needs no new compile) update the carry."""
+    if chunk == 1:
+      (v, s), val = one((v, s), None, y, h, data)
+      return v, s, val[None]
+
+    def masked(carry, i):
+      new, val = one(carry, None, y, h, data)
+      keep = i < n
+      carry = jax.tree_util.tree_map(
+          lambda a, b: jnp.where(keep, a, b), new, carry)
+      return carry, val
+
+    (v, s), vals = jax.lax.scan(masked, (v, s), jnp.arange(chunk))
+    return v, s, vals
+
+  def init(v):
+    """Optimiser state, the last finite iterate, its loss, and the count
+    of steps with a non-finite loss or gradient."""
+    f = jax.vmap(jax.vmap(jax.vmap(opt.init)))
+    return (f(v), v, jnp.full(v.shape[:3], jnp.inf, v.dtype),
+            jnp.zeros(v.shape[:3], jnp.int32))
+
+  def finish(v, state, y, h, data):
+    """Final losses, the best restart per example, and its variable."""
+    _, v_ok, l_ok, notfinite = state
+    final = _over_p(losses)(v, y, h, data)                     # (P, R, B)
+    fin = jnp.isfinite(final)
+    v = _where_rows(fin, v, v_ok)
+    final = jnp.where(fin, final, l_ok)
+    best = jnp.argmin(jnp.where(jnp.isfinite(final), final, jnp.inf), axis=1)
+    pick = lambda a: jnp.take_along_axis(
+        a, best.reshape(best.shape[:1] + (1,) + best.shape[1:] +
+                        (1,) * (a.ndim - 3)), axis=1)[:, 0]
+    return best, pick(v), pick(final[..., None])[..., 0], pick(
+        notfinite[..., None])[..., 0]
+
+  # The carry leaves come out laid out as they go in (examples split over
+  # the mesh): left to XLA, small leaves come back replicated, and the
+  # second call, fed them, would compile the step again.
+  step_for_mesh = _PerMesh(lambda mesh: jax.jit(
+      step, donate_argnums=(0, 1),
+      out_shardings=(sharding.along(mesh, 2), sharding.along(mesh, 2),
+                     sharding.along(mesh, 3))))
+  return jax.jit(init), step_for_mesh, jax.jit(finish)
+
+
+class _PerMesh:
+  """``fn(*args, mesh=...)``: one jitted function per mesh, made on first
+  use; ``_cache_size()`` counts compiles over all of them."""
+
+  def __init__(self, make):
+    self._make, self._fns = make, {}
+
+  def __call__(self, *args, mesh):
+    if mesh not in self._fns:
+      self._fns[mesh] = self._make(mesh)
+    return self._fns[mesh](*args)
+
+  def _cache_size(self):
+    return sum(f._cache_size() for f in self._fns.values())
+
+
+@functools.lru_cache(maxsize=64)
+def _to_image(fn):
+  """A jitted ``to_image`` (objectives over one flow share theirs)."""
+  return jax.jit(fn)
+
+
+def _grid(hyper: Dict[str, Any]):
+  """The grid's values as (P,) arrays (``"active"`` int32, the rest
+  float32; None stays None) and P."""
+  h = {k: (None if v is None else jnp.atleast_1d(jnp.asarray(
+      v, jnp.int32 if k == "active" else jnp.float32)))
+       for k, v in hyper.items()}
+  sizes = [v.shape[0] for v in h.values() if v is not None]
+  for k, v in h.items():
+    if v is not None and v.ndim != 1:
+      raise ValueError(f"{k}: got shape {tuple(v.shape)}, expected a scalar "
+                       "or one value per grid point")
+  p = max(sizes, default=1)
+  if any(n not in (1, p) for n in sizes):
+    raise ValueError(f"hyper: got grids of lengths "
+                     f"{ {k: int(v.shape[0]) for k, v in h.items() if v is not None} }"
+                     ", expected one common length (or scalars)")
+  return {k: (None if v is None else jnp.broadcast_to(v, (p,)))
+          for k, v in h.items()}, p
+
+
+def minimize(objective: Objective, y, data, *, hyper=None, steps: int = 1000,
+             optimizer=None, config: Optional[SolverConfig] = None,
+             points_per_call: Optional[int] = None,
+             init_per_point: bool = False) -> RecoveryResult:
+  """Minimises ``objective`` for every example of ``y`` (and every grid
+  point of ``hyper``) in one compiled program.
+
+  Args:
+    objective: an ``Objective`` (``mapflow.objectives`` builds the paper's;
+      any of the same shape works).
+    y: measurements (B, ...).
+    data: a dict pytree passed to the objective's functions.
+    hyper: ``{name: value}`` merged into ``data`` for the loss, each a
+      scalar or one value per grid point (P,); results get a leading P
+      axis.  ``"active"`` masks an operator's rows (``data_operator``).
+    steps: optimiser steps.
+    optimizer: any optax optimiser (default Adam, lr 1e-2).  Reuse one
+      object across calls to reuse compiled code.
+    config: a ``SolverConfig`` (starts, restarts, devices, ...).
+    points_per_call: grid points per compiled call (None: all).
+    init_per_point: ``config.init`` holds one start per grid point,
+      (P, [R,] B, ...).
+
+  Returns:
+    A ``RecoveryResult`` with a leading grid axis P.
+  """
+  config = SolverConfig() if config is None else config
+  if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    raise ValueError(f"steps: got {steps!r}, expected an int >= 1")
+  restarts = config.restarts
+  if isinstance(restarts, bool) or not isinstance(restarts, int) or \
+      restarts < 1:
+    raise ValueError(f"restarts: got {restarts!r}, expected an int >= 1")
+  optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
+  if not isinstance(optimizer, optax.GradientTransformation):
+    raise TypeError(f"optimizer: got {type(optimizer).__name__}, expected "
+                    "an optax.GradientTransformation (e.g. optax.adam(1e-2))")
+  chunk = default_chunk() if config.chunk is None else int(config.chunk)
+  if chunk < 1:
+    raise ValueError(f"chunk: got {config.chunk!r}, expected an int >= 1")
+  y = jnp.asarray(y)
+  h, p = _grid(hyper or {})
+  fns = compiled(objective, optimizer, chunk)
+  per_point = bool(init_per_point)
+  v0 = starts_lib.initial(objective, config, y, data, p, per_point)
+  # Data parallel: examples split over the mesh (padded to a multiple of
+  # its size with copies of the last one, dropped at the end).
+  mesh = sharding.batch_mesh(config.devices)
+  n_real = y.shape[0]
+  y, _ = sharding.pad_along(y, mesh.size, 0)
+  v0, _ = sharding.pad_along(v0, mesh.size, 2 if per_point else 1)
+  y = sharding.shard_along(y, mesh, 0)
+  data = sharding.replicate(data, mesh)
+  per = p if points_per_call is None else max(1, min(p, points_per_call))
+  to_image = _to_image(objective.to_image)
+  parts = []
+  for start in range(0, p, per):
+    idx = np.minimum(np.arange(start, start + per), p - 1)
+    hp = sharding.replicate(
+        {k: None if v is None else v[idx] for k, v in h.items()}, mesh)
+    v0_h = (v0[idx] if per_point
+            else jnp.broadcast_to(v0, (len(idx),) + v0.shape))
+    part = _run_points(fns, to_image, v0_h, y, hp, data, steps, chunk,
+                       config.progress, mesh)
+    keep = min(per, p - start)
+    x, z, loss, trace, skipped = part
+    parts.append((x[:keep, :n_real], z[:keep, :n_real], loss[:keep, :n_real],
+                  trace[:keep, :, :n_real], skipped[:keep, :n_real]))
+  if len(parts) == 1:
+    x, z, loss, trace, skipped = parts[0]
+  else:
+    x, z, loss, skipped = (jnp.concatenate([q[i] for q in parts])
+                           for i in (0, 1, 2, 4))
+    trace = np.concatenate([q[3] for q in parts])
+  return RecoveryResult(x, z, loss, jnp.asarray(trace), skipped)
+
+
+def _run_points(fns, to_image, v0, y, h, data, steps, chunk, progress, mesh):
+  """The step loop and finish for one group of grid points, from starts
+  ``v0`` (P, R, B+pad, ...).  Returns x, z, loss (P, B+pad, ...), the
+  chosen restart's trace (P, steps, B+pad) as numpy, and the non-finite
+  step count."""
+  init_fn, step_fn, finish_fn = fns
+  v = jnp.array(v0)  # a copy: the step donates it
+  v = sharding.shard_along(v, mesh, 2)
+  # Laid out like the step's output state, so the step compiles only once.
+  state = sharding.shard_along(init_fn(v), mesh, 2)
+  trace = []
+  done = 0
+  while done < steps:
+    n = min(chunk, steps - done)
+    v, state, vals = step_fn(v, state, jnp.int32(n), y, h, data, mesh=mesh)
+    trace.append(vals[:n])
+    done += n
+    if progress is not None:
+      progress(done, vals[n - 1])
+  # The trace is assembled on the host: eager XLA ops on a (steps, ...)
+  # array would compile anew for every distinct step count.
+  trace = np.concatenate([np.asarray(t) for t in trace])  # (steps, P, R, B)
+  best, v_best, loss, skipped = finish_fn(v, state, y, h, data)
+  flat = v_best.reshape((-1,) + v_best.shape[2:])
+  yy = jnp.broadcast_to(y[None], v_best.shape[:1] + y.shape).reshape(
+      (-1,) + y.shape[1:])
+  x = to_image(flat, yy, data)
+  x = x.reshape(v_best.shape[:2] + x.shape[1:])
+  best_h = np.asarray(best)
+  trace_best = np.take_along_axis(
+      trace, np.broadcast_to(best_h[None, :, None], (trace.shape[0],) +
+                             best_h.shape[:1] + (1,) + best_h.shape[1:]),
+      axis=2)[:, :, 0]
+  return x, v_best, loss, np.moveaxis(trace_best, 0, 1), skipped
