@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -96,13 +94,7 @@ def save(path, tree, config=None, extra: Optional[dict] = None) -> Path:
     io_lib.write_json_atomic(tmp / "meta.json", meta)
     if config is not None:
       io_lib.write_json_atomic(tmp / "config.json", config_to_json(config))
-    old = None
-    if path.exists():
-      old = path.with_name(f".{path.name}.old-{os.getpid()}")
-      os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-      shutil.rmtree(old, ignore_errors=True)
+    io_lib.replace_dir(tmp, path)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
@@ -111,6 +103,7 @@ def save(path, tree, config=None, extra: Optional[dict] = None) -> Path:
 
 def read_meta(path) -> dict:
   path = Path(path)
+  io_lib.recover_dir(path)  # a save killed between its two renames
   if not (path / "meta.json").is_file():
     raise CheckpointError(f"path: {str(path)!r} is not a mapflow checkpoint "
                           "(no meta.json)")

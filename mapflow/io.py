@@ -17,10 +17,11 @@ import errno
 import io
 import json
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 def _umask() -> int:
@@ -68,6 +69,70 @@ def write_bytes_atomic(path, data: bytes) -> Path:
     _remove_quietly(tmp)
     raise
   return Path(path)
+
+
+def write_via(path, write: Callable[[str], None], suffix: str = ""
+              ) -> Path:
+  """``write(tmp)`` fills a temporary file beside ``path`` (for writers
+  that want a file name, e.g. PIL), which then replaces ``path``."""
+  fd, tmp = atomic_temp(path, suffix=suffix)
+  os.close(fd)
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  except BaseException:
+    _remove_quietly(tmp)
+    raise
+  return Path(path)
+
+
+def _olds(path: Path):
+  return sorted(path.parent.glob(f".{path.name}.old-*"),
+                key=lambda p: p.stat().st_mtime)
+
+
+def recover_dir(path) -> bool:
+  """Puts back a folder that ``replace_dir`` had moved aside when its
+  process was killed between its two renames; True if it did."""
+  path = Path(path)
+  if path.exists():
+    return False
+  olds = [p for p in _olds(path) if p.is_dir()]
+  if not olds:
+    return False
+  os.replace(olds[-1], path)
+  return True
+
+
+def replace_dir(tmp, path) -> Path:
+  """Moves the filled folder ``tmp`` (from ``atomic_dir``) to ``path``,
+  replacing any folder there.  Two renames: the old folder aside, the new
+  one in.  A kill between them leaves the old one beside ``path``, which
+  ``recover_dir`` (called here and by readers) puts back."""
+  path = Path(path)
+  recover_dir(path)
+  old = None
+  if path.exists():
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    os.replace(path, old)
+  os.replace(tmp, path)
+  if old is not None:
+    shutil.rmtree(old, ignore_errors=True)
+  return path
+
+
+def remove_orphan_dirs(path) -> int:
+  """Deletes the temporary and set-aside folders of ``path`` that killed
+  writers left (``.NAME.tmp-*``, and ``.NAME.old-*`` once ``path`` is
+  back).  Only while holding the folder's lock; returns how many."""
+  path = Path(path)
+  recover_dir(path)
+  n = 0
+  for p in list(path.parent.glob(f".{path.name}.tmp-*")) + (
+      _olds(path) if path.exists() else []):
+    shutil.rmtree(p, ignore_errors=True)
+    n += 1
+  return n
 
 
 def write_text_atomic(path, text: str) -> Path:

@@ -38,6 +38,27 @@ from mapflow.flows import dequantize, from_config, preset, weightnorm_l2
 
 
 @dataclasses.dataclass(frozen=True)
+class LogSchedule:
+  """When a training run evaluates, checkpoints, samples and logs.
+
+  Attributes:
+    eval_every: steps between test bits/dim evaluations (0: only at the end).
+    eval_batch: images per evaluation batch.
+    eval_limit: evaluate on the first N test images (0: all).
+    checkpoint_every: steps between checkpoints.
+    sample_every: steps between sample grids (0: only at the end).
+    log_every: steps between metric lines.
+  """
+
+  eval_every: int = 1000
+  eval_batch: int = 500
+  eval_limit: int = 0
+  checkpoint_every: int = 200
+  sample_every: int = 1000
+  log_every: int = 20
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """Hyperparameters of a training run (flow config aside).
 
@@ -48,12 +69,7 @@ class TrainConfig:
     max_grad_norm: global-norm gradient clipping.
     wn_l2: L2 penalty on the weight-norm scales.
     seed: seeds init, data order and dequantisation.
-    eval_every: steps between test bits/dim evaluations (0: only at the end).
-    eval_batch: images per evaluation batch.
-    eval_limit: evaluate on the first N test images (0: all).
-    checkpoint_every: steps between checkpoints.
-    sample_every: steps between sample grids (0: only at the end).
-    log_every: steps between metric lines.
+    log: when the run evaluates, checkpoints, samples and logs.
   """
 
   batch_size: int = 64
@@ -62,12 +78,7 @@ class TrainConfig:
   max_grad_norm: float = 100.0
   wn_l2: float = 5e-5
   seed: int = 0
-  eval_every: int = 1000
-  eval_batch: int = 500
-  eval_limit: int = 0
-  checkpoint_every: int = 200
-  sample_every: int = 1000
-  log_every: int = 20
+  log: LogSchedule = LogSchedule()
 
 
 class TrainState(NamedTuple):
@@ -201,9 +212,19 @@ def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
   Returns:
     The final ``TrainState``.
   """
-  from mapflow.viz import save_grid
   workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  # One writer per workdir; what killed writers left behind goes first.
+  with io_lib.FolderLock(workdir, what="workdir"):
+    io_lib.remove_orphan_dirs(workdir / "state")
+    io_lib.remove_orphan_dirs(workdir / "params")
+    io_lib.remove_orphans(workdir, ["metrics.jsonl", "evals.jsonl"])
+    return _train(flow_config, tc, x_train, x_test, workdir, steps,
+                  time_budget, progress, on_eval, devices)
+
+
+def _train(flow_config, tc, x_train, x_test, workdir, steps, time_budget,
+           progress, on_eval, devices):
+  from mapflow.viz import save_grid
   shape = tuple(flow_config.image_shape)
   for name, x in (("x_train", x_train), ("x_test", x_test)):
     if x.dtype != np.uint8 or tuple(x.shape[1:]) != shape:
@@ -237,8 +258,8 @@ def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
                dynamic_ncols=True)
 
   def do_eval(st):
-    xt = x_test[:tc.eval_limit] if tc.eval_limit else x_test
-    bpd = evaluate_bpd(flow, st.params, xt, tc.eval_batch, tc.seed)
+    xt = x_test[:tc.log.eval_limit] if tc.log.eval_limit else x_test
+    bpd = evaluate_bpd(flow, st.params, xt, tc.log.eval_batch, tc.seed)
     rec = {"step": int(st.step), "test_bpd": bpd, "num_test": len(xt),
            "wall_s": time.time() - t0}
     with open(workdir / "evals.jsonl", "a") as f:
@@ -275,7 +296,7 @@ def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
       idx = batch_indices(step, len(x_train), tc.batch_size, tc.seed)
       state, m = step_fn(state, sharding.shard_along(x_train[idx], mesh))
       step += 1
-      if step % tc.log_every == 0 or step == steps:
+      if step % tc.log.log_every == 0 or step == steps:
         last = {k: float(v) for k, v in m.items()}
         rec = {"step": step, **last, "wall_s": time.time() - t0}
         with open(metrics_path, "a") as f:
@@ -284,11 +305,11 @@ def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
           bar.set_postfix(bpd=f"{last['bpd']:.3f}")
       if bar is not None:
         bar.update(1)
-      if step % tc.checkpoint_every == 0:
+      if step % tc.log.checkpoint_every == 0:
         save_state(workdir, state, flow_config, tc)
-      if tc.sample_every and step % tc.sample_every == 0:
+      if tc.log.sample_every and step % tc.log.sample_every == 0:
         do_samples(state)
-      if tc.eval_every and step % tc.eval_every == 0:
+      if tc.log.eval_every and step % tc.log.eval_every == 0:
         do_eval(state)
   finally:
     for sig, handler in previous.items():
@@ -305,9 +326,9 @@ def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
     raise KeyboardInterrupt(f"stopped by signal {stop[0]} at step {step}; "
                             "checkpointed")
   if step >= steps:
-    if not (tc.sample_every and step % tc.sample_every == 0):
+    if not (tc.log.sample_every and step % tc.log.sample_every == 0):
       do_samples(state)
-    if not (tc.eval_every and step % tc.eval_every == 0):
+    if not (tc.log.eval_every and step % tc.log.eval_every == 0):
       do_eval(state)
   return state
 
@@ -319,8 +340,9 @@ TRAIN_PRESETS = {
                                           halve_every=4000)),
     "digits_realnvp": ("realnvp_fmnist_cpu", "digits",
                        TrainConfig(batch_size=64, learning_rate=1e-3,
-                                   halve_every=2000, eval_every=500,
-                                   sample_every=500)),
+                                   halve_every=2000,
+                                   log=LogSchedule(eval_every=500,
+                                                   sample_every=500))),
     "fashion_mnist_glow": ("glow_fmnist_small", "fashion_mnist",
                            TrainConfig(batch_size=64, learning_rate=1e-3,
                                        halve_every=4000)),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +34,9 @@ def _pil_image(array_uint8, scale: int = 1):
 
 
 def _save_image(path, im) -> Path:
-  from mapflow.io import atomic_temp
-  path = Path(path)
-  fd, tmp = atomic_temp(path, suffix=".png")
-  os.close(fd)
-  im.save(tmp)
-  os.replace(tmp, path)
-  return path
+  from mapflow.io import write_via
+  return write_via(Path(path), lambda tmp: im.save(tmp, format="PNG"),
+                   suffix=".png")
 
 
 def save_png(path, array_uint8, scale: int = 1) -> Path:

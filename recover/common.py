@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -136,7 +137,23 @@ def make_context(args, experiment: str):
       cells.Options(chosen, starts, args.seed, args.restarts, args.init_std,
                     getattr(args, "figures", True), True, say,
                     methods_lib.BORA._replace(steps=args.bora_steps,
-                                              restarts=args.bora_restarts)))
+                                              restarts=args.bora_restarts)),
+      run_info=run_info(args, prior))
+
+
+def run_info(args, prior) -> dict:
+  """What a results folder records about the run that made it."""
+  info = {"prior": args.prior, "prior_config": type(prior.config).__name__}
+  if getattr(args, "noise_prior", None):
+    info["noise_prior"] = args.noise_prior
+  if "bora" in args.methods.split(","):
+    info["vae"] = args.vae
+  if not Path(args.prior).is_dir():
+    import mapflow as mf
+    meta = mf.pretrained.info(args.prior)
+    info["prior_step"] = meta.get("step")
+    info["prior_test_bpd"] = meta.get("eval", {}).get("test_bpd")
+  return info
 
 
 def load_prior(name_or_path):

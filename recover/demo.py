@@ -11,10 +11,11 @@ where it applies.  It prints a PSNR table and writes demo.png (rows: tasks x
 images; columns: truth, measurement, ours, Asim, Bora, BM3D), psnr.csv and
 psnr.json to --out.
 
-The hyperparameters are those the experiment scripts chose on the 16
-validation images for the same settings (``VALIDATED`` and, where the
-start was chosen too, ``VALIDATED_START`` below; see
-results/*/selection.csv), never tuned on the images shown.
+Every method's value and start are read from the experiments' results
+(``validated_choices``: results/<experiment>/results.csv, the choice made
+on the 16 validation images at the same setting), never tuned on the
+images shown.  Until an experiment's fair-protocol run is committed its
+first run's folder, results/v1/<experiment>, is read instead.
 """
 
 from __future__ import annotations
@@ -24,53 +25,87 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import mapflow as mf
 from mapflow import viz
-from recover.paper import cells
-from recover.paper.methods import parse_start
+from recover.paper import cells, tables
+from recover.paper.methods import BORA, parse_start
 
 METHODS = ("ours", "asim", "bora", "bm3d")
 TITLES = {"ours": "ours", "asim": "Asim et al.", "bora": "Bora et al.",
           "bm3d": "BM3D"}
-# Chosen by mean validation PSNR in results/<experiment>/results.csv:
-# (β for ours, γ for Asim, λ for Bora, BM3D's σ as a multiple of the
-# largest noise std).
-VALIDATED = {
-    "1-bit CS": {"ours": 0.1, "asim": 5.0, "bora": 0.001, "bm3d": None},
-    "sinusoidal": {"ours": 1.0, "asim": 1.0, "bora": 0.0, "bm3d": 0.5},
-    "digit noise": {"ours": 10.0, "asim": 5.0, "bora": 1.0, "bm3d": 0.1},
+# Where each task's choices come from: (results folder, experiment,
+# setting).
+DEMO_CELLS = {
+    "1-bit CS": ("one_bit", "one_bit", "m=800,s=1"),
+    "sinusoidal": ("sinusoidal", "sinusoidal", "0.4"),
+    "digit noise": ("digit_noise", "digits", "0.5x+digit"),
 }
-# Starts chosen on validation together with the value (``--inits``), where
-# the experiment chose them; other methods use the task's default start.
-VALIDATED_START = {
-    # "pixels@0.01": ours moves the image itself, with Adam at lr 0.01.
-    "sinusoidal": {"ours": "pixels@0.01", "asim": "zeros"},
-    # "noise_latent": ours moves the digit flow's latent from 0.
-    "digit noise": {"ours": "noise_latent", "asim": "measurements"},
-}
-# Where each task's choice comes from: (results folder, experiment, setting).
-VALIDATED_FROM = {
-    "1-bit CS": ("v1/one_bit", "one_bit", "m=800,s=1"),
-    "sinusoidal": ("v1/sinusoidal", "sinusoidal", "0.4"),
-    "digit noise": ("v1/digit_noise", "digits", "0.5x+digit"),
-}
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
-def _optimizer(start: str, default):
-  """Adam at the start's own rate where it names one (``NAME@LR``)."""
-  st = parse_start(start)
-  return default if "@" not in start else cells.adam(st.lr)
+class Choice(NamedTuple):
+  value: float              # β, γ, λ, or BM3D's σ over the reference std
+  start: Optional[str]      # the start's label (flow methods), else None
+  source: str               # the results folder it was read from
+
+
+def results_prior(results, folder) -> str:
+  """The signal prior a results folder was made with (its run.json; the
+  v1 runs predate run.json and used the first shipped prior)."""
+  import json
+  f = Path(results) / folder / "run.json"
+  if f.is_file():
+    return json.loads(f.read_text())["prior"]
+  return "fashion_mnist_realnvp"
+
+
+def validated_choices(results=RESULTS):
+  """``{task: {method: Choice}}`` from each task's results folder (the
+  fair-protocol one, else its v1 run)."""
+  out = {}
+  for task, (folder, experiment, setting) in DEMO_CELLS.items():
+    for where in (folder, f"v1/{folder}"):
+      f = Path(results) / where / "results.csv"
+      rows = [r for r in tables.read_rows(f)
+              if r["experiment"] == experiment and r["setting"] == setting
+              ] if f.is_file() else []
+      if {r["method"] for r in rows} >= set(METHODS) - {"bm3d"}:
+        break
+    else:
+      raise FileNotFoundError(
+          f"--results: no results for {experiment} {setting} under "
+          f"{results}/{folder} or {results}/v1/{folder}; run "
+          f"python -m recover.report's commands first")
+    out[task] = {}
+    for method in METHODS:
+      hit = [r for r in rows if r["method"] == method]
+      if not hit:
+        continue
+      value, start = tables.split_hyper(hit[0]["hyper"])
+      value = float(value)
+      if method == "bm3d" and where.startswith("v1/"):
+        # v1 recorded σ itself; its grid began at 0.1 x the reference std.
+        sel = [float(r["hyper"]) for r in tables.read_rows(
+            Path(results) / where / "selection.csv")
+               if r["experiment"] == experiment and r["setting"] == setting
+               and r["method"] == "bm3d"]
+        value = value / (min(sel) / 0.1)
+      default = "zeros" if task == "1-bit CS" else "measurements"
+      flow = method in ("ours", "asim")
+      out[task][method] = Choice(value, (start or default) if flow else None,
+                                 where)
+  return out
 
 
 def _tasks(x, digits, key, m, scale, sin_scale):
-  """(name, operator, noise, y, shown measurement, init, BM3D reference
-  std) of each task."""
+  """(name, operator, noise, y, shown measurement, BM3D reference std) of
+  each task."""
   shape = x.shape[1:]
   a = mf.operators.gaussian(key, m, shape)
   one_bit = mf.operators.one_bit(a, 0.5)
@@ -82,12 +117,11 @@ def _tasks(x, digits, key, m, scale, sin_scale):
   ys = x + ns.sample(seed=jax.random.fold_in(key, 2), sample_shape=(len(x),))
   yd = 0.5 * x + digits
   return [
-      ("1-bit CS", one_bit, n1, y1, show1, "zeros", None),
+      ("1-bit CS", one_bit, n1, y1, show1, None),
       ("sinusoidal", mf.operators.identity(), ns, ys, jnp.clip(ys, 0, 1),
-       "measurements", float(jnp.max(ns.std_map))),
+       float(jnp.max(ns.std_map))),
       ("digit noise", mf.operators.scale(0.5), "digits", yd,
-       jnp.clip(yd, 0, 1), "measurements",
-       float(jnp.sqrt(jnp.mean(digits ** 2)))),
+       jnp.clip(yd, 0, 1), float(jnp.sqrt(jnp.mean(digits ** 2)))),
   ]
 
 
@@ -95,9 +129,13 @@ def main(argv=None):
   p = argparse.ArgumentParser(prog="python -m recover.demo",
                               description=__doc__.splitlines()[0])
   p.add_argument("--out", default="out/demo")
-  p.add_argument("--steps", type=int, default=100)
-  p.add_argument("--bora-steps", type=int, default=300)
-  p.add_argument("--lr", type=float, default=0.03, help="Adam learning rate")
+  p.add_argument("--steps", type=int, default=None,
+                 help="flow methods' steps (default: each chosen start's)")
+  p.add_argument("--bora-steps", type=int, default=BORA.steps,
+                 help=f"Bora et al.'s steps (default {BORA.steps}, its "
+                 "protocol)")
+  p.add_argument("--results", default=str(RESULTS),
+                 help="where the validated choices are read from")
   p.add_argument("--m", type=int, default=800, help="1-bit measurements")
   p.add_argument("--scale", type=float, default=1.0,
                  help="noise scale s of 1-bit CS")
@@ -106,7 +144,9 @@ def main(argv=None):
   p.add_argument("--images", type=int, default=4,
                  help="how many (<= 8; the figure shows at most 4, and each "
                  "image adds about 10 s on a 2-core CPU)")
-  p.add_argument("--prior", default="fashion_mnist_realnvp")
+  p.add_argument("--prior", default=None,
+                 help="signal prior (default: the one the results were "
+                 "made with, from their run.json)")
   p.add_argument("--noise-prior", default="digits_realnvp")
   p.add_argument("--vae", default="fashion_mnist_vae")
   p.add_argument("--full-compile", action="store_true",
@@ -139,10 +179,11 @@ def main(argv=None):
   n = max(1, min(args.images, 8))
   x = jnp.asarray(imgs["fashion_mnist"][:n], jnp.float32) / 255.0
   digits = jnp.asarray(imgs["digits"][:n], jnp.float32) / 255.0
-  prior, params = load_prior(args.prior)
+  choices = validated_choices(args.results)
+  prior, params = load_prior(args.prior or results_prior(
+      args.results, choices["sinusoidal"]["ours"].source))
   noise_prior, noise_params = load_prior(args.noise_prior)
   decode, decode_params = mf.pretrained.load(args.vae)
-  opt = optax.adam(args.lr)
   have_bm3d = True
   try:
     import bm3d  # noqa: F401
@@ -159,37 +200,37 @@ def main(argv=None):
   bm3d_lock = threading.Lock()
 
   def run_task(task):
-    name, op, noise, y, shown, init, bm3d_ref = task
-    hp = VALIDATED[name]
-    start = {m: VALIDATED_START.get(name, {}).get(m, init)
-             for m in ("ours", "asim")}
+    name, op, noise, y, shown, bm3d_ref = task
+    ch = choices[name]
+    start = {m: parse_start(ch[m].start) for m in ("ours", "asim")}
     if isinstance(noise, str):
       noise = mf.noise.from_flow(noise_prior, noise_params)
     res = {}
     res["ours"] = mf.recover(y, prior=prior, params=params, operator=op,
-                             noise=noise, beta=hp["ours"], steps=args.steps,
-                             optimizer=_optimizer(start["ours"], opt),
-                             config=cells.start_config(parse_start(
-                                 start["ours"]))).x
+                             noise=noise, beta=ch["ours"].value,
+                             steps=args.steps or start["ours"].steps,
+                             optimizer=cells.adam(start["ours"].lr),
+                             config=cells.start_config(start["ours"])).x
     bar.update()
     res["asim"] = mf.recover_asim(y, prior=prior, params=params, operator=op,
-                                  gamma=hp["asim"], steps=args.steps,
-                                  optimizer=_optimizer(start["asim"], opt),
-                                  config=cells.start_config(parse_start(
-                                      start["asim"]))).x
+                                  gamma=ch["asim"].value,
+                                  steps=args.steps or start["asim"].steps,
+                                  optimizer=cells.adam(start["asim"].lr),
+                                  config=cells.start_config(start["asim"])).x
     bar.update()
     res["bora"] = mf.recover_bora(y, generator=decode,
                                   generator_params=decode_params, operator=op,
-                                  latent_shape=(20,), lam=hp["bora"],
-                                  steps=args.bora_steps, optimizer=opt,
+                                  latent_shape=(20,), lam=ch["bora"].value,
+                                  steps=args.bora_steps,
+                                  optimizer=cells.adam(BORA.lr),
                                   key=jax.random.PRNGKey(0),
                                   config=mf.SolverConfig(
                                       init="random", init_std=1.0,
-                                      restarts=4)).x
+                                      restarts=BORA.restarts)).x
     bar.update()
     if bm3d_ref is not None and have_bm3d:
       with bm3d_lock:  # the bm3d package is not thread-safe
-        den = cells.bm3d_denoise(np.asarray(y), hp["bm3d"] * bm3d_ref)
+        den = cells.bm3d_denoise(np.asarray(y), ch["bm3d"].value * bm3d_ref)
       res["bm3d"] = jnp.clip(op.back_project(jnp.asarray(den)), 0, 1)
     bar.update()
     row = {"task": name}

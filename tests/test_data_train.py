@@ -18,8 +18,10 @@ TINY = mf.flows.RealNVPConfig(image_shape=(8, 8, 1), num_scales=2,
                               num_blocks=1, hidden_channels=8,
                               couplings_per_scale=2, final_couplings=2)
 TC = training.TrainConfig(batch_size=16, learning_rate=3e-3, halve_every=50,
-                          eval_every=0, sample_every=0, checkpoint_every=2,
-                          log_every=1, eval_batch=64, eval_limit=64)
+                          log=training.LogSchedule(
+                              eval_every=0, sample_every=0,
+                              checkpoint_every=2, log_every=1, eval_batch=64,
+                              eval_limit=64))
 
 
 def write_idx(path, arr, gz=False):

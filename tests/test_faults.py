@@ -97,3 +97,24 @@ def test_folder_lock_refuses_a_live_holder_and_takes_a_stale_one(tmp_path):
   with io.FolderLock(tmp_path):
     assert (tmp_path / ".lock").read_text().split()[1] == str(os.getpid())
   assert not (tmp_path / ".lock").exists()
+
+
+def test_a_save_killed_between_its_renames_is_put_back(tmp_path):
+  """``replace_dir`` moves the old folder aside, then the new one in; a
+  kill in between leaves no folder under the name.  The next reader puts
+  the old one back, and the next save's leftovers are swept."""
+  import numpy as np
+  import mapflow as mf
+  path = tmp_path / "state"
+  mf.checkpoint.save(path, {"w": np.arange(3.0)})
+  # What a kill between the two renames leaves: the old folder aside, a
+  # filled temporary folder, and nothing at the name.
+  aside = tmp_path / ".state.old-12345"
+  path.rename(aside)
+  (tmp_path / ".state.tmp-abc").mkdir()
+  assert not path.exists()
+  tree = mf.checkpoint.restore(path, {"w": np.zeros(3)})
+  np.testing.assert_array_equal(tree["w"], np.arange(3.0))
+  assert path.is_dir() and not aside.exists()
+  assert io.remove_orphan_dirs(path) == 1
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]

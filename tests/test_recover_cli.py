@@ -78,6 +78,15 @@ def test_start_is_chosen_with_the_hyperparameter(tiny_prior, tmp_path):
     assert score >= top - methods_lib.TIE_DB
   with pytest.raises(SystemExit, match="--inits: got start 'middle'"):
     main("sinusoidal", args[:-1] + ["measurements,middle"])
+  # The folder records its prior; a rerun with another is refused.
+  run = json.loads((tmp_path / "run.json").read_text())
+  assert run["prior"] == tiny_prior
+  other = tmp_path / "other_prior"
+  import shutil
+  shutil.copytree(tiny_prior, other)
+  with pytest.raises(ValueError, match="--prior: got .* were made with"):
+    main("sinusoidal", args[:3] + [str(other)] + args[4:])
+  assert not (tmp_path / ".lock").exists()
 
 
 def _selection(folder):
@@ -228,40 +237,48 @@ def test_subpixel_cli_end_to_end(tiny_prior, tmp_path):
   assert all(r["setting"] == "keep=0.75" for r in rows)
 
 
-def test_demo_hyperparameters_are_the_validated_choices():
-  """recover.demo's fixed hyperparameters equal the ones the experiments
-  chose on validation images (for every experiment whose results exist)."""
-  from pathlib import Path
-  from recover.demo import VALIDATED, VALIDATED_FROM, VALIDATED_START
-  root = Path(__file__).resolve().parents[1] / "results"
-  checked = 0
-  for task, (folder, experiment, setting) in VALIDATED_FROM.items():
-    f = root / folder / "results.csv"
-    if not f.is_file():
-      continue
-    with f.open() as fh:
-      rows = [r for r in csv.DictReader(fh)
-              if r["experiment"] == experiment and r["setting"] == setting]
-    for method in ("ours", "asim", "bora"):
-      # "β|start" where the start was chosen with the value (--inits).
-      chosen = {tuple(r["hyper"].split("|")) for r in rows
-                if r["method"] == method}
-      if chosen:
-        assert {float(c[0]) for c in chosen} == {VALIDATED[task][method]}, (
-            task, method, chosen)
-        starts = {c[1] for c in chosen if len(c) > 1}
-        if starts:
-          assert starts == {VALIDATED_START[task][method]}, (task, method,
-                                                             starts)
-        checked += 1
-    if task == "sinusoidal":
-      sig = {float(r["hyper"]) for r in rows if r["method"] == "bm3d"}
-      if sig:
-        s_max = float(jnp.max(mf.noise.sinusoidal((28, 28, 1),
-                                                  float(setting)).std_map))
-        factor = sig.pop() / s_max
-        assert abs(factor - VALIDATED[task]["bm3d"]) < 1e-4
-  assert checked >= 3
+def test_demo_reads_its_choices_from_the_results(tmp_path):
+  """recover.demo takes each method's value and start from the task's
+  results folder, the fair-protocol one before its v1 run, and reads the
+  prior from that folder's run.json; the committed results give a choice
+  for every method of every task."""
+  from recover import demo
+  choices = demo.validated_choices()
+  assert set(choices) == set(demo.DEMO_CELLS)
+  for task, ch in choices.items():
+    assert set(ch) >= {"ours", "asim", "bora"}, task
+    assert ch["ours"].start is not None and ch["bora"].start is None
+  # A synthetic main folder wins over the v1 one.
+  for where, beta in (("sinusoidal", 2.0), ("v1/sinusoidal", 7.0)):
+    d = tmp_path / where
+    d.mkdir(parents=True)
+    rows = [f"sinusoidal,0.4,{m},{h},1,20.0" for m, h in (
+        ("ours", f"{beta}|pixels@0.01"), ("asim", "0.5|zeros"),
+        ("bora", "0.1"), ("bm3d", "0.5"))]
+    (d / "results.csv").write_text(
+        "experiment,setting,method,hyper,image,psnr\n" + "\n".join(rows)
+        + "\n")
+  (tmp_path / "sinusoidal" / "run.json").write_text('{"prior": "p2"}')
+  for folder, exp, setting in demo.DEMO_CELLS.values():
+    if folder != "sinusoidal":
+      d = tmp_path / folder
+      d.mkdir()
+      rows = [f"{exp},{setting!r},{m},1|zeros,1,20.0".replace("'", '"')
+              for m in ("ours", "asim")] + [
+                  f"{exp},\"{setting}\",bora,0.1,1,20.0"]
+      (d / "results.csv").write_text(
+          "experiment,setting,method,hyper,image,psnr\n" + "\n".join(rows)
+          + "\n")
+  got = demo.validated_choices(tmp_path)
+  ours = got["sinusoidal"]["ours"]
+  assert (ours.value, ours.start, ours.source) == (2.0, "pixels@0.01",
+                                                   "sinusoidal")
+  assert got["sinusoidal"]["bm3d"].value == 0.5
+  assert demo.results_prior(tmp_path, "sinusoidal") == "p2"
+  assert demo.results_prior(tmp_path, "v1/sinusoidal") == \
+      "fashion_mnist_realnvp"
+  with pytest.raises(FileNotFoundError, match="--results"):
+    demo.validated_choices(tmp_path / "nowhere")
 
 
 def test_report_computes_the_claims_from_results_csv(tmp_path):

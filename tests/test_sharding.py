@@ -47,9 +47,10 @@ SCRIPT = textwrap.dedent("""
     np.testing.assert_allclose(s4.x, s1.x, rtol=1e-5, atol=1e-5)
     # Training: a batch of 8 split 2 per device, state replicated.
     tc = training.TrainConfig(batch_size=8, learning_rate=1e-3,
-                              halve_every=100, eval_every=0, sample_every=0,
-                              checkpoint_every=100, log_every=1,
-                              eval_batch=16, eval_limit=16)
+                              halve_every=100, log=training.LogSchedule(
+                                  eval_every=0, sample_every=0,
+                                  checkpoint_every=100, log_every=1,
+                                  eval_batch=16, eval_limit=16))
     xs = np.random.RandomState(0).randint(0, 256, (32, 8, 8, 1)).astype(
         np.uint8)
     import dataclasses, tempfile

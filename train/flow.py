@@ -34,9 +34,12 @@ def parse_args(argv=None):
                  help="stop after this many seconds, checkpointed")
   p.add_argument("--train-limit", type=int, default=0,
                  help="use only the first N training images (0: all)")
-  for f in dataclasses.fields(training.TrainConfig):
-    p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default),
-                   default=None, help=f"override TrainConfig.{f.name}")
+  for cls in (training.TrainConfig, training.LogSchedule):
+    for f in dataclasses.fields(cls):
+      if f.name != "log":
+        p.add_argument("--" + f.name.replace("_", "-"),
+                       type=type(f.default), default=None,
+                       help=f"override {cls.__name__}.{f.name}")
   p.add_argument("--no-progress", action="store_true")
   return p.parse_args(argv)
 
@@ -47,10 +50,12 @@ def main(argv=None):
   if args.flow:
     flow_cfg = PRESETS[args.flow]
   data_name = args.data or data_name
-  overrides = {f.name: getattr(args, f.name)
-               for f in dataclasses.fields(training.TrainConfig)
-               if getattr(args, f.name) is not None}
-  tc = dataclasses.replace(tc, **overrides)
+  given = lambda cls: {f.name: getattr(args, f.name)
+                       for f in dataclasses.fields(cls) if f.name != "log"
+                       and getattr(args, f.name) is not None}
+  tc = dataclasses.replace(
+      tc, log=dataclasses.replace(tc.log, **given(training.LogSchedule)),
+      **given(training.TrainConfig))
   x_train = data.load(data_name, "train", args.data_dir)
   x_test = data.load(data_name, "test", args.data_dir)
   if args.train_limit:

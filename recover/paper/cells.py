@@ -72,7 +72,8 @@ class Context:
   under a ``FolderLock`` while open), its two tables, models, images and
   options.  Use as ``with Context(...) as ctx:``."""
 
-  def __init__(self, out, models: Models, images: Images, options: Options):
+  def __init__(self, out, models: Models, images: Images, options: Options,
+               run_info: Optional[dict] = None):
     from mapflow import io as io_lib
     if "bora" in options.methods and models.decode is None:
       raise ValueError("decode: Bora et al. needs a generator (the VAE)")
@@ -97,6 +98,9 @@ class Context:
     self.models, self.images, self.options = models, images, options
     self.lock = io_lib.FolderLock(self.out, what="--out")
     self.results = self.selection = None
+    # What made the folder's results (``run.json``): the prior above all,
+    # so that a rerun with another one cannot mix into the tables.
+    self.run_info = dict(run_info or {})
 
   def __enter__(self):
     from mapflow import io as io_lib
@@ -104,7 +108,8 @@ class Context:
     try:
       # Temporaries of a writer killed mid-write (we hold the lock now).
       io_lib.remove_orphans(self.out, ["results.csv", "selection.csv",
-                                       "summary.json"])
+                                       "summary.json", "run.json"])
+      self._check_run_info()
       self.results = tables.ResultTable(self.out / "results.csv",
                                         tables.RESULT_COLUMNS,
                                         tables.RESULT_KEY)
@@ -122,6 +127,22 @@ class Context:
 
   def say(self, msg: str):
     self.options.say(msg)
+
+  def _check_run_info(self):
+    import json
+    from mapflow import io as io_lib
+    f = self.out / "run.json"
+    if f.is_file():
+      have = json.loads(f.read_text())
+      for k in ("prior", "noise_prior", "vae"):
+        if k in have and k in self.run_info and have[k] != self.run_info[k]:
+          raise ValueError(
+              f"--{k.replace('_', '-')}: got {self.run_info[k]!r}, but the "
+              f"results in {self.out} were made with {have[k]!r}; use "
+              "another --out")
+      self.run_info = {**have, **self.run_info}
+    if self.run_info:
+      io_lib.write_json_atomic(f, self.run_info)
 
 
 class Task(NamedTuple):
@@ -236,7 +257,8 @@ class _Cell:
     y = self.y[which]
     opts = ctx.options
     if method.family == "denoiser":
-      den = bm3d_denoise(np.asarray(y), value)
+      # ``value`` is σ as a multiple of the reference std.
+      den = bm3d_denoise(np.asarray(y), value * bm3d_reference(task))
       return jnp.clip(task.operator.back_project(jnp.asarray(den)), 0.0, 1.0)
     if method.family == "generator":
       return solve.recover_bora(
@@ -280,12 +302,12 @@ class _Cell:
     return float(jnp.mean(metrics.psnr(self.x["val"], x_hat)))
 
 
-def _grid_values(method: Method, task: Task) -> Tuple[float, ...]:
-  if method.family == "denoiser":
-    scale = (float(np.max(np.asarray(task.noise.std_map)))
-             if task.bm3d_scale is None else float(task.bm3d_scale))
-    return tuple(float(tables._fmt(f * scale)) for f in method.grid.values)
-  return method.grid.values
+def bm3d_reference(task: Task) -> float:
+  """The std BM3D's σ is a multiple of: the largest noise std, or the
+  task's own ``bm3d_scale``."""
+  if task.bm3d_scale is not None:
+    return float(task.bm3d_scale)
+  return float(np.max(np.asarray(task.noise.std_map)))
 
 
 def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]]):
@@ -315,7 +337,7 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]]):
                               val_images=cell.val_images, val_psnr=s)])
 
   for st in starts:
-    measure(st, _grid_values(method, task))
+    measure(st, method.grid.values)
   while True:
     best = max(starts, key=lambda st: _best_score(scores[st]))
     more = grow(method.grid, scores[best])

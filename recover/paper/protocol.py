@@ -85,7 +85,7 @@ def protocol_table() -> str:
         got = (f"{BORA.restarts} random restarts, {BORA.steps} Adam steps "
                f"at lr {BORA.lr:g} (its own protocol)")
       else:
-        grid += " × the largest noise std"
+        grid += " × the reference std (the largest noise std; the digits' rms)"
         got = "—"
       lines.append(f"| {p.experiment} | {m.title} | {grid} | {got} |")
   lines.append("")
