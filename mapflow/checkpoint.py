@@ -58,7 +58,29 @@ def config_from_json(d: dict):
   for k in ("image_shape", "hidden"):
     if k in fields:
       fields[k] = tuple(fields[k])
-  return cls(**fields)
+  known = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(fields) - known)
+  if unknown:
+    raise CheckpointError(f"config.json: unknown {d['type']} fields "
+                          f"{unknown}; expected some of {sorted(known)}")
+  try:
+    return cls(**fields)
+  except (TypeError, ValueError) as e:
+    raise CheckpointError(f"config.json: invalid {d['type']} ({e})") from None
+
+
+def _digest(a) -> str:
+  """sha256 of an array's bytes (C order), with its dtype and shape."""
+  import hashlib
+  a = np.ascontiguousarray(np.asarray(a))
+  h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+  h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def _text_digest(text: str) -> str:
+  import hashlib
+  return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _flatten(tree) -> tuple[dict, Any]:
@@ -89,11 +111,14 @@ def save(path, tree, config=None, extra: Optional[dict] = None) -> Path:
     # Orbax keys must be plain names: index the leaves, map them in meta.json.
     ckpt.save(tmp / "arrays", {f"a{i}": v for i, v in enumerate(flat.values())})
     meta = {"leaves": [{"path": k, "shape": list(v.shape),
-                        "dtype": str(v.dtype)} for k, v in flat.items()],
+                        "dtype": str(v.dtype), "sha256": _digest(v)}
+                       for k, v in flat.items()],
             "extra": extra or {}}
-    io_lib.write_json_atomic(tmp / "meta.json", meta)
     if config is not None:
-      io_lib.write_json_atomic(tmp / "config.json", config_to_json(config))
+      cfg_text = json.dumps(config_to_json(config), indent=2)
+      io_lib.write_text_atomic(tmp / "config.json", cfg_text)
+      meta["config_sha256"] = _text_digest(cfg_text)
+    io_lib.write_json_atomic(tmp / "meta.json", meta)
     io_lib.replace_dir(tmp, path)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -114,14 +139,24 @@ def read_meta(path) -> dict:
 
 
 def read_config(path):
+  """The config saved with a checkpoint, verified against the digest
+  ``save`` recorded (an edited config.json is refused)."""
   path = Path(path)
   f = path / "config.json"
   if not f.is_file():
     raise CheckpointError(f"path: {str(path)!r} has no config.json")
+  text = f.read_text()
+  want = read_meta(path).get("config_sha256")
+  if want is not None and _text_digest(text) != want:
+    raise CheckpointError(f"{f}: changed since it was saved (its sha256 "
+                          "differs from meta.json's); a config must match "
+                          "the params saved with it")
   try:
-    return config_from_json(json.loads(f.read_text()))
+    return config_from_json(json.loads(text))
   except json.JSONDecodeError as e:
     raise CheckpointError(f"{f}: corrupt JSON ({e})") from None
+  except CheckpointError as e:
+    raise CheckpointError(f"{f}: {e}") from None
 
 
 def restore(path, target, strict: bool = True):
@@ -165,6 +200,11 @@ def restore(path, target, strict: bool = True):
     if a is None or tuple(np.shape(a)) != tuple(have[k]["shape"]):
       raise CheckpointError(f"checkpoint {str(path)!r}: array for {k} is "
                             "missing or truncated")
+    digest = have[k].get("sha256")
+    if digest is not None and _digest(a) != digest:
+      raise CheckpointError(f"checkpoint {str(path)!r}: array {k} (file "
+                            f"{path / 'arrays'}) does not match its "
+                            "checksum; the file is corrupt")
     by_path[k] = jnp.asarray(a, dtype=want[k].dtype)
   return jax.tree_util.tree_unflatten(treedef, [by_path[k] for k in want])
 

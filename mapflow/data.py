@@ -198,6 +198,9 @@ def load(name: str, split: str = "train", data_dir=None,
     with_labels: also return integer labels.
   """
   _check_split(split)
+  if data_dir is not None and not Path(data_dir).is_dir():
+    raise DatasetNotFoundError(f"data_dir: got {str(data_dir)!r}, which is "
+                               "not a directory")
   if name.startswith("folder:"):
     if with_labels:
       raise ValueError("with_labels: folders have no labels")
@@ -207,7 +210,8 @@ def load(name: str, split: str = "train", data_dir=None,
   if name == "digits8":
     return load_digits(split, None, with_labels)
   if name in DEBIAN_DIRS:
-    for d in ([data_dir] if data_dir else []) + [DEBIAN_DIRS[name]]:
+    # A data_dir given is the only place looked at (then as a tfds one).
+    for d in [data_dir] if data_dir else [DEBIAN_DIRS[name]]:
       if d and _find(Path(d), IDX_FILES[split][0]) is not None:
         return load_idx_dir(d, split, with_labels)
   if name in TFDS_NAMES:

@@ -54,6 +54,9 @@ class Operator:
   def measurement_mask(self):
     return None
 
+  def check_input(self, image_shape):
+    """Raises ValueError if the operator was built for other images."""
+
   def output_event_shape(self, image_shape):
     return jax.eval_shape(self, jax.ShapeDtypeStruct((1,) + tuple(image_shape),
                                                      jnp.float32)).shape[1:]
@@ -114,6 +117,13 @@ class GaussianMatrix(Operator):
   def back_project(self, y):
     return y @ self.matrix
 
+  def check_input(self, image_shape):
+    d = math.prod(image_shape)
+    if self.matrix.shape[1] != d:
+      raise ValueError(f"operator: a Gaussian matrix for signals of "
+                       f"dimension {self.matrix.shape[1]}, applied to images "
+                       f"of shape {tuple(image_shape)} (dimension {d})")
+
 
 @flax.struct.dataclass
 class OneBit(Operator):
@@ -137,6 +147,9 @@ class OneBit(Operator):
   def back_project(self, y):
     return self.op.back_project(y)
 
+  def check_input(self, image_shape):
+    self.op.check_input(image_shape)
+
 
 @flax.struct.dataclass
 class Mask(Operator):
@@ -149,6 +162,11 @@ class Mask(Operator):
 
   def back_project(self, y):
     return y + 0.5 * (1.0 - self.mask)
+
+  def check_input(self, image_shape):
+    if tuple(self.mask.shape) != tuple(image_shape):
+      raise ValueError(f"operator: a mask of shape {tuple(self.mask.shape)}, "
+                       f"applied to images of shape {tuple(image_shape)}")
 
 
 @flax.struct.dataclass
@@ -164,6 +182,9 @@ class Compose(Operator):
   def measurement_mask(self):
     m = self.outer.measurement_mask()
     return self.inner.measurement_mask() if m is None else m
+
+  def check_input(self, image_shape):
+    self.inner.check_input(image_shape)
 
 
 def scale(c: float) -> Scale:
@@ -183,8 +204,12 @@ def gaussian(key, m: int, d, active=None) -> GaussianMatrix:
     d: the signal's dimension, or its image shape (H, W, C).
     active: keep rows ``< active`` (may be traced); None keeps all.
   """
-  d = math.prod(d) if isinstance(d, (tuple, list)) else int(d)
-  if not isinstance(m, int) or m < 1:
+  d_in = d
+  d = math.prod(d) if isinstance(d, (tuple, list)) else d
+  if isinstance(d, bool) or not isinstance(d, (int,)) or d < 1:
+    raise ValueError(f"d: got {d_in!r}, expected a positive int or an image "
+                     "shape of positive ints")
+  if isinstance(m, bool) or not isinstance(m, int) or m < 1:
     raise ValueError(f"m: got {m!r}, expected a positive int")
   if active is not None and not isinstance(active, jax.core.Tracer):
     if not 0 <= int(active) <= m:
@@ -199,12 +224,16 @@ def one_bit(op, center: float = 0.0, ste: str = "identity") -> OneBit:
   """``sign(op(x - center))``; the protocol centres at 0.5 (see DESIGN.md)."""
   if ste not in ("identity", "clipped"):
     raise ValueError(f"ste: got {ste!r}, expected 'identity' or 'clipped'")
+  if isinstance(op, OneBit) or (isinstance(op, Compose) and any(
+      isinstance(o, OneBit) for o in (op.outer, op.inner))):
+    raise ValueError("op: got a one_bit operator; sign(sign(.)) carries no "
+                     "more than one sign, expected a linear operator")
   return OneBit(op, jnp.asarray(center, jnp.float32), ste)
 
 
 def mask(key, shape, keep: float = 0.75) -> Mask:
   """A Bernoulli(``keep``) sub-pixel mask of the image's ``shape``."""
-  if not 0.0 < keep <= 1.0:
+  if not (isinstance(keep, (int, float)) and 0.0 < keep <= 1.0):
     raise ValueError(f"keep: got {keep!r}, expected 0 < keep <= 1")
   return Mask(jax.random.bernoulli(key, keep, tuple(shape)).astype(
       jnp.float32))
@@ -215,7 +244,18 @@ def compose(outer, inner) -> Compose:
 
 
 def with_active(op, active):
-  """``op`` with every Gaussian matrix inside it keeping ``active`` rows."""
+  """``op`` with every Gaussian matrix inside it keeping ``active`` rows
+  (``active`` may be traced; a concrete one must be in 0..m)."""
+  if not isinstance(active, jax.core.Tracer):
+    m = max_rows(op)
+    a = jnp.asarray(active)
+    if a.ndim != 0 or not jnp.issubdtype(a.dtype, jnp.integer) and not (
+        jnp.issubdtype(a.dtype, jnp.floating) and float(a) == int(a)):
+      raise ValueError(f"active: got {active!r}, expected an integer row "
+                       "count")
+    if m is not None and not 0 <= int(a) <= m:
+      raise ValueError(f"active: got {int(a)}, expected 0 <= active <= "
+                       f"m = {m}")
   if isinstance(op, GaussianMatrix):
     return op.replace(active=jnp.asarray(active, jnp.int32))
   if isinstance(op, OneBit):

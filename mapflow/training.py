@@ -180,13 +180,34 @@ def restore_state(workdir: Path, template: TrainState) -> Optional[TrainState]:
   return TrainState(**d)
 
 
-def _trim_metrics(path: Path, step: int):
-  """Drops metric lines past ``step`` (written after the last checkpoint)."""
+def read_jsonl(path: Path) -> list:
+  """The records of a JSON-lines log; a line a kill tore is skipped."""
+  if not Path(path).exists():
+    return []
+  out = []
+  for line in Path(path).read_text().splitlines():
+    try:
+      out.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue
+  return out
+
+
+def _trim_log(path: Path, step: int):
+  """Drops log lines past ``step`` (written after the last checkpoint), and
+  any a kill tore."""
   if not path.exists():
     return
-  keep = [l for l in path.read_text().splitlines()
-          if l.strip() and json.loads(l).get("step", 0) <= step]
-  io_lib.write_text_atomic(path, "".join(l + "\n" for l in keep))
+  keep = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+  io_lib.write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def _record_eval(path: Path, rec: dict):
+  """Adds an evaluation to ``evals.jsonl``, replacing one at the same step
+  (a rerun of a finished run evaluates its last step again)."""
+  keep = [r for r in read_jsonl(path) if r.get("step") != rec["step"]]
+  io_lib.write_text_atomic(path, "".join(json.dumps(r) + "\n"
+                                         for r in keep + [rec]))
 
 
 def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
@@ -248,7 +269,8 @@ def _train(flow_config, tc, x_train, x_test, workdir, steps, time_budget,
   state = sharding.replicate(state, mesh)
   start = int(state.step)
   metrics_path = workdir / "metrics.jsonl"
-  _trim_metrics(metrics_path, start)
+  _trim_log(metrics_path, start)
+  _trim_log(workdir / "evals.jsonl", start)
   step_fn = make_train_step(flow, tc, optimizer)
   t0 = time.time()
   bar = None
@@ -262,8 +284,7 @@ def _train(flow_config, tc, x_train, x_test, workdir, steps, time_budget,
     bpd = evaluate_bpd(flow, st.params, xt, tc.log.eval_batch, tc.seed)
     rec = {"step": int(st.step), "test_bpd": bpd, "num_test": len(xt),
            "wall_s": time.time() - t0}
-    with open(workdir / "evals.jsonl", "a") as f:
-      f.write(json.dumps(rec) + "\n")
+    _record_eval(workdir / "evals.jsonl", rec)
     if on_eval:
       on_eval(rec)
     return rec
@@ -326,9 +347,10 @@ def _train(flow_config, tc, x_train, x_test, workdir, steps, time_budget,
     raise KeyboardInterrupt(f"stopped by signal {stop[0]} at step {step}; "
                             "checkpointed")
   if step >= steps:
-    if not (tc.log.sample_every and step % tc.log.sample_every == 0):
+    if not (workdir / f"samples_{step:06d}.png").exists():
       do_samples(state)
-    if not (tc.log.eval_every and step % tc.log.eval_every == 0):
+    if not any(r.get("step") == step
+               for r in read_jsonl(workdir / "evals.jsonl")):
       do_eval(state)
   return state
 

@@ -121,6 +121,14 @@ def test_corrupt_and_mismatched_checkpoints_fail_clearly(tmp_path):
   cfg = json.loads((tmp_path / "d" / "config.json").read_text())
   cfg["fields"]["hidden_channels"] = 16
   (tmp_path / "d" / "config.json").write_text(json.dumps(cfg))
+  with pytest.raises(ckpt.CheckpointError, match="changed since it was "
+                     "saved"):
+    ckpt.load(tmp_path / "d")
+  # Without the config's digest (an older checkpoint), the shapes the
+  # config implies still catch it.
+  meta = json.loads((tmp_path / "d" / "meta.json").read_text())
+  del meta["config_sha256"]
+  (tmp_path / "d" / "meta.json").write_text(json.dumps(meta))
   with pytest.raises(ckpt.CheckpointError, match="shape"):
     ckpt.load(tmp_path / "d")
   (tmp_path / "e").mkdir()

@@ -8,6 +8,7 @@ the rarer ones (starts, restarts, devices, ...) live in a
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import jax
@@ -25,6 +26,9 @@ def _config(config, key=None) -> SolverConfig:
   if not isinstance(config, SolverConfig):
     raise TypeError(f"config: got {type(config).__name__}, expected a "
                     "mapflow.SolverConfig")
+  r = config.restarts
+  if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+    raise ValueError(f"restarts: got {r!r}, expected an int >= 1")
   return config if key is None else config._replace(key=key)
 
 
@@ -38,6 +42,8 @@ def _check_inputs(y, operator, noise, image_shape, hyper):
   if not bool(jnp.all(jnp.isfinite(y))):
     raise ValueError(f"y: got non-finite values ({int(jnp.sum(~jnp.isfinite(y)))}"
                      " entries), expected finite measurements")
+  if hasattr(operator, "check_input"):
+    operator.check_input(tuple(image_shape))
   try:
     want = jax.eval_shape(operator, jax.ShapeDtypeStruct(
         (y.shape[0],) + tuple(image_shape), jnp.float32)).shape
@@ -57,6 +63,9 @@ def _check_inputs(y, operator, noise, image_shape, hyper):
   for name in ("beta", "gamma", "lam"):
     if name in hyper:
       try:
+        if isinstance(hyper[name], (str, bytes)) or np.asarray(
+            hyper[name]).dtype.kind not in "biuf":
+          raise TypeError
         v = np.asarray(hyper[name], np.float64)
       except (TypeError, ValueError):
         raise ValueError(f"{name}: got {hyper[name]!r}, expected finite "
@@ -74,6 +83,36 @@ def _check_inputs(y, operator, noise, image_shape, hyper):
       raise ValueError(f"ms: got {a.tolist()}, expected integers 1 <= m <= "
                        f"{m} (the operator's rows)")
   return y
+
+
+@functools.lru_cache(maxsize=32)
+def _param_shapes(prior):
+  x = jax.ShapeDtypeStruct((1,) + tuple(prior.config.image_shape),
+                           jnp.float32)
+  return jax.eval_shape(prior.init, jax.random.PRNGKey(0), x)
+
+
+def _check_params(prior, params):
+  """Raises ValueError naming the first leaf of ``params`` that does not
+  fit ``prior``'s config (params made for another config)."""
+  try:
+    want = _param_shapes(prior)
+  except Exception:  # a prior without a config-driven init: nothing to check
+    return
+  w, w_def = jax.tree_util.tree_flatten_with_path(want)
+  h, h_def = jax.tree_util.tree_flatten_with_path(params)
+  name = type(prior.config).__name__
+  if w_def != h_def:
+    raise ValueError(
+        f"params: got a pytree of {len(h)} leaves that does not match the "
+        f"{len(w)} leaves of this prior ({name}); were they made for "
+        "another config?")
+  for (path, a), (_, b) in zip(w, h):
+    if tuple(a.shape) != tuple(jnp.shape(b)):
+      raise ValueError(
+          f"params: leaf {jax.tree_util.keystr(path)} has shape "
+          f"{tuple(jnp.shape(b))}, expected {tuple(a.shape)} for this "
+          f"prior ({name})")
 
 
 def _check_noise_parametrization(operator, noise):
@@ -117,6 +156,7 @@ def recover(y, *, prior, params, operator, noise, beta=1.0, steps=1000,
   """
   cfg = _config(config, key)
   obj = objectives.map_objective(prior, cfg.parametrization)
+  _check_params(prior, params)
   y = _check_inputs(y, operator, noise, obj.image_shape, {"beta": beta})
   if cfg.parametrization == "noise":
     _check_noise_parametrization(operator, noise)
@@ -133,6 +173,7 @@ def recover_asim(y, *, prior, params, operator, gamma=0.1, steps=1000,
   (the image: the same loss at ``z = G⁻¹(x)``)."""
   cfg = _config(config, key)
   obj = objectives.asim_objective(prior, cfg.parametrization)
+  _check_params(prior, params)
   y = _check_inputs(y, operator, None, obj.image_shape, {"gamma": gamma})
   return _squeeze_p(minimize(
       obj, y, {"params": params, "operator": operator},
@@ -195,6 +236,7 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
   """
   cfg = _config(config)
   obj = objectives.map_objective(prior, cfg.parametrization)
+  _check_params(prior, params)
   mb = cfg.max_batch
   if mb is not None and (isinstance(mb, bool) or not isinstance(mb, int)
                          or mb < 1):

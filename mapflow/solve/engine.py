@@ -161,6 +161,10 @@ def compiled(objective: Objective, optimizer, chunk: int):
   def update_one(v, state, g, val, y, h, data):
     # value_fn is traced only by optimisers that use it (line searches).
     f = lambda vv: example_loss(vv, y, h, data)
+    # A gradient whose square overflows would put inf in Adam's second
+    # moment for good (every later update 0, nothing reported): such a
+    # step is skipped like a non-finite one.
+    g = jnp.where(_gradient_ok(g), g, jnp.nan)
     upd, state = opt.update(g, state, v, value=val, grad=g, value_fn=f)
     return optax.apply_updates(v, upd), state
 
@@ -170,7 +174,7 @@ def compiled(objective: Objective, optimizer, chunk: int):
     v, (s, v_ok, l_ok, n_bad) = carry
     val, g = vg(v, y, h, data)
     fin = jnp.isfinite(val)                                  # (P, R, B)
-    g_fin = jnp.all(jnp.isfinite(g), axis=tuple(range(3, g.ndim)))
+    g_fin = _gradient_ok(g, axis=tuple(range(3, g.ndim)))
     n_bad = n_bad + (~(fin & g_fin)).astype(n_bad.dtype)
     v_ok = _where_rows(fin, v, v_ok)
     l_ok = jnp.where(fin, val, l_ok)
@@ -227,6 +231,15 @@ def compiled(objective: Objective, optimizer, chunk: int):
       out_shardings=(sharding.along(mesh, 2), sharding.along(mesh, 2),
                      sharding.along(mesh, 3))))
   return jax.jit(init), step_for_mesh, jax.jit(finish)
+
+
+# Largest gradient entry whose square (in an optimiser's statistics) stays
+# finite in float32, with room to spare.
+GRAD_LIMIT = 1e18
+
+
+def _gradient_ok(g, axis=None):
+  return jnp.all(jnp.isfinite(g) & (jnp.abs(g) < GRAD_LIMIT), axis=axis)
 
 
 class _PerMesh:
@@ -345,7 +358,25 @@ def minimize(objective: Objective, y, data, *, hyper=None, steps: int = 1000,
     x, z, loss, skipped = (jnp.concatenate([q[i] for q in parts])
                            for i in (0, 1, 2, 4))
     trace = np.concatenate([q[3] for q in parts])
+  _warn_if_stalled(np.asarray(skipped), steps)
   return RecoveryResult(x, z, loss, jnp.asarray(trace), skipped)
+
+
+class StalledWarning(UserWarning):
+  """Every step of some problem was skipped: the result is its start."""
+
+
+def _warn_if_stalled(skipped, steps):
+  stuck = int(np.sum(skipped >= steps))
+  if stuck:
+    import warnings
+    warnings.warn(
+        f"{stuck} of {skipped.size} problems skipped every one of their "
+        f"{steps} steps (a loss or gradient that was not finite, or whose "
+        f"square overflows: |g| >= {GRAD_LIMIT:g}); their result is their "
+        "start.  Rescale the problem (e.g. a larger noise std) or check the "
+        "measurements; RecoveryResult.skipped counts such steps.",
+        StalledWarning, stacklevel=3)
 
 
 def _run_points(fns, to_image, v0, y, h, data, steps, chunk, progress, mesh):
