@@ -394,16 +394,27 @@ def train_preset(name: str):
 
 def train_vae(cfg, x_train, x_test, workdir, steps: int,
               batch_size: int = 100, learning_rate: float = 1e-3,
-              seed: int = 0, progress: bool = True):
+              seed: int = 0, progress: bool = True,
+              checkpoint_every: int = 1000):
   """Trains (or resumes) the VAE on uint8 images; returns (params, test_elbo).
 
   Same determinism as flow training: the batch and noise at step ``s`` are
   functions of ``(seed, s)``, so a resumed run equals an uninterrupted one.
   Images are scaled to [0, 1] (x / 255) and scored with the Bernoulli
-  likelihood, as in Bora et al.
+  likelihood, as in Bora et al.  One process per workdir (a lock).
   """
-  from mapflow import vae as vae_lib
   workdir = Path(workdir)
+  with io_lib.FolderLock(workdir, what="workdir"):
+    for name in ("state", "params"):
+      io_lib.remove_orphan_dirs(workdir / name)
+    io_lib.remove_orphans(workdir, ["eval.json"])
+    return _train_vae(cfg, x_train, x_test, workdir, steps, batch_size,
+                      learning_rate, seed, progress, checkpoint_every)
+
+
+def _train_vae(cfg, x_train, x_test, workdir, steps, batch_size,
+               learning_rate, seed, progress, checkpoint_every):
+  from mapflow import vae as vae_lib
   vae = vae_lib.VAE(cfg)
   elbo = vae_lib.elbo
   opt = optax.adam(learning_rate)
@@ -438,7 +449,7 @@ def train_vae(cfg, x_train, x_test, workdir, steps: int,
         bar.update(1)
         if s % 50 == 0:
           bar.set_postfix(neg_elbo=f"{float(loss):.1f}")
-      if s % 1000 == 0:
+      if s % checkpoint_every == 0:
         ckpt.save(workdir / "state", state, cfg)
   finally:
     ckpt.save(workdir / "state", state, cfg)
