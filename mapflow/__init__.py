@@ -5,9 +5,10 @@ Generative Models and Dependent Noise" (2020) in JAX.
 """
 
 from mapflow import (checkpoint, data, flows, io, metrics, noise, objectives,
-                     operators, optim, pretrained, sharding, solve, training,
-                     vae, viz)
+                     operators, optim, pretrained, sample, sharding, solve,
+                     training, vae, viz)
 from mapflow.objectives import Objective
+from mapflow.sample import PosteriorSamples, SamplerConfig, sample_posterior
 from mapflow.solve import (RecoveryResult, SolverConfig, minimize, recover,
                            recover_asim, recover_bora, sweep)
 
@@ -15,8 +16,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "checkpoint", "data", "flows", "io", "metrics", "noise", "objectives",
-    "operators", "optim", "pretrained", "sharding", "solve", "training",
-    "vae", "viz",
-    "Objective", "RecoveryResult", "SolverConfig", "minimize", "recover",
-    "recover_asim", "recover_bora", "sweep",
+    "operators", "optim", "pretrained", "sample", "sharding", "solve",
+    "training", "vae", "viz",
+    "Objective", "PosteriorSamples", "RecoveryResult", "SamplerConfig",
+    "SolverConfig", "minimize", "recover", "recover_asim", "recover_bora",
+    "sample_posterior", "sweep",
 ]

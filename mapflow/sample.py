@@ -1,0 +1,317 @@
+"""Posterior samples by Langevin dynamics in the flow's latent space.
+
+The target is the β = 1 posterior.  In the latent of an invertible flow,
+
+    p(z | y) ∝ p_Δ(y - f(G(z))) · N(z; 0, I),
+
+and ``x = G(z)`` is then distributed as ``p(x | y) ∝ p_Δ(y - f(x)) p_G(x)``
+(the change of variables' Jacobian cancels).  With the potential
+``U(z) = -log p_Δ(y - f(G(z))) - log N(z; 0, I)`` and a diagonal
+preconditioner ``M``, one MALA step proposes
+
+    z' = z - ε M ∇U(z) + √(2ε) M^{1/2} ξ,        ξ ~ N(0, I),
+
+and accepts it with probability ``min(1, exp(U(z) - U(z') + log q(z|z') -
+log q(z'|z)))``, ``log q(a|b) = -||M^{-1/2}(a - b + ε M ∇U(b))||² / (4ε)``.
+The Metropolis correction makes the chain exact: its stationary law is
+the posterior, with no discretisation bias (unlike unadjusted Langevin).
+
+During ``warmup`` each chain (of each example) adapts ``log ε`` toward an
+acceptance rate of 0.574 (Robbins-Monro), estimates ``M`` as the variance
+of its own iterates over the warmup's middle half, and adapts ``ε`` anew
+for that ``M`` in the last quarter; both are then frozen, so the kept
+samples come from one fixed kernel.
+
+The 1-bit operator's straight-through gradient is not the gradient of any
+likelihood (``sign`` has gradient 0 almost everywhere), so a sampler
+driven by it would target no posterior: ``sample_posterior`` refuses it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mapflow import noise as noise_lib
+from mapflow import objectives
+from mapflow import operators as ops_lib
+from mapflow import sharding
+from mapflow.solve import api as solve_api
+from mapflow.solve import engine
+
+
+class SamplerConfig(NamedTuple):
+  """How ``sample_posterior`` runs.
+
+  Attributes:
+    chains: independent chains per example; ``num_samples`` is split
+      among them.
+    warmup: steps per chain before samples are kept (ε and M adapt).
+    thin: keep every ``thin``-th step.
+    init: "map" (each chain starts at the MAP, from ``map_steps`` Adam steps
+      at β = 1, jittered by ``init_std``), "zeros", or latents (B, ...).
+    map_steps: Adam steps of the MAP start.
+    step_size: the initial ε (latent units).
+    target_accept: the acceptance rate ε adapts toward.
+    init_std: std of the jitter between chains' starts.
+    progress: ``callback(steps_done, steps_total)``, e.g. to drive tqdm.
+    devices: devices to split the examples over (default all).
+  """
+
+  chains: int = 4
+  warmup: int = 500
+  thin: int = 1
+  init: Any = "map"
+  map_steps: int = 200
+  step_size: float = 1e-3
+  target_accept: float = 0.574
+  init_std: float = 0.01
+  progress: Optional[Callable[[int, int], None]] = None
+  devices: Optional[Sequence[Any]] = None
+
+
+class PosteriorSamples(NamedTuple):
+  """Samples of ``p(x | y)`` and what they say.
+
+  Attributes:
+    samples: images (num_samples, B, H, W, C), pooled over chains.
+    mean: the posterior mean (B, H, W, C).
+    std: the per-pixel posterior std (B, H, W, C).
+    acceptance: each chain's acceptance rate after warmup (chains, B).
+    ess: each chain's effective sample size (chains, B): the smallest over
+      pixels of its kept draws' ESS (Geyer's initial positive sequence).
+    step_size: each chain's adapted ε (chains, B).
+  """
+
+  samples: jax.Array
+  mean: jax.Array
+  std: jax.Array
+  acceptance: np.ndarray
+  ess: np.ndarray
+  step_size: np.ndarray
+
+
+@functools.lru_cache(maxsize=None)
+def latent_posterior_objective(prior) -> objectives.Objective:
+  """``U(z) = -log p_Δ(y - f(G(z))) - log N(z; 0, I)`` per example;
+  ``data``: params, operator, noise."""
+  forward, inverse = objectives._flow_maps(prior)
+
+  def loss(z, y, d):
+    x, _ = prior.forward(d["params"], z)
+    op = objectives.data_operator(d)
+    r, mask = objectives.masked_residual(y, op(x), op)
+    return -noise_lib.log_prob(d["noise"], r, mask) - prior.base_log_prob(z)
+
+  shape = tuple(prior.config.image_shape)
+  return objectives.Objective(loss, forward, shape, shape, inverse)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(objective, target_accept):
+  losses = engine._batched_losses(objective)
+
+  def value_grad(z, y, data):
+    def total(v):
+      l = losses(v, y, {}, data)
+      return jnp.sum(l), l
+    (_, u), g = jax.value_and_grad(total, has_aux=True)(z)
+    return u, g
+
+  def sq(a):
+    return jnp.sum(jnp.square(a), axis=tuple(range(2, a.ndim)))
+
+  def step(state, key, t, adapt, y, data):
+    """One MALA step of every chain (C, B, ...); ``adapt`` (0/1) lets ε
+    move; ``t`` counts adaptation steps."""
+    z, u, g, log_eps, m = state
+    eps_cb = jnp.exp(log_eps)                                    # (C, B)
+    eps = eps_cb.reshape(eps_cb.shape + (1,) * (z.ndim - 2))
+    xi = jax.random.normal(key, z.shape)
+    z_new = z - eps * m * g + jnp.sqrt(2.0 * eps * m) * xi
+    u_new, g_new = value_grad(z_new, y, data)
+    # -log q(z'|z) and -log q(z|z'), up to the same constant.
+    fwd = sq((z_new - z + eps * m * g) / jnp.sqrt(m)) / (4.0 * eps_cb)
+    bwd = sq((z - z_new + eps * m * g_new) / jnp.sqrt(m)) / (4.0 * eps_cb)
+    log_alpha = u - u_new - bwd + fwd
+    log_alpha = jnp.where(jnp.isfinite(log_alpha) & jnp.isfinite(u_new),
+                          log_alpha, -jnp.inf)
+    accept = jnp.log(jax.random.uniform(jax.random.fold_in(key, 1),
+                                        u.shape)) < log_alpha
+    keep = accept.reshape(accept.shape + (1,) * (z.ndim - 2))
+    z = jnp.where(keep, z_new, z)
+    u = jnp.where(accept, u_new, u)
+    g = jnp.where(keep, g_new, g)
+    rate = adapt / jnp.power(t + 10.0, 0.6)
+    log_eps = log_eps + rate * (jnp.minimum(1.0, jnp.exp(log_alpha)) -
+                                target_accept)
+    return (z, u, g, log_eps, m), accept
+
+  return jax.jit(step, donate_argnums=(0,)), jax.jit(value_grad)
+
+
+def _ess(draws: np.ndarray) -> np.ndarray:
+  """Effective sample size of each column of ``draws`` (n, k), by Geyer's
+  initial positive sequence on the FFT autocorrelation."""
+  n = draws.shape[0]
+  if n < 4:
+    return np.full(draws.shape[1:], float(n))
+  x = draws - draws.mean(axis=0)
+  f = np.fft.rfft(x, n=2 * n, axis=0)
+  acov = np.fft.irfft(f * np.conj(f), axis=0)[:n] / n
+  var = acov[0]
+  rho = np.where(var > 0, acov / np.where(var > 0, var, 1.0), 0.0)
+  # Sums of consecutive pairs, kept while positive.
+  m = (n - 1) // 2
+  pairs = rho[0:2 * m:2] + rho[1:2 * m + 1:2]
+  positive = np.cumprod(pairs > 0, axis=0).astype(bool)
+  tau = -1.0 + 2.0 * np.sum(np.where(positive, pairs, 0.0), axis=0)
+  tau = np.maximum(tau, 1.0 / n)
+  return np.where(var > 0, n / tau, float(n))
+
+
+def _check(operator):
+  if isinstance(operator, ops_lib.OneBit) or (
+      isinstance(operator, ops_lib.Compose) and any(
+          isinstance(o, ops_lib.OneBit)
+          for o in (operator.outer, operator.inner))):
+    raise ValueError(
+        "operator: got a 1-bit operator; its straight-through gradient is "
+        "not the gradient of a likelihood (sign has gradient 0 almost "
+        "everywhere), so Langevin dynamics driven by it sample no "
+        "posterior.  Expected a differentiable operator.")
+
+
+def sample_posterior(y, *, prior, params, operator, noise, num_samples: int,
+                     key, config: Optional[SamplerConfig] = None
+                     ) -> PosteriorSamples:
+  """MALA samples of the β = 1 posterior ``p(x | y)`` for every example.
+
+  Args:
+    y: measurements (B, ...).
+    prior, params: the flow and its params.
+    operator: a differentiable forward operator (not 1-bit).
+    noise: the noise density (any of ``mapflow.noise``).
+    num_samples: kept samples per example, pooled over the chains.
+    key: PRNG key.
+    config: a ``SamplerConfig``.
+
+  Returns:
+    ``PosteriorSamples``.
+  """
+  cfg = SamplerConfig() if config is None else config
+  if not isinstance(cfg, SamplerConfig):
+    raise TypeError(f"config: got {type(cfg).__name__}, expected a "
+                    "mapflow.sample.SamplerConfig")
+  for name in ("chains", "thin", "num_samples"):
+    v = num_samples if name == "num_samples" else getattr(cfg, name)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+      raise ValueError(f"{name}: got {v!r}, expected an int >= 1")
+  if isinstance(cfg.warmup, bool) or not isinstance(cfg.warmup, int) or \
+      cfg.warmup < 0:
+    raise ValueError(f"warmup: got {cfg.warmup!r}, expected an int >= 0")
+  if not (math.isfinite(cfg.step_size) and cfg.step_size > 0):
+    raise ValueError(f"step_size: got {cfg.step_size!r}, expected a "
+                     "positive float")
+  _check(operator)
+  solve_api._check_params(prior, params)
+  y = solve_api._check_inputs(y, operator, noise, prior.config.image_shape,
+                              {})
+  obj = latent_posterior_objective(prior)
+  data = {"params": params, "operator": operator, "noise": noise}
+  b = y.shape[0]
+  shape = tuple(prior.config.image_shape)
+  c = cfg.chains
+  k_init, k_run = jax.random.split(key)
+  if isinstance(cfg.init, str) and cfg.init == "map":
+    # The MAP in z of the same potential (β = 1), then jitter per chain.
+    res = engine.minimize(obj, y, data, steps=cfg.map_steps,
+                          optimizer=engine.DEFAULT_OPTIMIZER,
+                          config=engine.SolverConfig(devices=cfg.devices))
+    z0 = res.z[0]
+  elif isinstance(cfg.init, str) and cfg.init == "zeros":
+    z0 = jnp.zeros((b,) + shape)
+  elif isinstance(cfg.init, str):
+    raise ValueError(f"init: got {cfg.init!r}, expected 'map', 'zeros' or "
+                     "latents (B, ...)")
+  else:
+    z0 = jnp.asarray(cfg.init, jnp.float32)
+    if z0.shape != (b,) + shape or not bool(jnp.all(jnp.isfinite(z0))):
+      raise ValueError(f"init: got latents of shape {z0.shape}, expected "
+                       f"finite latents of shape {(b,) + shape}")
+  z = z0[None] + cfg.init_std * jax.random.normal(k_init, (c,) + z0.shape)
+  z = z.at[0].set(z0)
+  mesh = sharding.batch_mesh(cfg.devices)
+  y_p, _ = sharding.pad_along(y, mesh.size, 0)
+  z, _ = sharding.pad_along(z, mesh.size, 1)
+  y_p = sharding.shard_along(y_p, mesh, 0)
+  z = sharding.shard_along(z, mesh, 1)
+  data = sharding.replicate(data, mesh)
+  step, value_grad = _compiled(obj, float(cfg.target_accept))
+  u, g = value_grad(z, y_p, data)
+  log_eps = jnp.full(u.shape, math.log(cfg.step_size))
+  state = (z, u, g, log_eps, jnp.ones_like(z))
+  per_chain = -(-num_samples // c)
+  total = cfg.warmup + per_chain * cfg.thin
+  kept, accepted = [], np.zeros(u.shape)
+  # Warmup: ε adapts throughout; M is the variance of the iterates over
+  # its middle half, set at three quarters, after which ε adapts anew.
+  m_from, m_at = cfg.warmup // 4, (3 * cfg.warmup) // 4
+  moments = None  # running sums for the preconditioner
+  t_adapt = 0
+  for t in range(total):
+    warm = t < cfg.warmup
+    state, acc = step(state, jax.random.fold_in(k_run, t),
+                      jnp.float32(t_adapt),
+                      jnp.float32(1.0 if warm else 0.0), y_p, data)
+    t_adapt += 1
+    if warm and m_from <= t < m_at:
+      zt = state[0]
+      # (copies: the step donates its state's buffers)
+      moments = ((jnp.array(zt), jnp.square(zt), 1) if moments is None else
+                 (moments[0] + zt, moments[1] + jnp.square(zt),
+                  moments[2] + 1))
+    if warm and t == m_at - 1 and moments is not None and moments[2] > 10:
+      t_adapt = 0
+      mean = moments[0] / moments[2]
+      var = jnp.maximum(moments[1] / moments[2] - jnp.square(mean), 1e-8)
+      # Rescale so the average preconditioner is 1 (ε keeps its meaning).
+      m = var / jnp.mean(var, axis=tuple(range(2, var.ndim)),
+                         keepdims=True)
+      zt, ut, _, le, _ = state
+      ut, gt = value_grad(zt, y_p, data)
+      state = (zt, ut, gt, le, m)
+    if not warm:
+      accepted += np.asarray(acc)
+      if (t - cfg.warmup) % cfg.thin == cfg.thin - 1:
+        kept.append(np.asarray(state[0])[:, :b])
+    if cfg.progress is not None:
+      cfg.progress(t + 1, total)
+  zs = np.stack(kept)                                   # (S, C, B, ...)
+  n_kept = zs.shape[0]
+  forward = objectives._flow_maps(prior)[0]
+  to_x = engine._to_image(forward)
+  flat = zs.reshape((-1,) + shape)
+  xs = np.concatenate([np.asarray(to_x(jnp.asarray(flat[i:i + 256]),
+                                       None, {"params": params}))
+                       for i in range(0, len(flat), 256)])
+  xs = xs.reshape(zs.shape)
+  ess = np.zeros((c, b))
+  for ci in range(c):
+    for bi in range(b):
+      ess[ci, bi] = float(np.min(_ess(xs[:, ci, bi].reshape(n_kept, -1))))
+  pooled = np.moveaxis(xs, 1, 0).reshape((c * n_kept, b) + shape)
+  # Chains in order: the first num_samples draws, every chain alike.
+  order = np.arange(c * n_kept).reshape(c, n_kept).T.reshape(-1)
+  pooled = pooled[order][:num_samples]
+  return PosteriorSamples(
+      samples=jnp.asarray(pooled), mean=jnp.asarray(pooled.mean(axis=0)),
+      std=jnp.asarray(pooled.std(axis=0, ddof=1) if num_samples > 1
+                      else np.zeros(pooled.shape[1:])),
+      acceptance=accepted[:, :b] / max(1, total - cfg.warmup),
+      ess=ess, step_size=np.exp(np.asarray(state[3]))[:, :b])
