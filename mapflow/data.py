@@ -148,6 +148,41 @@ def load_folder(directory, size: Optional[Tuple[int, int]] = None,
   return np.stack(out)
 
 
+def load_examples(path, channels: Optional[int] = None) -> np.ndarray:
+  """Examples a user brings, as uint8 (N, H, W, C): a folder of images
+  (png/jpg/bmp; grey unless ``channels=3``), an IDX file (as MNIST's), or
+  an ``.npz`` whose array is named ``x`` (or is its only one), uint8 or
+  floats in [0, 1] (rounded to 8 bits)."""
+  path = Path(path)
+  if path.is_dir():
+    return load_folder(path, channels=channels or 1)
+  if not path.is_file():
+    raise DatasetNotFoundError(f"path: {str(path)!r} is neither a folder nor "
+                               "a file")
+  if path.suffix == ".npz":
+    with np.load(path) as f:
+      names = list(f.files)
+      if "x" not in names and len(names) != 1:
+        raise ValueError(f"path: {path} holds arrays {names}; expected one "
+                         "named 'x' (or a single array)")
+      a = f["x" if "x" in names else names[0]]
+  else:
+    a = read_idx(path)
+  if a.ndim == 3:
+    a = a[..., None]
+  if a.ndim != 4:
+    raise ValueError(f"path: {path} holds an array of shape {a.shape}, "
+                     "expected (N, H, W) or (N, H, W, C)")
+  if a.dtype == np.uint8:
+    return a
+  a = np.asarray(a, np.float64)
+  if not np.all(np.isfinite(a)) or a.min() < 0.0 or a.max() > 1.0:
+    raise ValueError(f"path: {path} holds {a.dtype} values in "
+                     f"[{np.nanmin(a):.3g}, {np.nanmax(a):.3g}], expected "
+                     "uint8 or finite floats in [0, 1]")
+  return np.round(a * 255.0).astype(np.uint8)
+
+
 def load_tfds(name: str, split: str, data_dir=None, with_labels=False):
   """A tfds dataset through ``tfds.data_source`` (no TensorFlow needed)."""
   _check_split(split)

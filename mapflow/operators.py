@@ -187,6 +187,67 @@ class Compose(Operator):
     self.inner.check_input(image_shape)
 
 
+@flax.struct.dataclass
+class Batched(Operator):
+  """One operator per example: ``f(x)[i] = ops[i](x[i])``.
+
+  ``ops`` is an operator whose array leaves carry a leading example axis
+  (``batched`` stacks a list).  A batch of ``k`` times as many images (the
+  solver's restarts, flattened in front of the examples) is matched to the
+  examples in order, ``x[j]`` to ``ops[j % B]``.
+  """
+
+  ops: Any
+
+  def _size(self):
+    return jax.tree_util.tree_leaves(self.ops)[0].shape[0]
+
+  def _map(self, fn, a):
+    b = self._size()
+    reps = a.shape[0] // b
+    if reps * b != a.shape[0]:
+      raise ValueError(f"x: got a batch of {a.shape[0]}, expected a "
+                       f"multiple of the {b} per-example operators")
+    ops = jax.tree_util.tree_map(
+        lambda leaf: jnp.tile(leaf, (reps,) + (1,) * (leaf.ndim - 1)),
+        self.ops)
+    return jax.vmap(lambda o, ai: fn(o, ai[None])[0])(ops, a)
+
+  def __call__(self, x):
+    return self._map(lambda o, xi: o(xi), x)
+
+  def back_project(self, y):
+    return self._map(lambda o, yi: o.back_project(yi), y)
+
+  def measurement_mask(self):
+    if self.ops.measurement_mask() is not None:
+      raise ValueError("operator: per-example operators with masked rows "
+                       "(active) are not supported")
+    return None
+
+  def check_input(self, image_shape):
+    first = jax.tree_util.tree_map(lambda leaf: leaf[0], self.ops)
+    first.check_input(image_shape)
+
+
+def batched(ops) -> Batched:
+  """One operator per example from a list of operators of one kind and
+  shape (e.g. a mask per image): ``f(x)[i] = ops[i](x[i])``."""
+  ops = list(ops)
+  if not ops:
+    raise ValueError("ops: got an empty list, expected one operator per "
+                     "example")
+  kinds = {type(o) for o in ops}
+  if len(kinds) != 1 or isinstance(ops[0], Batched):
+    raise ValueError(f"ops: got operators of kinds {sorted(k.__name__ for k in kinds)}, "
+                     "expected one kind (not themselves batched)")
+  try:
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *ops)
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"ops: operators of different shapes ({e})") from None
+  return Batched(stacked)
+
+
 def scale(c: float) -> Scale:
   return Scale(jnp.asarray(c, jnp.float32))
 

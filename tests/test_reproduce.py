@@ -49,7 +49,7 @@ CELLS = [
 ]
 
 
-def _task(ctx, experiment, setting):
+def _task(ctx, experiment, setting, folder):
   if experiment in ("sinusoidal", "radial"):
     return next(cells.denoising_tasks(ctx, experiment, [float(setting)]))
   if experiment == "one_bit":
@@ -66,7 +66,8 @@ def _task(ctx, experiment, setting):
     return cells.digit_noise_task(ctx, noise_prior, noise_params,
                                   digits[:n_val],
                                   digits[n_val:n_val + n_test])
-  return cells.subpixel_task(ctx)
+  # The first protocol drew one mask for every image.
+  return cells.subpixel_task(ctx, per_image=not folder.startswith("v1/"))
 
 
 @pytest.mark.parametrize("folder,experiment,setting,method,prior", CELLS)
@@ -118,7 +119,7 @@ def check(folder, experiment, setting, method, prior):
   ctx = cells.Context(ROOT / "unused", cells.Models(p, pp, decode,
                                                     decode_params),
                       images, cells.Options((method,)))
-  task = _task(ctx, experiment, setting)
+  task = _task(ctx, experiment, setting, folder)
   cell = cells._Cell(ctx, task, protocol.PROTOCOLS[experiment])
   m = methods.METHODS[method]
   st = None

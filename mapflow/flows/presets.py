@@ -6,6 +6,7 @@ from typing import Union
 
 from mapflow.flows.flow import Flow
 from mapflow.flows.glow import GlowConfig, glow
+from mapflow.flows.linear import LinearGaussianConfig, linear_gaussian
 from mapflow.flows.realnvp import RealNVPConfig, realnvp
 
 FlowConfig = Union[RealNVPConfig, GlowConfig]
@@ -24,6 +25,11 @@ PRESETS = {
     "realnvp_fmnist_cpu": RealNVPConfig(
         image_shape=(28, 28, 1), num_scales=3, num_blocks=2,
         hidden_channels=32, num_bits=8),
+    # Small, quick RealNVP for learned noise models on small images
+    # (recover.learned_noise --noise-preset; its image shape is replaced).
+    "realnvp_small": RealNVPConfig(
+        image_shape=(8, 8, 1), num_scales=2, num_blocks=1,
+        hidden_channels=16, num_bits=8),
     # Like OpenAI's CelebA-HQ 256 model: L=6, K=32, 512 wide, additive, 5-bit.
     "glow_celebahq256": GlowConfig(
         image_shape=(256, 256, 3), num_levels=6, steps_per_level=32,
@@ -44,10 +50,13 @@ def preset(name: str) -> FlowConfig:
 
 
 def from_config(cfg: FlowConfig) -> Flow:
-  """Builds the flow a config describes (RealNVP or Glow)."""
+  """Builds the flow a config describes (RealNVP, Glow or linear
+  Gaussian)."""
   if isinstance(cfg, RealNVPConfig):
     return realnvp(cfg)
   if isinstance(cfg, GlowConfig):
     return glow(cfg)
-  raise TypeError(f"cfg: got {type(cfg).__name__}, expected RealNVPConfig "
-                  "or GlowConfig")
+  if isinstance(cfg, LinearGaussianConfig):
+    return linear_gaussian(cfg)
+  raise TypeError(f"cfg: got {type(cfg).__name__}, expected RealNVPConfig, "
+                  "GlowConfig or LinearGaussianConfig")

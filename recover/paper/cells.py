@@ -151,7 +151,9 @@ class Task(NamedTuple):
   ``ablation_noise`` (None: ``isotropic_like(noise)``) is the ablation's
   noise model; ``bm3d_scale`` (None: the largest entry of ``noise.std_map``)
   BM3D's reference std.  ``y_ood``: measurements of the context's
-  out-of-distribution images.
+  out-of-distribution images.  ``test_operator`` (None: ``operator``) is
+  the test images' operator where each image has its own
+  (``operators.batched``).
   """
 
   experiment: str
@@ -163,6 +165,7 @@ class Task(NamedTuple):
   y_ood: object = None
   ablation_noise: object = None
   bm3d_scale: Optional[float] = None
+  test_operator: object = None
 
 
 def bm3d_denoise(y, sigma: float) -> np.ndarray:
@@ -237,6 +240,8 @@ class _Cell:
       self.x["test"] = jnp.asarray(img.x_test)
       self.y["test"] = jnp.asarray(task.y_test)
     self.val_images = " ".join(str(int(i)) for i in img.val_ids)
+    self.op = {"val": task.operator,
+               "test": task.test_operator or task.operator}
     self._iso = {}  # (which, β, lr, steps) -> the isotropic MAP's latents
 
   def noise_of(self, method: Method):
@@ -259,11 +264,12 @@ class _Cell:
     if method.family == "denoiser":
       # ``value`` is σ as a multiple of the reference std.
       den = bm3d_denoise(np.asarray(y), value * bm3d_reference(task))
-      return jnp.clip(task.operator.back_project(jnp.asarray(den)), 0.0, 1.0)
+      return jnp.clip(self.op[which].back_project(jnp.asarray(den)), 0.0,
+                      1.0)
     if method.family == "generator":
       return solve.recover_bora(
           y, generator=m.decode, generator_params=m.decode_params,
-          operator=task.operator, latent_shape=(20,), lam=value,
+          operator=self.op[which], latent_shape=(20,), lam=value,
           steps=opts.bora.steps, optimizer=adam(opts.bora.lr),
           key=jax.random.PRNGKey(opts.seed),
           config=solve.SolverConfig(init="random", init_std=1.0,
@@ -276,7 +282,7 @@ class _Cell:
       cfg = start_config(start, restarts=opts.restarts,
                          init_std=opts.init_std, seed=opts.seed,
                          init_range=self.protocol.init_range)
-    common = dict(prior=m.prior, params=m.params, operator=task.operator,
+    common = dict(prior=m.prior, params=m.params, operator=self.op[which],
                   steps=start.steps, optimizer=adam(start.lr), config=cfg)
     if method.name == "asim":
       return solve.recover_asim(y, gamma=value, **common).x
@@ -291,7 +297,7 @@ class _Cell:
       m = self.ctx.models
       self._iso[key] = solve.recover(
           self.y[which], prior=m.prior, params=m.params,
-          operator=self.task.operator,
+          operator=self.op[which],
           noise=self.noise_of(METHODS["ablation"]), beta=beta,
           steps=start.steps, optimizer=adam(start.lr)).z
     return self._iso[key]
@@ -433,7 +439,7 @@ def run_cell(ctx: Context, task: Task, protocol: Optional[Protocol] = None):
     rows = figs.shown_rows(n_test, len(x_all))
     labels = [f"test {img.test_ids[i]}" if i < n_test else
               img.ood_ids[i - n_test] for i in rows]
-    y_fig = figs.y_shown(task.operator, cell.y["test"], x_all.shape[1:])
+    y_fig = figs.y_shown(cell.op["test"], cell.y["test"], x_all.shape[1:])
     figs.save_cell_figure(ctx.out, task.experiment, task.setting,
                           x_all[rows], np.asarray(y_fig)[rows], shown,
                           protocol.methods, row_labels=labels)
@@ -496,21 +502,33 @@ def digit_noise_task(ctx: Context, noise_prior, noise_params, digits_val,
               bm3d_scale=sigma)
 
 
-def subpixel_task(ctx: Context, keep: float = 0.75,
-                  sigma: float = 0.01) -> Task:
-  """``y = M * x``, ``M ~ Bernoulli(keep)``, noiseless: the MAP's noise
+def subpixel_task(ctx: Context, keep: float = 0.75, sigma: float = 0.01,
+                  per_image: bool = True) -> Task:
+  """``y = M_i * x_i``, each image its own ``M_i ~ Bernoulli(keep)``
+  (drawn from the seed and the image's id in the test split, so an image
+  keeps its mask whatever batch it is in), noiseless: the MAP's noise
   model is iid N(0, sigma^2) with a small ``sigma`` (a data-fit weight).
-  One mask, drawn from the seed, serves every image."""
+  ``per_image=False`` is the first protocol's: one mask for every image."""
+  import jax
   import jax.numpy as jnp
   from mapflow import noise as noise_lib
   from mapflow import operators as ops
   img = ctx.images
   shape = tuple(img.x_test.shape[1:])
   key, _ = _split_keys(ctx.options.seed, round(keep * 1e4))
-  op = ops.mask(key, shape, keep)
-  return Task("subpixel", f"keep={keep:g}", op,
-              noise_lib.gaussian(sigma, shape), op(jnp.asarray(img.x_val)),
-              op(jnp.asarray(img.x_test)))
+  if not per_image:
+    op = ops.mask(key, shape, keep)
+    return Task("subpixel", f"keep={keep:g}", op,
+                noise_lib.gaussian(sigma, shape), op(jnp.asarray(img.x_val)),
+                op(jnp.asarray(img.x_test)))
+
+  def masks(ids):
+    return ops.batched([ops.mask(jax.random.fold_in(key, int(i)), shape,
+                                 keep) for i in ids])
+  op_val, op_test = masks(img.val_ids), masks(img.test_ids)
+  return Task("subpixel", f"keep={keep:g}", op_val,
+              noise_lib.gaussian(sigma, shape), op_val(jnp.asarray(img.x_val)),
+              op_test(jnp.asarray(img.x_test)), test_operator=op_test)
 
 
 def one_bit_tasks(ctx: Context, settings: Sequence[Tuple[int, float]],
