@@ -148,6 +148,16 @@ def load_folder(directory, size: Optional[Tuple[int, int]] = None,
   return np.stack(out)
 
 
+def load_npz_array(path, name: str) -> np.ndarray:
+  """The array ``name`` of an .npz file, or its only array."""
+  with np.load(path) as f:
+    names = list(f.files)
+    if name not in names and len(names) != 1:
+      raise ValueError(f"path: {path} holds arrays {names}; expected one "
+                       f"named {name!r} (or a single array)")
+    return np.asarray(f[name if name in names else names[0]])
+
+
 def load_examples(path, channels: Optional[int] = None) -> np.ndarray:
   """Examples a user brings, as uint8 (N, H, W, C): a folder of images
   (png/jpg/bmp; grey unless ``channels=3``), an IDX file (as MNIST's), or
@@ -160,12 +170,7 @@ def load_examples(path, channels: Optional[int] = None) -> np.ndarray:
     raise DatasetNotFoundError(f"path: {str(path)!r} is neither a folder nor "
                                "a file")
   if path.suffix == ".npz":
-    with np.load(path) as f:
-      names = list(f.files)
-      if "x" not in names and len(names) != 1:
-        raise ValueError(f"path: {path} holds arrays {names}; expected one "
-                         "named 'x' (or a single array)")
-      a = f["x" if "x" in names else names[0]]
+    a = load_npz_array(path, "x")
   else:
     a = read_idx(path)
   if a.ndim == 3:

@@ -49,12 +49,10 @@ def _measurements(path):
   from mapflow import data
   path = Path(path)
   if path.suffix == ".npz":
-    with np.load(path) as f:
-      names = list(f.files)
-      if "y" not in names and len(names) != 1:
-        raise SystemExit(f"--measurements: {path} holds {names}; expected "
-                         "an array named 'y' (or a single array)")
-      y = np.asarray(f["y" if "y" in names else names[0]], np.float32)
+    try:
+      y = data.load_npz_array(path, "y").astype(np.float32)
+    except ValueError as e:
+      raise SystemExit(f"--measurements: {e}") from None
     return y[..., None] if y.ndim == 3 else y
   return data.load_examples(path).astype(np.float32) / 255.0
 
