@@ -188,6 +188,38 @@ class Compose(Operator):
 
 
 @flax.struct.dataclass
+class Masked(Operator):
+  """``op`` with some measurement entries left out: ``keep`` (0/1 over the
+  measurement's event shape) is 0 where an entry counts nowhere (a
+  hold-out).  ``back_project`` fills left-out entries with the mean of the
+  kept ones first, so a start never sees them."""
+
+  op: Any
+  keep: jax.Array
+
+  def __call__(self, x):
+    return self.op(x) * self.keep
+
+  def measurement_mask(self):
+    inner = self.op.measurement_mask()
+    return self.keep if inner is None else inner * self.keep
+
+  def back_project(self, y):
+    axes = tuple(range(1, y.ndim))
+    kept = jnp.sum(y * self.keep, axis=axes, keepdims=True) / jnp.maximum(
+        jnp.sum(self.keep * jnp.ones_like(y), axis=axes, keepdims=True), 1)
+    return self.op.back_project(y * self.keep + (1.0 - self.keep) * kept)
+
+  def check_input(self, image_shape):
+    self.op.check_input(image_shape)
+
+
+def masked(op, keep) -> Masked:
+  """``op`` counting only the measurement entries where ``keep`` is 1."""
+  return Masked(op, jnp.asarray(keep, jnp.float32))
+
+
+@flax.struct.dataclass
 class Batched(Operator):
   """One operator per example: ``f(x)[i] = ops[i](x[i])``.
 
@@ -319,7 +351,7 @@ def with_active(op, active):
                        f"m = {m}")
   if isinstance(op, GaussianMatrix):
     return op.replace(active=jnp.asarray(active, jnp.int32))
-  if isinstance(op, OneBit):
+  if isinstance(op, (OneBit, Masked)):
     return op.replace(op=with_active(op.op, active))
   if isinstance(op, Compose):
     return op.replace(outer=with_active(op.outer, active),
@@ -331,7 +363,7 @@ def max_rows(op) -> Optional[int]:
   """``m`` of the Gaussian matrix inside ``op``, if there is one."""
   if isinstance(op, GaussianMatrix):
     return op.matrix.shape[0]
-  if isinstance(op, OneBit):
+  if isinstance(op, (OneBit, Masked)):
     return max_rows(op.op)
   if isinstance(op, Compose):
     return max_rows(op.outer) or max_rows(op.inner)

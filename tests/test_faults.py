@@ -74,7 +74,7 @@ def test_sigkill_loses_and_duplicates_nothing_and_one_writer_at_a_time(
                     ("selection.csv", tables.SELECTION_KEY)):
     want, got = _rows(ref, name, key), _rows(out, name, key)
     assert set(got) == set(want), name
-    col = "psnr" if name == "results.csv" else "val_psnr"
+    col = "psnr" if name == "results.csv" else "val_score"
     for k in want:
       assert float(got[k][col]) == pytest.approx(float(want[k][col]),
                                                  abs=1e-3), (name, k)

@@ -248,10 +248,10 @@ def test_protocol_table_lists_every_method_of_every_experiment():
 
 def test_edge_choices_flag_values_at_the_ends():
   sel = [{"experiment": "e", "setting": "1", "method": "ours",
-          "hyper": str(v), "start": "zeros", "val_psnr": "0"}
+          "hyper": str(v), "start": "zeros", "val_score": "0"}
          for v in (0.1, 0.5, 1.0)]
   sel += [{"experiment": "e", "setting": "1", "method": "asim",
-           "hyper": f"{v}|zeros", "val_psnr": "0"} for v in (0.0, 0.5)]
+           "hyper": f"{v}|zeros", "val_score": "0"} for v in (0.0, 0.5)]
   chosen = {("e", "1", "ours"): "0.1|zeros", ("e", "1", "asim"): "0|zeros"}
   assert tables.edge_choices(sel, chosen) == [("e", "1", "ours", 0.1,
                                                "smallest")]

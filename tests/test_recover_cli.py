@@ -41,6 +41,9 @@ def test_denoising_cli_end_to_end(tiny_prior, tmp_path, kind):
   # Every chosen value is interior to what its method tried.
   from recover import report
   assert report.folder_edges(tmp_path) == []
+  # Ours chosen without ground truth sits beside ours in the report.
+  gaps = report.heldout_gaps(tables.per_image(tmp_path / "results.csv"))
+  assert [g[:2] for g in gaps] == [(kind, "0.5")]
   sel = _selection(tmp_path)
   val_ids = {r["val_images"] for r in sel}
   want = " ".join(str(i) for i in protocol.protocol_indices()[0][:2])
@@ -69,11 +72,11 @@ def test_start_is_chosen_with_the_hyperparameter(tiny_prior, tmp_path):
     for st in ("measurements:2", "zeros:2"):
       tried = {float(r["hyper"]) for r in mine if r["start"] == st}
       assert set(grid) <= tried, (method, st, tried)
-    top = max(float(r["val_psnr"]) for r in mine)
+    top = max(float(r["val_score"]) for r in mine)
     chosen = {r["hyper"] for r in rows if r["method"] == method}
     assert len(chosen) == 1
     value, start = tables.split_hyper(chosen.pop())
-    score = next(float(r["val_psnr"]) for r in mine
+    score = next(float(r["val_score"]) for r in mine
                  if r["start"] == start and float(r["hyper"]) == float(value))
     assert score >= top - methods_lib.TIE_DB
   with pytest.raises(SystemExit, match="--inits: got start 'middle'"):
@@ -114,7 +117,7 @@ def test_isotropic_start_needs_the_same_budget_for_everyone(tiny_prior,
   starts = lambda m: _chosen_starts(sel, m)
   assert starts("ours") == {"zeros:2", "isotropic:1"}
   assert starts("ablation") == starts("asim") == {"zeros:2"}
-  assert all(math.isfinite(float(r["val_psnr"])) for r in sel)
+  assert all(math.isfinite(float(r["val_score"])) for r in sel)
 
 
 def test_pixels_start_is_offered_to_every_flow_method(tiny_prior, tmp_path):
@@ -128,7 +131,7 @@ def test_pixels_start_is_offered_to_every_flow_method(tiny_prior, tmp_path):
   sel = _selection(tmp_path)
   for m in ("ours", "ablation", "asim"):
     assert _chosen_starts(sel, m) == {"zeros:2", "pixels:2"}
-  assert all(math.isfinite(float(r["val_psnr"])) for r in sel)
+  assert all(math.isfinite(float(r["val_score"])) for r in sel)
 
 
 def test_a_start_may_carry_its_own_learning_rate(tiny_prior, tmp_path):
@@ -144,7 +147,7 @@ def test_a_start_may_carry_its_own_learning_rate(tiny_prior, tmp_path):
                   "measurements@1e-12:3"])
   sel = _selection(tmp_path)
   def scores(method, start):
-    return [float(r["val_psnr"]) for r in sel if r["method"] == method
+    return [float(r["val_score"]) for r in sel if r["method"] == method
             and r["start"] == start]
   for method in ("ours", "asim"):
     for start in ("pixels", "measurements"):
@@ -374,7 +377,7 @@ def test_random_start_draws_restarts_at_the_given_std(tiny_prior, tmp_path):
     sel = _selection(out)
     # The values both starts tried (the grids may grow differently).
     def scores(method, start):
-      return {float(r["hyper"]): float(r["val_psnr"]) for r in sel
+      return {float(r["hyper"]): float(r["val_score"]) for r in sel
               if r["method"] == method and r["start"] == start}
     def pair(method, start):
       a, b = scores(method, start + ":3"), scores(method, "zeros:3")

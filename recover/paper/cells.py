@@ -242,6 +242,7 @@ class _Cell:
     self.val_images = " ".join(str(int(i)) for i in img.val_ids)
     self.op = {"val": task.operator,
                "test": task.test_operator or task.operator}
+    self._keep = None  # held-out entries of the validation measurements
     self._iso = {}  # (which, β, lr, steps) -> the isotropic MAP's latents
 
   def noise_of(self, method: Method):
@@ -302,10 +303,26 @@ class _Cell:
           steps=start.steps, optimizer=adam(start.lr)).z
     return self._iso[key]
 
-  def score(self, x_hat) -> float:
+  def score(self, method: Method, start, value: float) -> float:
+    """A (value, start)'s validation score: mean PSNR against the truth,
+    or (``select="heldout"``) the held-out log-likelihood of the
+    validation measurements, from a MAP fitted without them."""
     import jax.numpy as jnp
-    from mapflow import metrics
-    return float(jnp.mean(metrics.psnr(self.x["val"], x_hat)))
+    from mapflow import holdout, metrics
+    from mapflow import operators as ops
+    if method.select == "psnr":
+      x_hat = self.solve(method, start, value, "val")
+      return float(jnp.mean(metrics.psnr(self.x["val"], x_hat)))
+    noise = self.noise_of(method)
+    if self._keep is None:
+      holdout.check_factorises(noise)
+      self._keep = holdout.holdout_keep(self.y["val"].shape[1:])
+      self.op["val_fit"] = ops.masked(self.op["val"], self._keep)
+      self.y["val_fit"] = self.y["val"]
+    x_hat = self.solve(method, start, value, "val_fit")
+    ll = holdout.heldout_log_likelihood(noise, self.y["val"],
+                                        self.op["val"](x_hat), self._keep)
+    return float(jnp.mean(ll))
 
 
 def bm3d_reference(task: Task) -> float:
@@ -335,12 +352,12 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]]):
       v = float(tables._fmt(v))
       row = ctx.selection.get(**base, hyper=v, start=label(st))
       if row is not None and row["val_images"] == cell.val_images:
-        scores[st][v] = float(row["val_psnr"])
+        scores[st][v] = float(row["val_score"])
         continue
-      s = cell.score(cell.solve(method, st, v, "val"))
+      s = cell.score(method, st, v)
       scores[st][v] = s
       ctx.selection.add([dict(base, hyper=v, start=label(st),
-                              val_images=cell.val_images, val_psnr=s)])
+                              val_images=cell.val_images, val_score=s)])
 
   for st in starts:
     measure(st, method.grid.values)

@@ -196,7 +196,10 @@ class Method(NamedTuple):
   over ``Grid`` x starts), "generator" (Bora et al.: a VAE's latent, its own
   protocol) or "denoiser" (BM3D).  ``noise``: which noise model a MAP
   method scores the residual with ("true" or "isotropic"; None for the
-  others).  ``start_kinds``: the starts its loss can take.
+  others).  ``start_kinds``: the starts its loss can take.  ``select``:
+  how a (value, start) is scored on the validation images: "psnr" (mean
+  PSNR against the truth) or "heldout" (the noise model's log-likelihood
+  of held-out measurement entries, ``mapflow.holdout``: no ground truth).
   """
 
   name: str
@@ -205,6 +208,7 @@ class Method(NamedTuple):
   grid: Grid
   start_kinds: Tuple[str, ...] = ()
   noise: Optional[str] = None
+  select: str = "psnr"
 
 
 PAPER_BETAS = (0.1, 0.5, 1.0, 5.0, 10.0)
@@ -217,6 +221,11 @@ _LATENT = ("zeros", "measurements", "random")
 METHODS: Dict[str, Method] = {m.name: m for m in (
     Method("ours", "ours", "flow", Grid("β", PAPER_BETAS),
            _LATENT + ("pixels", "noise_latent", "isotropic"), "true"),
+    # Ours with β and the start chosen from the validation measurements
+    # alone (held-out likelihood), not from their ground truth.
+    Method("ours_heldout", "ours, chosen without ground truth", "flow",
+           Grid("β", PAPER_BETAS), _LATENT + ("pixels",), "true",
+           "heldout"),
     Method("ablation", "ablation (isotropic noise)", "flow",
            Grid("β", PAPER_BETAS), _LATENT + ("pixels",), "isotropic"),
     # Asim et al.'s loss has no noise model; over the image it is the same

@@ -2,7 +2,9 @@
 
 ``results.csv`` (one row per method, setting and reported image) and
 ``selection.csv`` (one row per validation score: method, value, start and
-the validation images it was measured on) are ``ResultTable`` files: keyed
+the validation images it was measured on; ``val_score`` is the mean PSNR
+in dB against the truth, or for a method that chooses from the
+measurements alone the held-out log-likelihood in nats) are ``ResultTable`` files: keyed
 rows, rewritten atomically after every addition, a row with a key already
 present replacing the old one.  A killed and rerun experiment therefore
 loses no finished row and duplicates none.
@@ -23,7 +25,7 @@ RESULT_COLUMNS = ["experiment", "setting", "method", "hyper", "image",
                   "psnr"]
 RESULT_KEY = ["experiment", "setting", "method", "image"]
 SELECTION_COLUMNS = ["experiment", "setting", "method", "hyper", "start",
-                     "val_images", "val_psnr"]
+                     "val_images", "val_score"]
 SELECTION_KEY = ["experiment", "setting", "method", "hyper", "start"]
 
 

@@ -1,0 +1,77 @@
+"""β from the measurements alone (held-out likelihood), against the
+ground-truth oracle, on a problem with a Gaussian prior fitted to smooth
+8x8 fields and SINUSOIDAL noise."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import mapflow as mf
+from mapflow import holdout
+
+H = 8
+
+
+def _problem():
+  rng = np.random.default_rng(0)
+  i, j = np.meshgrid(np.arange(H), np.arange(H), indexing="ij")
+
+  def fields(n):
+    a, b, c = rng.uniform(-1, 1, (3, n, 1, 1))
+    return (0.5 + 0.15 * (a * np.cos(np.pi * i / H) + b * np.cos(np.pi * j / H)
+                          + c * np.cos(np.pi * (i + j) / H)))[..., None]
+  xs = fields(3000)
+  cov = np.cov(xs.reshape(len(xs), -1).T) + 1e-4 * np.eye(H * H)
+  prior = mf.flows.linear_gaussian(mf.flows.LinearGaussianConfig((H, H, 1)))
+  params = mf.flows.linear_gaussian_params(xs.mean(0), np.linalg.cholesky(cov))
+  return prior, params, jnp.asarray(fields(16))
+
+
+def test_heldout_choice_is_near_the_oracle():
+  prior, params, x = _problem()
+  noise = mf.noise.sinusoidal((H, H, 1), 0.3)
+  y = x + noise.sample(seed=jax.random.PRNGKey(1), sample_shape=(16,))
+  betas = [0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
+  kw = dict(prior=prior, params=params, operator=mf.operators.identity(),
+            noise=noise, betas=betas, steps=300, optimizer=optax.adam(0.03))
+  choice = holdout.select_beta(y, **kw)
+  assert choice.scores.shape == (6,) and choice.per_example.shape == (6, 16)
+  grid = mf.sweep(y, **kw)
+  psnr = [float(jnp.mean(mf.metrics.psnr(x, grid.x[k, 0])))
+          for k in range(len(betas))]
+  chosen = psnr[betas.index(choice.beta)]
+  assert chosen > max(psnr) - 0.5, (choice.beta, psnr)
+  # A β far off (the grid's ends) predicts the held-out pixels worse.
+  assert choice.scores[0] < choice.scores.max()
+  assert choice.scores[-1] < choice.scores.max()
+
+
+def test_heldout_needs_a_factorising_noise_and_a_share():
+  prior, params, x = _problem()
+  flow_noise = mf.noise.from_flow(prior, params)
+  with pytest.raises(ValueError, match="noise: got FlowNoise"):
+    holdout.select_beta(x, prior=prior, params=params,
+                        operator=mf.operators.identity(), noise=flow_noise,
+                        betas=[1.0])
+  with pytest.raises(ValueError, match="fraction: got 1.0"):
+    holdout.holdout_keep((4,), holdout.HoldoutConfig(fraction=1.0))
+  keep = holdout.holdout_keep((10, 10, 1))
+  assert int(jnp.sum(keep == 0)) == 20
+
+
+def test_masked_operator_leaves_entries_out_of_the_loss_and_the_start():
+  op = mf.operators.masked(mf.operators.identity(),
+                           jnp.array([[1.0, 0.0], [1.0, 1.0]])[..., None])
+  y = jnp.array([[[1.0], [100.0]], [[3.0], [5.0]]])[None]
+  # The held-out entry (100) is replaced by the mean of the kept ones.
+  np.testing.assert_allclose(op.back_project(y)[0, 0, 1, 0], 3.0)
+  loss = mf.objectives.map_loss_x(
+      jnp.zeros((1, 2, 2, 1)), y, prior=mf.flows.linear_gaussian(
+          mf.flows.LinearGaussianConfig((2, 2, 1))),
+      params=mf.flows.linear_gaussian_params(np.zeros((2, 2, 1)),
+                                             np.eye(4)),
+      operator=op, noise=mf.noise.gaussian(1.0), beta=0.0)
+  # Only the three kept entries count: (1 + 9 + 25) / 2 + 3 log √(2π).
+  np.testing.assert_allclose(loss, 17.5 + 1.5 * np.log(2 * np.pi), rtol=1e-5)
