@@ -128,7 +128,13 @@ def save(path, tree, config=None, extra: Optional[dict] = None) -> Path:
 
 def read_meta(path) -> dict:
   path = Path(path)
-  io_lib.recover_dir(path)  # a save killed between its two renames
+  if not path.exists():
+    aside = sorted(path.parent.glob(f".{path.name}.old-*"))
+    if aside:
+      raise CheckpointError(
+          f"path: {str(path)!r} is missing, and {aside[-1].name} beside it "
+          "is the checkpoint a save killed mid-way had set aside; run the "
+          "training command again (it puts it back), or rename it")
   if not (path / "meta.json").is_file():
     raise CheckpointError(f"path: {str(path)!r} is not a mapflow checkpoint "
                           "(no meta.json)")

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import json
 import os
@@ -93,7 +92,8 @@ def _olds(path: Path):
 
 def recover_dir(path) -> bool:
   """Puts back a folder that ``replace_dir`` had moved aside when its
-  process was killed between its two renames; True if it did."""
+  process was killed between its two renames; True if it did.  Only for
+  the folder's writer (a lock holder): a reader could race a live save."""
   path = Path(path)
   if path.exists():
     return False
@@ -108,12 +108,15 @@ def replace_dir(tmp, path) -> Path:
   """Moves the filled folder ``tmp`` (from ``atomic_dir``) to ``path``,
   replacing any folder there.  Two renames: the old folder aside, the new
   one in.  A kill between them leaves the old one beside ``path``, which
-  ``recover_dir`` (called here and by readers) puts back."""
+  ``recover_dir`` (called here, and by writers when they start) puts
+  back."""
   path = Path(path)
   recover_dir(path)
   old = None
   if path.exists():
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    import uuid
+    old = path.with_name(f".{path.name}.old-{os.getpid()}-"
+                         f"{uuid.uuid4().hex[:8]}")
     os.replace(path, old)
   os.replace(tmp, path)
   if old is not None:
@@ -188,21 +191,14 @@ class LockedError(RuntimeError):
   """Another live process holds the folder's lock."""
 
 
-def _alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except OSError as e:
-    return e.errno == errno.EPERM
-  return True
-
-
 class FolderLock:
   """``with FolderLock(folder, what="--out"):`` one writer per folder.
 
-  The lock is a file ``.lock`` holding ``host pid``, made with ``O_EXCL``.
-  A lock whose process is gone (same host, pid not alive) is stale and is
-  taken over; a live one raises ``LockedError`` naming the holder.  Locks
-  made on another host are never taken over (their pid means nothing here).
+  The lock is an exclusive ``flock`` on the file ``.lock`` (which names
+  its holder, ``host pid``).  The kernel drops the lock when its process
+  ends, however it ends, so a killed writer never leaves a stale lock; a
+  live holder makes ``acquire`` raise ``LockedError`` naming it.  Each
+  ``FolderLock`` object is its own writer, even within one process.
   """
 
   NAME = ".lock"
@@ -211,60 +207,52 @@ class FolderLock:
     self.folder = Path(folder)
     self.path = self.folder / self.NAME
     self.what = what
-    self._held = False
+    self._fd = None
 
   def acquire(self) -> "FolderLock":
+    import fcntl
     self.folder.mkdir(parents=True, exist_ok=True)
-    me = f"{socket.gethostname()} {os.getpid()}\n"
-    for _ in range(3):
+    for _ in range(10):
+      fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
       try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-      except FileExistsError:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError:
         holder = self._holder()
-        if holder is None:
-          continue  # released between our open and our read
-        host, pid = holder
-        torn = pid is None and self._age() > 5.0  # killed mid-write
-        if torn or (host == socket.gethostname() and pid is not None and (
-            pid == os.getpid() or not _alive(pid))):
-          # Stale (its process was killed), or our own from a crash that
-          # skipped release: take it over.
-          _remove_quietly(self.path)
-          continue
+        os.close(fd)
         raise LockedError(
-            f"{self.what}: {self.folder} is in use by process {pid} on "
-            f"{host} (lock file {self.path}); wait for it to finish, or "
-            "use another folder.  If that process is gone, delete the lock "
-            "file.") from None
-      with os.fdopen(fd, "w") as f:
-        f.write(me)
-      self._held = True
+            f"{self.what}: {self.folder} is in use by {holder} (lock file "
+            f"{self.path}); wait for it to finish, or use another folder"
+            ) from None
+      # The file may have been unlinked by a holder releasing it between
+      # our open and our lock: then our lock guards nothing; try again.
+      try:
+        same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+      except FileNotFoundError:
+        same = False
+      if not same:
+        os.close(fd)
+        continue
+      os.ftruncate(fd, 0)
+      os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+      self._fd = fd
       return self
     raise LockedError(f"{self.what}: could not take the lock {self.path}")
 
-  def _holder(self):
+  def _holder(self) -> str:
     try:
       text = self.path.read_text().split()
-    except FileNotFoundError:
-      return None
-    if len(text) != 2:
-      return ("?", None)
-    try:
-      return text[0], int(text[1])
-    except ValueError:
-      return text[0], None
-
-  def _age(self) -> float:
-    import time
-    try:
-      return time.time() - self.path.stat().st_mtime
-    except FileNotFoundError:
-      return 0.0
+    except OSError:
+      text = []
+    if len(text) == 2:
+      return f"process {text[1]} on {text[0]}"
+    return "another process"
 
   def release(self):
-    if self._held:
+    if self._fd is not None:
+      # Unlinked while still locked, so no one locks a file on its way out.
       _remove_quietly(self.path)
-      self._held = False
+      os.close(self._fd)
+      self._fd = None
 
   def __enter__(self):
     return self.acquire()

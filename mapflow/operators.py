@@ -19,6 +19,7 @@ from typing import Any, Optional
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _ste_identity_fwd(u):
@@ -226,7 +227,8 @@ class Batched(Operator):
   ``ops`` is an operator whose array leaves carry a leading example axis
   (``batched`` stacks a list).  A batch of ``k`` times as many images (the
   solver's restarts, flattened in front of the examples) is matched to the
-  examples in order, ``x[j]`` to ``ops[j % B]``.
+  examples in order, ``x[j]`` to ``ops[j % B]``.  Optimisers that evaluate
+  one example alone (line searches such as L-BFGS) cannot use it.
   """
 
   ops: Any
@@ -299,6 +301,8 @@ def gaussian(key, m: int, d, active=None) -> GaussianMatrix:
   """
   d_in = d
   d = math.prod(d) if isinstance(d, (tuple, list)) else d
+  if isinstance(d, np.integer):
+    d = int(d)
   if isinstance(d, bool) or not isinstance(d, (int,)) or d < 1:
     raise ValueError(f"d: got {d_in!r}, expected a positive int or an image "
                      "shape of positive ints")
@@ -317,8 +321,7 @@ def one_bit(op, center: float = 0.0, ste: str = "identity") -> OneBit:
   """``sign(op(x - center))``; the protocol centres at 0.5 (see DESIGN.md)."""
   if ste not in ("identity", "clipped"):
     raise ValueError(f"ste: got {ste!r}, expected 'identity' or 'clipped'")
-  if isinstance(op, OneBit) or (isinstance(op, Compose) and any(
-      isinstance(o, OneBit) for o in (op.outer, op.inner))):
+  if is_one_bit(op):
     raise ValueError("op: got a one_bit operator; sign(sign(.)) carries no "
                      "more than one sign, expected a linear operator")
   return OneBit(op, jnp.asarray(center, jnp.float32), ste)
@@ -357,6 +360,39 @@ def with_active(op, active):
     return op.replace(outer=with_active(op.outer, active),
                       inner=with_active(op.inner, active))
   return op
+
+
+def pad_examples(op, n: int):
+  """``op`` for a batch padded with ``n`` copies of its last example (the
+  solvers pad to a multiple of the device count): a per-example operator
+  repeats its last example's operator; any other is unchanged."""
+  if n == 0:
+    return op
+  if isinstance(op, Batched):
+    return op.replace(ops=jax.tree_util.tree_map(
+        lambda leaf: jnp.concatenate([leaf, jnp.repeat(leaf[-1:], n, 0)]),
+        op.ops))
+  if isinstance(op, Masked):
+    return op.replace(op=pad_examples(op.op, n))
+  return op
+
+
+def innermost(op):
+  """``op`` without its ``Masked``/``Batched`` wrappers (a batched one's
+  first example)."""
+  while isinstance(op, (Masked, Batched)):
+    op = (op.op if isinstance(op, Masked) else
+          jax.tree_util.tree_map(lambda leaf: leaf[0], op.ops))
+  return op
+
+
+def is_one_bit(op) -> bool:
+  """Whether a sign is applied anywhere in ``op``."""
+  op = innermost(op)
+  if isinstance(op, OneBit):
+    return True
+  return isinstance(op, Compose) and (is_one_bit(op.outer) or
+                                      is_one_bit(op.inner))
 
 
 def max_rows(op) -> Optional[int]:

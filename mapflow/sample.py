@@ -176,10 +176,7 @@ def _ess(draws: np.ndarray) -> np.ndarray:
 
 
 def _check(operator):
-  if isinstance(operator, ops_lib.OneBit) or (
-      isinstance(operator, ops_lib.Compose) and any(
-          isinstance(o, ops_lib.OneBit)
-          for o in (operator.outer, operator.inner))):
+  if ops_lib.is_one_bit(operator):
     raise ValueError(
         "operator: got a 1-bit operator; its straight-through gradient is "
         "not the gradient of a likelihood (sign has gradient 0 almost "
@@ -247,7 +244,8 @@ def sample_posterior(y, *, prior, params, operator, noise, num_samples: int,
   z = z0[None] + cfg.init_std * jax.random.normal(k_init, (c,) + z0.shape)
   z = z.at[0].set(z0)
   mesh = sharding.batch_mesh(cfg.devices)
-  y_p, _ = sharding.pad_along(y, mesh.size, 0)
+  y_p, n_pad = sharding.pad_along(y, mesh.size, 0)
+  data = {**data, "operator": ops_lib.pad_examples(operator, n_pad)}
   z, _ = sharding.pad_along(z, mesh.size, 1)
   y_p = sharding.shard_along(y_p, mesh, 0)
   z = sharding.shard_along(z, mesh, 1)

@@ -143,11 +143,17 @@ def make_context(args, experiment: str):
 
 def run_info(args, prior) -> dict:
   """What a results folder records about the run that made it."""
-  info = {"prior": args.prior, "prior_config": type(prior.config).__name__}
+  info = {"prior": args.prior, "prior_config": type(prior.config).__name__,
+          "seed": args.seed, "num_val": args.num_val,
+          "restarts": args.restarts, "init_std": args.init_std}
   if getattr(args, "noise_prior", None):
     info["noise_prior"] = args.noise_prior
+  for k in ("keep", "sigma", "m", "scale"):
+    if hasattr(args, k):
+      info[k] = getattr(args, k)
   if "bora" in args.methods.split(","):
-    info["vae"] = args.vae
+    info.update(vae=args.vae, bora_steps=args.bora_steps,
+                bora_restarts=args.bora_restarts)
   if not Path(args.prior).is_dir():
     import mapflow as mf
     meta = mf.pretrained.info(args.prior)

@@ -82,18 +82,26 @@ def test_sigkill_loses_and_duplicates_nothing_and_one_writer_at_a_time(
   assert leftovers == [], leftovers
 
 
-def test_folder_lock_refuses_a_live_holder_and_takes_a_stale_one(tmp_path):
-  with io.FolderLock(tmp_path, what="--out"):
-    with pytest.raises(io.LockedError, match=r"--out: .* is in use by "
-                       "process 1 on"):
-      # Another lock object in this process stands for another writer
-      # only if the pid differs: fake a live other process (pid 1).
-      (tmp_path / ".lock").write_text(f"{os.uname().nodename} 1\n")
-      io.FolderLock(tmp_path, what="--out").acquire()
-  # A lock whose process is gone is taken over.
-  dead = subprocess.Popen([sys.executable, "-c", "pass"])
-  dead.wait()
-  (tmp_path / ".lock").write_text(f"{os.uname().nodename} {dead.pid}\n")
+def test_folder_lock_refuses_a_live_holder_and_frees_a_dead_ones(tmp_path):
+  """A second writer is refused, naming the holder; a holder killed with
+  SIGKILL leaves no lock behind (the kernel drops it with the process)."""
+  first = io.FolderLock(tmp_path, what="--out").acquire()
+  with pytest.raises(io.LockedError, match=f"--out: .* is in use by process "
+                     f"{os.getpid()} on"):
+    io.FolderLock(tmp_path, what="--out").acquire()
+  first.release()
+  assert not (tmp_path / ".lock").exists()
+  holder = subprocess.Popen(
+      [sys.executable, "-c", "import sys, time; from mapflow import io; "
+       f"io.FolderLock({str(tmp_path)!r}).acquire(); print('held', "
+       "flush=True); time.sleep(60)"], cwd=ROOT, stdout=subprocess.PIPE,
+      text=True)
+  assert holder.stdout.readline().strip() == "held"
+  with pytest.raises(io.LockedError, match=f"process {holder.pid}"):
+    io.FolderLock(tmp_path).acquire()
+  os.kill(holder.pid, signal.SIGKILL)
+  holder.wait()
+  assert (tmp_path / ".lock").exists()  # the file stays, the lock does not
   with io.FolderLock(tmp_path):
     assert (tmp_path / ".lock").read_text().split()[1] == str(os.getpid())
   assert not (tmp_path / ".lock").exists()
@@ -101,8 +109,8 @@ def test_folder_lock_refuses_a_live_holder_and_takes_a_stale_one(tmp_path):
 
 def test_a_save_killed_between_its_renames_is_put_back(tmp_path):
   """``replace_dir`` moves the old folder aside, then the new one in; a
-  kill in between leaves no folder under the name.  The next reader puts
-  the old one back, and the next save's leftovers are swept."""
+  kill in between leaves no folder under the name.  The next writer puts
+  the old one back, and sweeps the save's leftovers."""
   import numpy as np
   import mapflow as mf
   path = tmp_path / "state"
@@ -113,6 +121,11 @@ def test_a_save_killed_between_its_renames_is_put_back(tmp_path):
   path.rename(aside)
   (tmp_path / ".state.tmp-abc").mkdir()
   assert not path.exists()
+  # A reader (no lock) is told where the checkpoint went; the writer, when
+  # it starts (holding the lock), puts it back.
+  with pytest.raises(mf.checkpoint.CheckpointError, match=".state.old-12345"):
+    mf.checkpoint.restore(path, {"w": np.zeros(3)})
+  assert io.recover_dir(path)
   tree = mf.checkpoint.restore(path, {"w": np.zeros(3)})
   np.testing.assert_array_equal(tree["w"], np.arange(3.0))
   assert path.is_dir() and not aside.exists()

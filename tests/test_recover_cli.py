@@ -193,9 +193,17 @@ def test_one_bit_cli_end_to_end(tiny_prior, tmp_path):
 
 def test_digit_noise_cli_end_to_end(tiny_prior, tmp_path):
   from recover.digit_noise import main
-  main(["--out", str(tmp_path), "--prior", tiny_prior, "--noise-prior",
-        tiny_prior, "--inits", "measurements:2,noise_latent:2"] + QUICK)
+  args = ["--out", str(tmp_path), "--prior", tiny_prior, "--noise-prior",
+          tiny_prior, "--inits", "measurements:2,noise_latent:2"] + QUICK
+  main(args)
   rows = tables.read_rows(tmp_path / "results.csv")
+  # Digit noise has no out-of-distribution images; a rerun finds every
+  # method done and changes nothing, and another seed is refused.
+  before = (tmp_path / "results.csv").read_text()
+  main(args)
+  assert (tmp_path / "results.csv").read_text() == before
+  with pytest.raises(ValueError, match="--seed: got 1, but the results"):
+    main(args + ["--seed", "1"])
   assert {r["method"] for r in rows} == set(
       protocol.PROTOCOLS["digits"].methods)
   assert all(r["setting"] == "0.5x+digit" for r in rows)

@@ -162,11 +162,12 @@ def test_bad_values_are_named(tmp_path):
 
 def test_a_second_trainer_on_a_workdir_is_refused(tmp_path):
   from mapflow import training
-  (tmp_path / ".lock").write_text(f"{os.uname().nodename} 1\n")  # pid 1 lives
   tc = training.TrainConfig(batch_size=2)
   x = np.zeros((4,) + SHAPE, np.uint8)
-  with pytest.raises(io.LockedError, match="workdir: .* in use by process 1"):
-    training.train(CFG, tc, x, x, tmp_path, steps=1, progress=False)
+  with io.FolderLock(tmp_path):  # another writer holds the workdir
+    with pytest.raises(io.LockedError, match="workdir: .* in use by "
+                       f"process {os.getpid()}"):
+      training.train(CFG, tc, x, x, tmp_path, steps=1, progress=False)
 
 
 def test_training_logs_survive_torn_lines_and_reruns(tmp_path):

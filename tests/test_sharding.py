@@ -41,6 +41,15 @@ SCRIPT = textwrap.dedent("""
     assert r4.x.shape == (6, 8, 8, 1) and r4.trace.shape == (4, 6)
     np.testing.assert_allclose(r4.x, r1.x, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(r4.loss, r1.loss, rtol=1e-5, atol=1e-4)
+    # Per-example operators, padded with the batch (3 images, 4 devices).
+    masks = mf.operators.batched([mf.operators.mask(
+        jax.random.PRNGKey(i), (8, 8, 1)) for i in range(3)])
+    kb = dict(kw, operator=masks, noise=mf.noise.gaussian(0.1))
+    rs = mf.SolverConfig(init="random", restarts=3)
+    b4 = mf.recover(masks(x[:3]), beta=0.5, config=rs, **kb)
+    b1 = mf.recover(masks(x[:3]), beta=0.5, config=rs._replace(devices=one),
+                    **kb)
+    np.testing.assert_allclose(b4.x, b1.x, rtol=1e-5, atol=1e-5)
     s4 = mf.sweep(y, betas=[0.1, 1.0], config=start, **kw)
     s1 = mf.sweep(y, betas=[0.1, 1.0], config=start._replace(devices=one),
                   **kw)

@@ -352,7 +352,7 @@ def test_active_beyond_m_in_sweep_is_named():
   prior, params, _, _ = linear_prior()
   op = mf.operators.gaussian(KEY, 3, SHAPE)
   with pytest.raises(ValueError, match=r"ms: got \[2.0, 5.0\], expected "
-                     "integers 1 <= m <= 3"):
+                     "integers 0 <= m <= 3"):
     mf.sweep(jnp.zeros((1, 3)), prior=prior, params=params, operator=op,
              noise=mf.noise.gaussian(1.0), betas=[1.0], ms=[2, 5], steps=2)
 

@@ -29,6 +29,10 @@ def _config(config, key=None) -> SolverConfig:
   r = config.restarts
   if isinstance(r, bool) or not isinstance(r, int) or r < 1:
     raise ValueError(f"restarts: got {r!r}, expected an int >= 1")
+  if r > 1 and isinstance(config.init, str) and config.init == "zeros":
+    raise ValueError(f"restarts: got {r} with init 'zeros', where every "
+                     "restart starts alike; expected init='random' (or "
+                     "'measurements', whose later restarts are jittered)")
   return config if key is None else config._replace(key=key)
 
 
@@ -79,8 +83,8 @@ def _check_inputs(y, operator, noise, image_shape, hyper):
     if m is None:
       raise ValueError("ms: the operator has no Gaussian matrix whose rows "
                        "could be masked")
-    if np.any(a != np.round(a)) or np.any(a > m) or np.any(a < 1):
-      raise ValueError(f"ms: got {a.tolist()}, expected integers 1 <= m <= "
+    if np.any(a != np.round(a)) or np.any(a > m) or np.any(a < 0):
+      raise ValueError(f"ms: got {a.tolist()}, expected integers 0 <= m <= "
                        f"{m} (the operator's rows)")
   return y
 

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mapflow import operators as ops_lib
 from mapflow import sharding
 from mapflow.objectives import Objective
 from mapflow.solve import starts as starts_lib
@@ -333,7 +334,10 @@ def minimize(objective: Objective, y, data, *, hyper=None, steps: int = 1000,
   # its size with copies of the last one, dropped at the end).
   mesh = sharding.batch_mesh(config.devices)
   n_real = y.shape[0]
-  y, _ = sharding.pad_along(y, mesh.size, 0)
+  y, n_pad = sharding.pad_along(y, mesh.size, 0)
+  if isinstance(data, dict) and "operator" in data:
+    data = {**data, "operator": ops_lib.pad_examples(data["operator"],
+                                                     n_pad)}
   v0, _ = sharding.pad_along(v0, mesh.size, 2 if per_point else 1)
   y = sharding.shard_along(y, mesh, 0)
   data = sharding.replicate(data, mesh)

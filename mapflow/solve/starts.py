@@ -41,10 +41,11 @@ def measurement_init(y, operator, image_shape, lo=0.02, hi=0.98):
     raise ValueError(f"init: 'measurements' needs an operator with "
                      f"back_project; {type(operator).__name__} has none")
   bp = operator.back_project(y).reshape((y.shape[0],) + tuple(image_shape))
-  if isinstance(operator, ops_lib.OneBit):
+  one_bit = ops_lib.innermost(operator)
+  if isinstance(one_bit, ops_lib.OneBit):
     # sign measurements carry direction only: centre and set a spread.
     bp = bp - jnp.mean(bp, axis=(1, 2, 3), keepdims=True)
-    bp = operator.center + 0.25 * bp / (
+    bp = one_bit.center + 0.25 * bp / (
         jnp.std(bp, axis=(1, 2, 3), keepdims=True) + 1e-8)
   return jnp.clip(bp, lo, hi)
 

@@ -134,12 +134,15 @@ class Context:
     f = self.out / "run.json"
     if f.is_file():
       have = json.loads(f.read_text())
-      for k in ("prior", "noise_prior", "vae"):
-        if k in have and k in self.run_info and have[k] != self.run_info[k]:
-          raise ValueError(
-              f"--{k.replace('_', '-')}: got {self.run_info[k]!r}, but the "
-              f"results in {self.out} were made with {have[k]!r}; use "
-              "another --out")
+      # Every setting that changes a score must match, or results of two
+      # configurations would mix (cached scores, finished cells).
+      for k in sorted(set(have) & set(self.run_info)):
+        if k.startswith("prior_") or have[k] == self.run_info[k]:
+          continue
+        raise ValueError(
+            f"--{k.replace('_', '-')}: got {self.run_info[k]!r}, but the "
+            f"results in {self.out} were made with {have[k]!r}; use "
+            "another --out")
       self.run_info = {**have, **self.run_info}
     if self.run_info:
       io_lib.write_json_atomic(f, self.run_info)
@@ -354,7 +357,9 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]]):
       if row is not None and row["val_images"] == cell.val_images:
         scores[st][v] = float(row["val_score"])
         continue
-      s = cell.score(method, st, v)
+      # At the table's precision, so a rerun that reads it back ties and
+      # chooses exactly as this run does.
+      s = float(tables._fmt(cell.score(method, st, v)))
       scores[st][v] = s
       ctx.selection.add([dict(base, hyper=v, start=label(st),
                               val_images=cell.val_images, val_score=s)])
@@ -395,7 +400,8 @@ def run_cell(ctx: Context, task: Task, protocol: Optional[Protocol] = None):
       raise ValueError(f"inits: no method of {task.experiment} can take the "
                        f"start {st.label!r}{why}")
   n_test = len(img.x_test)
-  ids = [str(int(i)) for i in img.test_ids] + list(img.ood_ids)
+  ids = [str(int(i)) for i in img.test_ids] + (
+      list(img.ood_ids) if task.y_ood is not None else [])
 
   def done(name):
     return all(ctx.results.done(
