@@ -571,11 +571,42 @@ def memory(ctx) -> dict:
   return {"peak_rss_mb": peak_rss_mb(), "device_peak_mb": device_peak_mb()}
 
 
+def models(ctx) -> dict:
+  """Each shipped flow: its parameters, test bits/dim, and CPU recovery
+  speed (marginal s/step of MAP SINUSOIDAL denoising at batch
+  ``models_batch``, s = 0.4, Adam)."""
+  c = ctx.cfg
+  rows = []
+  for name in mf.pretrained.available():
+    prior, params = mf.pretrained.load(name)
+    if not hasattr(prior, "config") or not hasattr(prior, "forward"):
+      continue  # the VAE: not a flow prior
+    info = mf.pretrained.info(name)
+    shape = tuple(prior.config.image_shape)
+    noise = mf.noise.sinusoidal(shape, 0.4)
+    b = c.get("models_batch", 64)
+    y = jnp.full((b,) + shape, 0.5) + noise.sample(
+        seed=jax.random.PRNGKey(0), sample_shape=(b,))
+    kw = dict(prior=prior, params=params, operator=mf.operators.identity(),
+              noise=noise, beta=0.5, optimizer=ctx.optimizer)
+    first, _, per, _ = marginal_step(lambda k: mf.recover(y, steps=k, **kw).x,
+                                     c["steps"], c["repeats"])
+    rows.append({"model": name, "config": type(prior.config).__name__,
+                 "params": sum(int(a.size) for a in
+                               jax.tree_util.tree_leaves(params)),
+                 "test_bpd": info.get("eval", {}).get("test_bpd"),
+                 "step": info.get("step"), "batch": b, "s_per_step": per,
+                 "image_steps_per_s": b / per, "first_call_s": first})
+    ctx.save_partial({"rows": rows})
+  return {"rows": rows}
+
+
 ALL: Dict[str, Callable] = {
     "throughput": throughput, "sweep": sweep, "restarts": restarts,
     "flops": flops, "time_to_quality": time_to_quality,
     "training": training, "scaling": scaling, "chunking": chunking,
     "precision": precision, "remat": remat, "memory": memory,
+    "models": models,
 }
 
 
@@ -618,6 +649,15 @@ def markdown(report: dict) -> str:
         ("steps/s", "steps_per_s"), ("image-steps/s", "images_steps_per_s"),
         ("per-call overhead (s)", "call_overhead_s"),
         ("compile (s)", "compile_s")]) + [""]
+  if "models" in s:
+    lines += ["## Shipped flows: recovery speed", "",
+              "Marginal seconds per MAP step (SINUSOIDAL denoising, "
+              "s = 0.4, Adam) at the batch given.", ""]
+    lines += _table(s["models"]["rows"], [
+        ("model", "model"), ("params", "params"), ("test bits/dim",
+                                                   "test_bpd"),
+        ("batch", "batch"), ("s/step", "s_per_step"),
+        ("image-steps/s", "image_steps_per_s")]) + [""]
   if "sweep" in s:
     w = s["sweep"]
     lines += ["## β x m sweep: one call against sequential calls", "",
