@@ -166,11 +166,18 @@ def sweep(ctx) -> dict:
   ms = jnp.asarray(c["sweep_ms"])
   _, op, noise, y = one_bit_problem(ctx, c["sweep_images"], int(max(ms)))
   kw = _recover_kw(ctx, op, noise)
+  # The whole grid in one call (a max_batch no grid reaches).
+  whole = mf.SolverConfig(max_batch=2 ** 62)
   t = time.perf_counter()
-  jax.block_until_ready(mf.sweep(y, betas=betas, ms=ms, steps=1, **kw).x)
+  jax.block_until_ready(mf.sweep(y, betas=betas, ms=ms, steps=1,
+                                 config=whole, **kw).x)
   compile_sweep = time.perf_counter() - t
-  t_sweep = timed(lambda: mf.sweep(y, betas=betas, ms=ms,
+  t_sweep = timed(lambda: mf.sweep(y, betas=betas, ms=ms, config=whole,
                                    steps=c["sweep_steps"], **kw).x, 1)
+  # With the default max_batch (the backend's; 256 images on CPU).
+  jax.block_until_ready(mf.sweep(y, betas=betas, ms=ms, steps=1, **kw).x)
+  t_default = timed(lambda: mf.sweep(y, betas=betas, ms=ms,
+                                     steps=c["sweep_steps"], **kw).x, 1)
   # The same grid in groups of at most max_batch images per call.
   mb = c.get("sweep_max_batch")
   t_grouped = None
@@ -200,6 +207,9 @@ def sweep(ctx) -> dict:
           "sequential_s": t_seq, "speedup": _ratio(t_seq, t_sweep),
           "max_batch": mb, "grouped_s": t_grouped,
           "grouped_speedup": _ratio(t_seq, t_grouped),
+          "default_max_batch": mf.solve.engine.default_max_batch(),
+          "default_s": t_default,
+          "default_speedup": _ratio(t_seq, t_default),
           "compile_sweep_s": compile_sweep,
           "compile_recover_s": compile_seq}
 

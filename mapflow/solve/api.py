@@ -17,6 +17,7 @@ import numpy as np
 
 from mapflow import objectives
 from mapflow import operators as ops_lib
+from mapflow.solve import engine
 from mapflow.solve.engine import RecoveryResult, SolverConfig, minimize
 
 
@@ -227,11 +228,12 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
   (``[β, 0, example]`` without ``ms``) and equal separate ``recover`` calls
   with ``operators.with_active(operator, m)``.
 
-  ``config.max_batch`` bounds grid points x restarts x examples per call:
-  the grid then runs in the fewest equal groups of points, one after
-  another, through the same compiled program (the last group is padded
-  with copies of the last point, which are dropped); the starts are
-  computed once.  ``config.progress`` is called per group.
+  ``config.max_batch`` bounds grid points x restarts x examples per call
+  (default: ``engine.default_max_batch()``, 256 on CPU): the grid then
+  runs in the fewest equal groups of points, one after another, through
+  the same compiled program (the last group is padded with copies of the
+  last point, which are dropped); the starts are computed once.
+  ``config.progress`` is called per step of each group.
 
   ``config.init`` takes what ``recover`` takes, shared by every grid point,
   or one start per point: an array of shape (len(betas), len(ms) or 1,
@@ -245,6 +247,8 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
   if mb is not None and (isinstance(mb, bool) or not isinstance(mb, int)
                          or mb < 1):
     raise ValueError(f"max_batch: got {mb!r}, expected None or an int >= 1")
+  if mb is None:
+    mb = engine.default_max_batch()
   try:
     betas = np.atleast_1d(np.asarray(betas, np.float64))
   except (TypeError, ValueError):

@@ -69,7 +69,8 @@ class SolverConfig(NamedTuple):
     chunk: steps per compiled call (None: 1 on CPU, 50 elsewhere).
     devices: devices to split the examples over (default all).
     max_batch: grid points x restarts x examples per call in a sweep (the
-      grid then runs in equal groups through one compiled program).
+      grid then runs in equal groups through one compiled program); None:
+      the backend's default (``default_max_batch``).
     progress: ``callback(steps_done, loss)``, e.g. to drive tqdm.
     key: PRNG key of the random starts (default ``PRNGKey(0)``).
   """
@@ -93,6 +94,13 @@ _MAX_ERRORS = 2 ** 30
 
 def default_chunk() -> int:
   return 1 if jax.default_backend() == "cpu" else 50
+
+
+def default_max_batch() -> Optional[int]:
+  """Images per sweep call by default: 256 on CPU, where a compute-bound
+  step runs no faster at a larger batch and a moderate one is cheaper to
+  hold (BENCHMARKS.md, "β x m sweep"); the whole grid elsewhere."""
+  return 256 if jax.default_backend() == "cpu" else None
 
 
 def _batched_losses(objective: Objective):
