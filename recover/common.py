@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 # The Fashion-MNIST prior every experiment but sub-pixel uses by default.
-DEFAULT_PRIOR = "fashion_mnist_realnvp"
+DEFAULT_PRIOR = "fashion_mnist_realnvp_10k"
 
 
 def base_parser(prog: str, description: str) -> argparse.ArgumentParser:

@@ -22,8 +22,8 @@ MODELS_DIR = Path(__file__).parent / "models"
 DESCRIPTIONS = {
     "fashion_mnist_realnvp": "signal prior: RealNVP (realnvp_fmnist_cpu) on "
                              "Fashion-MNIST, step 5,200 (the first one)",
-    "fashion_mnist_realnvp_12k": "signal prior: the same RealNVP trained on "
-                                 "to step 12,000",
+    "fashion_mnist_realnvp_10k": "signal prior: the same RealNVP trained on "
+                                 "to step 10,100",
     "digits_realnvp": "noise prior: RealNVP on scikit-learn digits, 28x28",
     "fashion_mnist_glow": "small Glow (glow_fmnist_small) on Fashion-MNIST",
     "fashion_mnist_vae": "Bora et al.'s VAE (784-500-500-20) on "
