@@ -81,7 +81,9 @@ def parse_args(argv=None):
   p.add_argument("--beta", type=float, default=1.0,
                  help="β, the prior's weight (1: the posterior's mode)")
   p.add_argument("--steps", type=int, default=300, help="Adam steps")
-  p.add_argument("--lr", type=float, default=0.03, help="Adam learning rate")
+  from mapflow.solve import DEFAULT_LEARNING_RATE
+  p.add_argument("--lr", type=float, default=DEFAULT_LEARNING_RATE,
+                 help=f"Adam learning rate (default {DEFAULT_LEARNING_RATE:g})")
   p.add_argument("--start", default="noise_latent",
                  choices=("noise_latent", "measurements", "zeros"),
                  help="what moves and where from (noise_latent needs an "

@@ -147,7 +147,7 @@ def recover(y, *, prior, params, operator, noise, beta=1.0, steps=1000,
     noise: a noise distribution (``mapflow.noise`` or any distrax one).
     beta: the smoothing parameter β >= 0.
     steps: optimiser steps.
-    optimizer: any optax optimiser (default Adam, lr 1e-2; ``optax.lbfgs()``
+    optimizer: any optax optimiser (default Adam, lr 0.03; ``optax.lbfgs()``
       works; clip with ``optax.chain(optax.clip_by_global_norm(c), ...)``).
       Reuse one object across calls to reuse compiled code.
     key: PRNG key of random starts (overrides ``config.key``).

@@ -87,7 +87,10 @@ class SolverConfig(NamedTuple):
   key: Optional[jax.Array] = None
 
 
-DEFAULT_OPTIMIZER = optax.adam(1e-2)
+# The default Adam learning rate, in units of a unit-scale latent (the
+# value the experiments validated for their latent starts).
+DEFAULT_LEARNING_RATE = 0.03
+DEFAULT_OPTIMIZER = optax.adam(DEFAULT_LEARNING_RATE)
 # Skip non-finite steps for ever (counted), never abort a long sweep.
 _MAX_ERRORS = 2 ** 30
 
@@ -309,7 +312,8 @@ def minimize(objective: Objective, y, data, *, hyper=None, steps: int = 1000,
       scalar or one value per grid point (P,); results get a leading P
       axis.  ``"active"`` masks an operator's rows (``data_operator``).
     steps: optimiser steps.
-    optimizer: any optax optimiser (default Adam, lr 1e-2).  Reuse one
+    optimizer: any optax optimiser (default Adam at
+      ``DEFAULT_LEARNING_RATE``, 0.03).  Reuse one
       object across calls to reuse compiled code.
     config: a ``SolverConfig`` (starts, restarts, devices, ...).
     points_per_call: grid points per compiled call (None: all).

@@ -22,8 +22,11 @@ import math
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, \
     Tuple
 
-# Adam learning rate and steps of a start that names neither.
-BASE_LR = 0.03
+from mapflow.solve.engine import DEFAULT_LEARNING_RATE
+
+# Adam learning rate (the library's default, defined once there) and steps
+# of a start that names neither.
+BASE_LR = DEFAULT_LEARNING_RATE
 BASE_STEPS = 100
 
 # Where a start begins and what it moves (``Start.kind``):
