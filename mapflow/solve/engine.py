@@ -378,6 +378,27 @@ def minimize(objective: Objective, y, data, *, hyper=None, steps: int = 1000,
   return RecoveryResult(x, z, loss, jnp.asarray(trace), skipped)
 
 
+def clear_caches():
+  """Drops every compiled program the solvers hold (and JAX's own caches).
+
+  Compiled programs are kept for reuse and never expire on their own; a
+  process that compiles thousands of distinct ones (new shapes, new
+  optimisers) should clear them now and then.  Measured here: the fuzz of
+  ``tests/test_reliability.py`` crashed inside XLA:CPU's compiler (a
+  segmentation fault) after about 2,400 calls of varied shapes in one
+  process when nothing was cleared."""
+  from mapflow import objectives
+  from mapflow.solve import starts
+  compiled.cache_clear()
+  _to_image.cache_clear()
+  starts._jitted.cache_clear()
+  objectives._flow_maps.cache_clear()
+  objectives._map_objective.cache_clear()
+  objectives._asim_objective.cache_clear()
+  objectives._bora_objective.cache_clear()
+  jax.clear_caches()
+
+
 class StalledWarning(UserWarning):
   """Every step of some problem was skipped: the result is its start."""
 
