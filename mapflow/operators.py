@@ -206,10 +206,22 @@ class Masked(Operator):
     return self.keep if inner is None else inner * self.keep
 
   def back_project(self, y):
-    axes = tuple(range(1, y.ndim))
-    kept = jnp.sum(y * self.keep, axis=axes, keepdims=True) / jnp.maximum(
-        jnp.sum(self.keep * jnp.ones_like(y), axis=axes, keepdims=True), 1)
-    return self.op.back_project(y * self.keep + (1.0 - self.keep) * kept)
+    if y.ndim != 4:
+      # Rows of a matrix: a left-out row is simply not used.
+      return self.op.back_project(y * self.keep)
+    # Pixels: a left-out pixel takes the mean of the kept ones in its 5x5
+    # neighbourhood (or of all kept ones, if none is near), so the start
+    # neither sees it nor leaves a hole an optimiser must slowly fill.
+    keep = jnp.broadcast_to(self.keep, y.shape[1:])[None]
+    box = lambda a: jax.lax.reduce_window(
+        a, 0.0, jax.lax.add, (1, 5, 5, 1), (1, 1, 1, 1), "SAME")
+    near_sum, near_n = box(y * keep), box(jnp.broadcast_to(keep, y.shape))
+    axes = (1, 2, 3)
+    far = jnp.sum(y * keep, axis=axes, keepdims=True) / jnp.maximum(
+        jnp.sum(jnp.broadcast_to(keep, y.shape), axis=axes, keepdims=True),
+        1.0)
+    fill = jnp.where(near_n > 0, near_sum / jnp.maximum(near_n, 1.0), far)
+    return self.op.back_project(y * keep + (1.0 - keep) * fill)
 
   def check_input(self, image_shape):
     self.op.check_input(image_shape)

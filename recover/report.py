@@ -274,8 +274,8 @@ def _heldout_lines(gaps):
   if not gaps:
     return []
   lines = ["## Hyperparameters without ground truth (main folders)\n",
-           "`ours_heldout` chooses β and the start by the noise model's "
-           "log-likelihood of 20% of the validation measurements held out "
+           "`ours_heldout` chooses β and the start by the MAP's "
+           "error predicting 20% of the validation measurements held out "
            "(`mapflow.holdout`), never looking at a clean image; `ours` "
            "chooses by validation PSNR against the truth (the oracle). "
            "Goal: within 0.5 dB everywhere.\n",

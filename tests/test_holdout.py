@@ -37,15 +37,15 @@ def test_heldout_choice_is_near_the_oracle():
   kw = dict(prior=prior, params=params, operator=mf.operators.identity(),
             noise=noise, betas=betas, steps=300, optimizer=optax.adam(0.03))
   choice = holdout.select_beta(y, **kw)
-  assert choice.scores.shape == (6,) and choice.per_example.shape == (6, 16)
+  assert choice.errors.shape == (6,) and choice.per_example.shape == (6, 16)
   grid = mf.sweep(y, **kw)
   psnr = [float(jnp.mean(mf.metrics.psnr(x, grid.x[k, 0])))
           for k in range(len(betas))]
   chosen = psnr[betas.index(choice.beta)]
   assert chosen > max(psnr) - 0.5, (choice.beta, psnr)
   # A β far off (the grid's ends) predicts the held-out pixels worse.
-  assert choice.scores[0] < choice.scores.max()
-  assert choice.scores[-1] < choice.scores.max()
+  assert choice.errors[0] > choice.errors.min()
+  assert choice.errors[-1] > choice.errors.min()
 
 
 def test_heldout_needs_a_factorising_noise_and_a_share():
@@ -65,8 +65,27 @@ def test_masked_operator_leaves_entries_out_of_the_loss_and_the_start():
   op = mf.operators.masked(mf.operators.identity(),
                            jnp.array([[1.0, 0.0], [1.0, 1.0]])[..., None])
   y = jnp.array([[[1.0], [100.0]], [[3.0], [5.0]]])[None]
-  # The held-out entry (100) is replaced by the mean of the kept ones.
+  # The held-out entry (100) is replaced by the mean of its kept
+  # neighbours (here all three).
   np.testing.assert_allclose(op.back_project(y)[0, 0, 1, 0], 3.0)
+  far = np.zeros((1, 9, 9, 1))
+  far[0, 0, 0] = 1.0
+  keep = np.zeros((9, 9, 1))
+  keep[0, 0] = keep[8, 8] = 1.0
+  filled = mf.operators.masked(mf.operators.identity(), keep).back_project(
+      jnp.asarray(far))
+  # Near the kept corner at 1: 1; near the kept corner at 0: 0; between,
+  # with no kept neighbour, the mean of the kept ones (0.5).
+  np.testing.assert_allclose(filled[0, 1, 1, 0], 1.0)
+  np.testing.assert_allclose(filled[0, 7, 7, 0], 0.0)
+  np.testing.assert_allclose(filled[0, 4, 4, 0], 0.5)
+  # Rows of a matrix are dropped, not filled.
+  g = mf.operators.gaussian(jax.random.PRNGKey(0), 3, (2, 2, 1))
+  rows = mf.operators.masked(g, jnp.array([1.0, 0.0, 1.0]))
+  yv = jnp.array([[1.0, 7.0, 2.0]])
+  np.testing.assert_allclose(rows.back_project(yv),
+                             g.back_project(yv * jnp.array([1.0, 0.0, 1.0])),
+                             rtol=1e-6)
   loss = mf.objectives.map_loss_x(
       jnp.zeros((1, 2, 2, 1)), y, prior=mf.flows.linear_gaussian(
           mf.flows.LinearGaussianConfig((2, 2, 1))),

@@ -308,8 +308,8 @@ class _Cell:
 
   def score(self, method: Method, start, value: float) -> float:
     """A (value, start)'s validation score: mean PSNR against the truth,
-    or (``select="heldout"``) the held-out log-likelihood of the
-    validation measurements, from a MAP fitted without them."""
+    or (``select="heldout"``) minus the RMS error with which a MAP fitted
+    without them predicts the held-out validation measurements."""
     import jax.numpy as jnp
     from mapflow import holdout, metrics
     from mapflow import operators as ops
@@ -323,9 +323,10 @@ class _Cell:
       self.op["val_fit"] = ops.masked(self.op["val"], self._keep)
       self.y["val_fit"] = self.y["val"]
     x_hat = self.solve(method, start, value, "val_fit")
-    ll = holdout.heldout_log_likelihood(noise, self.y["val"],
-                                        self.op["val"](x_hat), self._keep)
-    return float(jnp.mean(ll))
+    err = holdout.heldout_error(noise, self.y["val"], self.op["val"](x_hat),
+                                self._keep)
+    # Higher is better: minus the held-out RMS prediction error.
+    return -float(jnp.sqrt(jnp.mean(err)))
 
 
 def bm3d_reference(task: Task) -> float:

@@ -201,8 +201,8 @@ class Method(NamedTuple):
   method scores the residual with ("true" or "isotropic"; None for the
   others).  ``start_kinds``: the starts its loss can take.  ``select``:
   how a (value, start) is scored on the validation images: "psnr" (mean
-  PSNR against the truth) or "heldout" (the noise model's log-likelihood
-  of held-out measurement entries, ``mapflow.holdout``: no ground truth).
+  PSNR against the truth) or "heldout" (how well held-out measurement
+  entries are predicted, ``mapflow.holdout``: no ground truth).
   """
 
   name: str

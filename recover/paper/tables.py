@@ -4,7 +4,7 @@
 ``selection.csv`` (one row per validation score: method, value, start and
 the validation images it was measured on; ``val_score`` is the mean PSNR
 in dB against the truth, or for a method that chooses from the
-measurements alone the held-out log-likelihood in nats) are ``ResultTable`` files: keyed
+measurements alone minus the RMS error predicting held-out measurements) are ``ResultTable`` files: keyed
 rows, rewritten atomically after every addition, a row with a key already
 present replacing the old one.  A killed and rerun experiment therefore
 loses no finished row and duplicates none.
