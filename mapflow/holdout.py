@@ -77,8 +77,10 @@ def heldout_error(noise, y, fx, keep):
   ``keep`` leaves out (0), ``(y - f(x̂) - μ)²`` over them, μ the noise's
   mean."""
   check_factorises(noise)
-  mean = noise.mean() if hasattr(noise, "mean") and callable(
-      noise.mean) else 0.0
+  try:
+    mean = noise.mean()
+  except (AttributeError, NotImplementedError):  # zero-mean noise
+    mean = 0.0
   held = jnp.broadcast_to(1.0 - keep, jnp.shape(y))
   r2 = jnp.square(y - fx - mean) * held
   axes = tuple(range(1, r2.ndim))

@@ -326,12 +326,15 @@ def _train(flow_config, tc, x_train, x_test, workdir, steps, time_budget,
           bar.set_postfix(bpd=f"{last['bpd']:.3f}")
       if bar is not None:
         bar.update(1)
-      if step % tc.log.checkpoint_every == 0:
-        save_state(workdir, state, flow_config, tc)
+      # Evaluate before checkpointing: a kill in between resumes from the
+      # step before, which redoes this step and its evaluation; the other
+      # order would resume past an evaluation never written.
       if tc.log.sample_every and step % tc.log.sample_every == 0:
         do_samples(state)
       if tc.log.eval_every and step % tc.log.eval_every == 0:
         do_eval(state)
+      if step % tc.log.checkpoint_every == 0:
+        save_state(workdir, state, flow_config, tc)
   finally:
     for sig, handler in previous.items():
       signal.signal(sig, handler)

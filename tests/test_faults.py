@@ -179,7 +179,7 @@ def test_training_killed_at_random_moments_resumes_bit_for_bit(tmp_path,
   full = time.time() - t0
   out = tmp_path / "killed"
   rng = random.Random(1)
-  for _ in range(3):
+  for _ in range(2):
     proc = _train(which, out, steps)
     time.sleep(rng.uniform(0.3, 0.9) * full)
     if proc.poll() is None:
