@@ -2,7 +2,7 @@
 
 Signals: smooth 8x8 fields, with a Gaussian prior fitted to them (a linear
 flow).  Noise: one bright horizontal stripe per image at a random row.  The
-command trains a noise flow on 1,000 noise-only examples, then recovers
+command trains a noise flow on 600 noise-only examples, then recovers
 y = x + stripe: the learned noise model must remove the stripes (PSNR far
 above the measurement's), and a rerun must resume, not retrain.
 """
@@ -40,7 +40,7 @@ def test_learned_noise_removes_structured_noise(tmp_path, capsys):
   cfg = mf.flows.LinearGaussianConfig((H, H, 1))
   mf.checkpoint.save(tmp_path / "prior", mf.flows.linear_gaussian_params(
       xs.mean(0), np.linalg.cholesky(cov)), cfg)
-  np.savez(tmp_path / "noise.npz", x=_stripes(rng, 1000))
+  np.savez(tmp_path / "noise.npz", x=_stripes(rng, 600))
   truth = _signals(rng, 8)
   np.savez(tmp_path / "y.npz", y=(truth + _stripes(rng, 8)).astype(
       np.float32))
@@ -48,8 +48,8 @@ def test_learned_noise_removes_structured_noise(tmp_path, capsys):
   args = ["--noise", str(tmp_path / "noise.npz"), "--measurements",
           str(tmp_path / "y.npz"), "--out", str(tmp_path / "out"),
           "--prior", str(tmp_path / "prior"), "--truth",
-          str(tmp_path / "truth.npz"), "--noise-steps", "200", "--steps",
-          "100", "--noise-preset", "realnvp_small", "--no-progress"]
+          str(tmp_path / "truth.npz"), "--noise-steps", "120", "--steps",
+          "60", "--noise-preset", "realnvp_small", "--no-progress"]
   res = learned_noise.main(args)
   assert res.x.shape == (8, H, H, 1)
   psnr = json.loads((tmp_path / "out" / "psnr.json").read_text())

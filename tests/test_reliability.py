@@ -8,7 +8,7 @@ that do not fit the prior.  Every case must end in a named error (the
 argument, what was received, what was expected) or in a finite result of
 the right shape; a result that is not finite must have been reported (a
 ``StalledWarning``).  ``MAPFLOW_FUZZ_EXAMPLES`` sets the number of cases
-(default 40, the CI profile); ``MAPFLOW_FUZZ_REPORT=FILE`` writes the
+(default 25, the CI profile); ``MAPFLOW_FUZZ_REPORT=FILE`` writes the
 outcome counts as JSON.
 """
 
@@ -261,7 +261,7 @@ OUTCOMES = {"named error": 0, "finite result": 0, "reported stall": 0,
             "unhelpful error": 0, "silent non-finite result": 0,
             "wrong shape": 0}
 FAILURES = []
-EXAMPLES = int(os.environ.get("MAPFLOW_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("MAPFLOW_FUZZ_EXAMPLES", "25"))
 OTHER = mf.flows.from_config(mf.flows.RealNVPConfig(
     image_shape=SHAPE, num_scales=1, num_blocks=1, hidden_channels=4,
     final_couplings=2))

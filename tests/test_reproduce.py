@@ -10,9 +10,10 @@ ones where the run had them) in one batch, in a fresh process with XLA's
 default flags, as in the run: XLA's float results depend on the batch size
 and the optimisation level (this suite compiles at the cheapest), and an
 optimisation amplifies such differences (0.03 dB on one image of a batch
-of 2 against 70; 0.3 dB on one of Bora et al.'s).  The default run checks a cheap cell of each
-experiment (BM3D, Bora et al.'s VAE, Asim et al. with the small Glow);
-``-m slow`` adds a flow cell of each (about 1 minute each on 2 cores).
+of 2 against 70; 0.3 dB on one of Bora et al.'s).  The default run checks
+two cheap cells (Bora et al.'s VAE in 1-bit CS, Asim et al. with the small
+Glow); ``python -m pytest -m slow`` checks one of every experiment and a
+flow cell of each (up to a minute each on 2 cores).
 """
 
 import os
@@ -36,11 +37,13 @@ slow = pytest.mark.slow
 CELLS = [
     # Bora et al. in each experiment (the engine with the VAE: cheap), and
     # Asim et al. with the small Glow.
-    ("v1/sinusoidal", "sinusoidal", "0.4", "bora", _FMNIST),
-    ("v1/radial", "radial", "0.8", "bora", _FMNIST),
     ("v1/one_bit", "one_bit", "m=800,s=1", "bora", _FMNIST),
-    ("v1/digit_noise", "digits", "0.5x+digit", "bora", _FMNIST),
     ("v1/subpixel", "subpixel", "keep=0.75", "asim", "fashion_mnist_glow"),
+    pytest.param("v1/sinusoidal", "sinusoidal", "0.4", "bora", _FMNIST,
+                 marks=slow),
+    pytest.param("v1/radial", "radial", "0.8", "bora", _FMNIST, marks=slow),
+    pytest.param("v1/digit_noise", "digits", "0.5x+digit", "bora", _FMNIST,
+                 marks=slow),
     # BM3D, a MAP over the pixels, the isotropic ablation, Asim et al. on
     # 1-bit CS, ours over the digit flow's latent (about a minute each).
     pytest.param("v1/sinusoidal", "sinusoidal", "0.4", "bm3d", _FMNIST,
