@@ -15,6 +15,7 @@ half-written checkpoint under the final name.
 
 from __future__ import annotations
 
+import hashlib
 import dataclasses
 import json
 import shutil
@@ -71,11 +72,16 @@ def config_from_json(d: dict):
 
 def _digest(a) -> str:
   """sha256 of an array's bytes (C order), with its dtype and shape."""
-  import hashlib
   a = np.ascontiguousarray(np.asarray(a))
   h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
   h.update(a.tobytes())
   return h.hexdigest()
+
+
+def _file_digests(folder: Path) -> dict:
+  """``{relative path: sha256}`` of every file under ``folder``."""
+  return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+          for f in sorted(folder.rglob("*")) if f.is_file()}
 
 
 def _text_digest(text: str) -> str:
@@ -107,13 +113,18 @@ def save(path, tree, config=None, extra: Optional[dict] = None) -> Path:
   flat, _ = _flatten(tree)
   tmp = io_lib.atomic_dir(path)
   try:
-    ckpt = ocp.PyTreeCheckpointer()
     # Orbax keys must be plain names: index the leaves, map them in meta.json.
-    ckpt.save(tmp / "arrays", {f"a{i}": v for i, v in enumerate(flat.values())})
+    # Closed on the way out, so no background thread outlives a failure.
+    with ocp.PyTreeCheckpointer() as ckpt:
+      ckpt.save(tmp / "arrays",
+                {f"a{i}": v for i, v in enumerate(flat.values())})
     meta = {"leaves": [{"path": k, "shape": list(v.shape),
                         "dtype": str(v.dtype), "sha256": _digest(v)}
                        for k, v in flat.items()],
-            "extra": extra or {}}
+            "extra": extra or {},
+            # Checked before orbax reads them: a damaged file is named, and
+            # orbax never starts on bytes that would fail mid-read.
+            "files": _file_digests(tmp / "arrays")}
     if config is not None:
       cfg_text = json.dumps(config_to_json(config), indent=2)
       io_lib.write_text_atomic(tmp / "config.json", cfg_text)
@@ -193,8 +204,15 @@ def restore(path, target, strict: bool = True):
     raise CheckpointError(f"checkpoint {str(path)!r}: unexpected leaves "
                           f"{extra}; the config and the saved params disagree")
   order = [m["path"] for m in meta["leaves"]]
+  for name, digest in meta.get("files", {}).items():
+    f = path / "arrays" / name
+    if not f.is_file() or hashlib.sha256(f.read_bytes()).hexdigest() != digest:
+      raise CheckpointError(
+          f"checkpoint {str(path)!r}: arrays/{name} is missing or differs "
+          "from the file that was saved (altered or truncated since)")
   try:
-    arrays = ocp.PyTreeCheckpointer().restore(path / "arrays")
+    with ocp.PyTreeCheckpointer() as ckpt:
+      arrays = ckpt.restore(path / "arrays")
   except Exception as e:  # orbax raises many types; re-raise with context
     raise CheckpointError(f"checkpoint {str(path)!r}: could not read arrays "
                           f"({type(e).__name__}: {e})") from e

@@ -158,7 +158,8 @@ def main(argv=None):
   p.add_argument("--cache", default=None,
                  help="folder for JAX's persistent compilation cache, so a "
                  "second run skips compiling (default: $MAPFLOW_CACHE or "
-                 "~/.cache/mapflow/jax; 'none' to turn it off)")
+                 "~/.cache/mapflow/jax; 'none' to leave JAX's own setting, off unless "
+                 "JAX_COMPILATION_CACHE_DIR is set)")
   args = p.parse_args(argv)
   if args.threads < 1:
     p.error(f"--threads: got {args.threads}, expected 1 or more")

@@ -12,6 +12,27 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAGS).strip
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+  """One persistent compilation cache per test run, shared by the xdist
+  workers and the command lines the tests start (they inherit the
+  environment): the same flows' programs are otherwise compiled again in
+  every subprocess.  A cached program is the same executable, so results
+  are bit-identical with or without it."""
+  if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+    return
+  import tempfile
+  config._mapflow_jax_cache = tempfile.mkdtemp(prefix="mapflow-tests-jax-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = config._mapflow_jax_cache
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.3"
+
+
+def pytest_unconfigure(config):
+  import shutil
+  d = getattr(config, "_mapflow_jax_cache", None)
+  if d:
+    shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def tiny_prior(tmp_path_factory):
   """A checkpoint of a tiny untrained 28x28 RealNVP, for command lines run

@@ -19,7 +19,9 @@ QUICK = ["--bora-steps", "2", "--bora-restarts", "1", "--num-val", "2",
          "--num-test", "2"]
 
 
-@pytest.mark.parametrize("kind", ["sinusoidal", "radial"])
+# RADIAL runs the same code with another std map: under -m slow.
+@pytest.mark.parametrize("kind", [
+    "sinusoidal", pytest.param("radial", marks=pytest.mark.slow)])
 def test_denoising_cli_end_to_end(tiny_prior, tmp_path, kind):
   from recover.denoising import main
   args = ["--out", str(tmp_path), "--prior", tiny_prior, "--inits",

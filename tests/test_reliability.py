@@ -98,6 +98,7 @@ def test_shipped_models_carry_checksums():
     meta = json.loads((mf.pretrained.path(name) / "meta.json").read_text())
     assert "config_sha256" in meta, name
     assert all("sha256" in leaf for leaf in meta["leaves"]), name
+    assert meta["files"], name  # each array file's digest, checked on load
 
 
 @pytest.mark.parametrize("what,match", [
