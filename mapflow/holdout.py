@@ -42,11 +42,26 @@ class HoldoutConfig(NamedTuple):
 
 class HoldoutChoice(NamedTuple):
   """``beta``: the β with the smallest held-out error; ``errors`` (P,):
-  the mean over examples of each β's; ``per_example`` (P, B)."""
+  the mean over examples of each β's; ``per_example`` (P, B); ``x``
+  (B, ...): the chosen β's MAP (fitted without the held-out entries);
+  ``keep``: the 0/1 map of kept entries."""
 
   beta: float
   errors: np.ndarray
   per_example: np.ndarray
+  x: Optional[jax.Array] = None
+  keep: Optional[jax.Array] = None
+
+
+class NoiseScaleEstimate(NamedTuple):
+  """``scale``: the estimated s in ``std = s · unit_std``; ``error_var``:
+  the fitted mean squared error of ``f(x̂)`` on the held-out entries;
+  ``identifiable``: False when ``unit_std`` is constant, so error and noise
+  cannot be told apart and ``scale`` is an upper bound (error_var = 0)."""
+
+  scale: float
+  error_var: float
+  identifiable: bool
 
 
 def holdout_keep(event_shape, config: Optional[HoldoutConfig] = None):
@@ -87,6 +102,40 @@ def heldout_error(noise, y, fx, keep):
   return jnp.sum(r2, axis=axes) / jnp.maximum(jnp.sum(held, axis=axes), 1.0)
 
 
+def estimate_noise_scale(unit_std, y, fx, keep, mean=0.0
+                         ) -> NoiseScaleEstimate:
+  """The scale s of noise ``N(mean, (s · unit_std)²)`` from held-out
+  residuals ``r = y - f(x̂) - mean`` (x̂ fitted without them).
+
+  On a held-out entry i, E[r_i²] = e_i + s² u_i², u = ``unit_std`` and
+  e_i the prediction error.  With e_i ≈ e the same everywhere, ordinary
+  least squares of r_i² on (1, u_i²) over every held-out entry of every
+  example gives (e, s²): the noise's known *shape* is what separates it
+  from the error.  With e < 0 fitted, e = 0 and s² = Σ u² r² / Σ u⁴.  A
+  constant u (isotropic noise) leaves e and s² confounded: then e = 0 and
+  s² = mean r² / u², an upper bound, flagged not identifiable.
+  """
+  u2 = np.broadcast_to(np.square(np.asarray(unit_std, np.float64)),
+                       np.shape(y)[1:])
+  held = np.broadcast_to(np.asarray(keep) == 0, np.shape(y)[1:])
+  r = np.asarray(y, np.float64) - np.asarray(fx, np.float64) - np.asarray(
+      mean, np.float64)
+  r2 = np.square(r)[:, held].ravel()
+  v = np.broadcast_to(u2[held], (np.shape(y)[0],) + u2[held].shape).ravel()
+  if not np.all(np.isfinite(r2)):
+    raise ValueError("fx: got non-finite predictions of the held-out "
+                     "entries; expected a finite MAP")
+  spread = np.var(v)
+  if spread <= 1e-12 * max(np.mean(v) ** 2, 1e-30):
+    return NoiseScaleEstimate(float(np.sqrt(np.mean(r2) / np.mean(v))), 0.0,
+                              False)
+  s2 = float(np.mean((v - v.mean()) * (r2 - r2.mean())) / spread)
+  e = float(r2.mean() - s2 * v.mean())
+  if e < 0.0:
+    e, s2 = 0.0, float(np.sum(v * r2) / np.sum(v * v))
+  return NoiseScaleEstimate(float(np.sqrt(max(s2, 0.0))), e, True)
+
+
 def select_beta(y, *, prior, params, operator, noise, betas, steps=100,
                 optimizer=None, config=None,
                 holdout: Optional[HoldoutConfig] = None) -> HoldoutChoice:
@@ -107,4 +156,37 @@ def select_beta(y, *, prior, params, operator, noise, betas, steps=100,
   per = np.where(np.isfinite(per), per, np.inf)
   errors = per.mean(axis=1)
   betas = np.atleast_1d(np.asarray(betas, np.float64))
-  return HoldoutChoice(float(betas[int(np.argmin(errors))]), errors, per)
+  best = int(np.argmin(errors))
+  return HoldoutChoice(float(betas[best]), errors, per, grid.x[best, 0], keep)
+
+
+def select_beta_and_scale(y, *, prior, params, operator, unit_noise, betas,
+                          steps=100, optimizer=None, config=None,
+                          holdout: Optional[HoldoutConfig] = None):
+  """β and the noise scale s from the measurements alone, when only the
+  noise's shape ``unit_noise`` (its s = 1 member) is known.
+
+  For Gaussian noise of std s·u the MAP objective times s² is
+  ``Σ r²/(2u²) - β s² log p_G``: the MAP depends on β·s² alone.  So the
+  held-out choice over ``betas`` at s = 1 (``select_beta``) already is the
+  choice over every (β, s); its MAP's held-out residuals then give s
+  (``estimate_noise_scale``).  Returns ``(choice, estimate)``; the β to use
+  with the noise at scale ŝ is ``choice.beta / ŝ²``.
+  """
+  check_factorises(unit_noise)
+  try:
+    mean = np.asarray(unit_noise.mean())
+  except (AttributeError, NotImplementedError):
+    mean = np.zeros(())
+  if np.any(mean != 0.0):
+    raise ValueError(
+        "unit_noise: got a noise of non-zero mean, expected zero-mean "
+        "noise (a mean that moves with s, as SINUSOIDAL-1D's shift, would "
+        "make the MAP depend on s itself)")
+  choice = select_beta(y, prior=prior, params=params, operator=operator,
+                       noise=unit_noise, betas=betas, steps=steps,
+                       optimizer=optimizer, config=config, holdout=holdout)
+  unit_std = (unit_noise.sigma if hasattr(unit_noise, "sigma")
+              else unit_noise.stddev())
+  est = estimate_noise_scale(unit_std, y, operator(choice.x), choice.keep)
+  return choice, est

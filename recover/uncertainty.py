@@ -13,6 +13,12 @@ sample_posterior``, β = 1, from the MAP) and reports:
 * mean PSNR of the MAP and of the posterior mean;
 * the chains' acceptance rates and effective sample sizes.
 
+With ``--unknown-scale`` the noise's scale is not given to the sampler: it
+is estimated from the measurements alone (``mapflow.holdout.
+select_beta_and_scale``: a held-out choice of β·s² over ``--betas``, then
+s from its MAP's held-out residuals), and the samples are drawn with the
+noise at ŝ.  For isotropic noise (the CS task) ŝ is an upper bound.
+
 Writes ``summary.json`` (and ``summary.csv``) and, per task, a figure with
 the columns truth, measurement, MAP, posterior mean, std map, |error|.
 """
@@ -48,6 +54,12 @@ def parse_args(argv=None):
   p.add_argument("--warmup", type=int, default=400)
   p.add_argument("--level", type=float, default=0.9,
                  help="the intervals' nominal coverage")
+  p.add_argument("--unknown-scale", action="store_true",
+                 help="estimate the noise scale from held-out measurements "
+                 "instead of giving the true one")
+  p.add_argument("--betas", default="0.001,0.003,0.01,0.03,0.1,0.3,1",
+                 help="β grid (at s = 1) of --unknown-scale's held-out choice")
+  p.add_argument("--holdout-steps", type=int, default=100)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--data-dir")
   return p.parse_args(argv)
@@ -67,6 +79,21 @@ def calibration(x, samples, level=0.9):
   return {"coverage": float(inside.mean()), "std_error_corr": corr,
           "mean_std": float(std.mean()), "mean_abs_error": float(err.mean()),
           "per_image_coverage": inside.reshape(len(x), -1).mean(1).tolist()}
+
+
+def _estimate_scale(mf, task, y, prior, params, op, shape, args):
+  """ŝ from held-out measurements, given only the noise's shape."""
+  from mapflow import holdout
+  try:
+    betas = [float(b) for b in args.betas.split(",") if b]
+  except ValueError:
+    raise SystemExit(f"--betas: got {args.betas!r}, expected numbers") from None
+  unit = (mf.noise.sinusoidal(shape, 1.0) if task == "sinusoidal"
+          else mf.noise.gaussian(1.0, (args.m,)))
+  _, est = holdout.select_beta_and_scale(
+      y, prior=prior, params=params, operator=op, unit_noise=unit,
+      betas=betas, steps=args.holdout_steps)
+  return est
 
 
 def main(argv=None):
@@ -104,6 +131,14 @@ def main(argv=None):
       noise = mf.noise.gaussian(args.sigma, (args.m,))
       setting = f"m={args.m},sigma={args.sigma:g}"
     y = op(x) + noise.sample(seed=k_noise, sample_shape=(len(x),))
+    true_scale = args.scale if task == "sinusoidal" else args.sigma
+    est = None
+    if args.unknown_scale:
+      est = _estimate_scale(mf, task, y, prior, params, op, shape, args)
+      noise = (mf.noise.sinusoidal(shape, est.scale) if task == "sinusoidal"
+               else mf.noise.gaussian(est.scale, (args.m,)))
+      common.say(f"{task}: noise scale estimated {est.scale:.4f} (true "
+                 f"{true_scale:g}{'' if est.identifiable else ', an upper bound'})")
     from tqdm.auto import tqdm
     bar = tqdm(total=args.warmup + -(-args.samples // args.chains),
                desc=f"{task} sampling", unit="step")
@@ -117,6 +152,10 @@ def main(argv=None):
                        noise=noise, beta=1.0, steps=200).x
     cal = calibration(x, post.samples, args.level)
     row = {"task": task, "setting": setting, "images": int(len(x)),
+           "true_scale": true_scale,
+           "scale_used": true_scale if est is None else est.scale,
+           "scale_estimated": est is not None,
+           "scale_identifiable": None if est is None else est.identifiable,
            "samples": args.samples, "chains": args.chains,
            "warmup": args.warmup, "level": args.level,
            "coverage": cal["coverage"],

@@ -94,3 +94,54 @@ def test_masked_operator_leaves_entries_out_of_the_loss_and_the_start():
       operator=op, noise=mf.noise.gaussian(1.0), beta=0.0)
   # Only the three kept entries count: (1 + 9 + 25) / 2 + 3 log √(2π).
   np.testing.assert_allclose(loss, 17.5 + 1.5 * np.log(2 * np.pi), rtol=1e-5)
+
+
+def test_noise_scale_from_residuals_with_a_known_shape():
+  """r² = e + s² u² on held-out entries: least squares on the std map's
+  shape recovers s beside a uniform prediction error; a constant shape
+  cannot, and says so (an upper bound)."""
+  rng = np.random.default_rng(0)
+  shape = (28, 28, 1)
+  unit = np.asarray(mf.noise.sinusoidal_std_map(shape, 1.0))
+  fx_true = rng.uniform(0.2, 0.8, (32,) + shape)
+  s = 0.3
+  y = fx_true + s * unit * rng.normal(size=fx_true.shape)
+  fx = fx_true + 0.05 * rng.normal(size=fx_true.shape)   # the MAP's error
+  keep = holdout.holdout_keep(shape)
+  est = holdout.estimate_noise_scale(unit, y, fx, keep)
+  assert est.identifiable
+  assert est.scale == pytest.approx(s, rel=0.05)
+  assert est.error_var == pytest.approx(0.05 ** 2, rel=0.3)
+  # Ignoring the error (a plain mean of r²/u²) would overestimate s.
+  held = np.asarray(keep) == 0
+  naive = np.sqrt(np.mean(((y - fx) ** 2 / unit ** 2)[:, held]))
+  assert naive > 1.1 * s
+  flat = holdout.estimate_noise_scale(np.ones(shape), y - s * unit * 0, fx,
+                                      keep)
+  assert not flat.identifiable and flat.error_var == 0.0
+  with pytest.raises(ValueError, match="fx: got non-finite"):
+    holdout.estimate_noise_scale(unit, y, fx * np.nan, keep)
+
+
+def test_beta_and_scale_from_the_measurements_alone():
+  """With only the noise's shape known, the held-out choice at s = 1 picks
+  β·s², and its MAP's residuals give s near the truth."""
+  prior, params, x = _problem()
+  s = 0.3
+  # RADIAL: SINUSOIDAL's rows are all alike at H = 8 (sin(pi k) = 0).
+  noise = mf.noise.radial((H, H, 1), s)
+  y = x + noise.sample(seed=jax.random.PRNGKey(1), sample_shape=(16,))
+  unit = mf.noise.radial((H, H, 1), 1.0)
+  betas = [0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
+  choice, est = holdout.select_beta_and_scale(
+      y, prior=prior, params=params, operator=mf.operators.identity(),
+      unit_noise=unit, betas=betas, steps=300, optimizer=optax.adam(0.03),
+      holdout=holdout.HoldoutConfig(fraction=0.3))
+  assert est.identifiable
+  assert est.scale == pytest.approx(s, rel=0.25), est
+  assert choice.x.shape == x.shape
+  with pytest.raises(ValueError, match="unit_noise: got a noise of non-zero"):
+    holdout.select_beta_and_scale(
+        y[:, :, 0, 0], prior=prior, params=params,
+        operator=mf.operators.identity(),
+        unit_noise=mf.noise.sinusoidal_1d(H, 1.0), betas=betas)

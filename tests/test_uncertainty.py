@@ -27,10 +27,12 @@ def test_uncertainty_cli_runs(tiny_prior, tmp_path):
   from recover.uncertainty import main
   rows = main(["--out", str(tmp_path), "--prior", tiny_prior, "--num-test",
                "2", "--samples", "8", "--chains", "2", "--warmup", "6",
-               "--m", "50"])
+               "--m", "50", "--unknown-scale", "--betas", "0.1,1",
+               "--holdout-steps", "2"])
   assert [r["task"] for r in rows] == ["sinusoidal", "cs"]
   for r in rows:
     assert 0.0 <= r["coverage"] <= 1.0 and np.isfinite(r["psnr_map"])
+    assert r["scale_estimated"] and r["scale_used"] > 0
   assert json.loads((tmp_path / "summary.json").read_text()) == rows
   assert (tmp_path / "sinusoidal.png").is_file()
   assert (tmp_path / "cs.png").is_file()
