@@ -40,7 +40,7 @@ QUICK = dict(tiny_prior=True, batches=(1, 8), steps=3, repeats=2, sweep_images=2
              precision_images=2, precision_steps=3, remat_batch=2,
              remat_gradients=("recovery",),
              # Every shipped model compiles at full size: not a smoke test.
-             skip=("models",))
+             skip=("models", "peer"))
 FULL = dict(batches=(1, 64, 256), steps=10, repeats=3, sweep_images=16,
             sweep_betas=(0.1, 0.5, 1.0, 5.0, 10.0),
             sweep_ms=(100, 200, 400, 800, 1600, 3200), sweep_steps=20,

@@ -97,6 +97,15 @@ def targets(report: dict, gpu: dict | None) -> list:
        "less a warm one)", "≤ 20 s",
        comp, lambda v: v <= 20, " s"),
   ]
+  peer = {r["problem"]: r["ratio"]
+          for r in _get(s, "peer", "rows") or []}
+  for problem, name in (
+      ("realnvp_sinusoidal", "MAP step, shipped 28x28 RealNVP, vs PyTorch"),
+      ("glow_cs", "MAP step, Glow 64x64x3 L=4 K=8 (CS, Asim's loss), vs "
+                  "PyTorch"),
+      ("realnvp_train", "training step, RealNVP preset, vs PyTorch")):
+    rows.append((name, "≥ 1.5x", peer.get(problem), lambda v: v >= 1.5,
+                 "x"))
   if gpu is not None:
     rows.append(("GPU: sweep as one call", "≥ 5x",
                  _get(gpu["sections"], "sweep", "speedup"),

@@ -611,12 +611,135 @@ def models(ctx) -> dict:
   return {"rows": rows}
 
 
+def _alternate(ours, theirs, rounds):
+  """Per-round s/step of ``ours()`` and ``theirs()``, run one after the
+  other, ``rounds`` times (each returns its own s/step)."""
+  out = []
+  for _ in range(rounds):
+    out.append((ours(), theirs()))
+  return out
+
+
+def _torch_per_step(step, steps):
+  step()
+  step.sync()  # warm: the first call allocates
+  t = time.perf_counter()
+  for _ in range(steps):
+    step()
+  step.sync()
+  return (time.perf_counter() - t) / steps
+
+
+def peer(ctx) -> dict:
+  """Ours against a PyTorch implementation of the same flows
+  (``bench.peer_torch``, the ``[peer]`` extra), in this one process,
+  alternating: one MAP step of SINUSOIDAL denoising with the 28x28
+  RealNVP (ours: ``recover``'s marginal step; PyTorch: Adam on z), one MAP
+  step of Gaussian CS (m = 2,000, Asim et al.'s loss) with the Glow
+  L = 4, K = 8, 512 wide at 64x64x3, and one training step of the RealNVP
+  preset.  Ratios are PyTorch's s/step over ours (> 1: ours faster), the
+  median of the rounds'."""
+  try:
+    import torch
+    from bench import peer_torch as pt
+  except ImportError:
+    return {"skipped": "torch is not installed (pip install "
+                       "'mapflow[peer]')"}
+  from mapflow import training as tr
+  c = ctx.cfg
+  quick = bool(c.get("tiny_prior"))
+  rounds, s = c.get("peer_rounds", 4), c.get("peer_steps", 3)
+  glow_cfg = (mf.flows.GlowConfig(image_shape=(8, 8, 3), num_levels=2,
+                                  steps_per_level=1, hidden_channels=8)
+              if quick else pt.glow_cs_config())
+  m = 50 if quick else 2000
+  rows = []
+  for kind, cfg, batch in (
+      ("realnvp_sinusoidal", ctx.base_config, c.get("peer_realnvp_batch", 64)),
+      ("glow_cs", glow_cfg, c.get("peer_glow_batch", 6))):
+    if kind == "realnvp_sinusoidal":
+      prior, params = ctx.prior, ctx.params
+      noise = mf.noise.sinusoidal(cfg.image_shape, 0.4)
+      op = mf.operators.identity()
+      x = jnp.full((batch,) + cfg.image_shape, 0.5)
+      y = x + noise.sample(seed=jax.random.PRNGKey(0), sample_shape=(batch,))
+      run = lambda k: mf.recover(y, prior=prior, params=params, operator=op,
+                                 noise=noise, beta=0.5, steps=k,
+                                 optimizer=ctx.optimizer).x
+      theirs, n_torch = pt.map_step_fns(kind, cfg, batch, params=params,
+                                        device="cpu")
+    else:
+      prior = mf.flows.from_config(cfg)
+      x = jax.random.uniform(jax.random.PRNGKey(0), (batch,) + cfg.image_shape,
+                             minval=0.05, maxval=0.95)
+      params = prior.init(jax.random.PRNGKey(1), x)
+      op = mf.operators.gaussian(jax.random.PRNGKey(2), m, cfg.image_shape)
+      y = op(x)
+      run = lambda k: mf.recover_asim(y, prior=prior, params=params,
+                                      operator=op, gamma=0.1, steps=k,
+                                      optimizer=ctx.optimizer).x
+      theirs, n_torch = pt.map_step_fns(kind, cfg, batch, m=m, device="cpu")
+    t = time.perf_counter()
+    jax.block_until_ready(run(s))
+    first = time.perf_counter() - t
+
+    def ours():
+      return max(timed(lambda: run(2 * s), 1) - timed(lambda: run(s), 1),
+                 1e-9) / s
+    pairs = _alternate(ours, lambda: _torch_per_step(theirs, s), rounds)
+    n_ours = sum(int(a.size) for a in jax.tree_util.tree_leaves(params))
+    rows.append(_peer_row(kind, "map step", batch, n_ours, n_torch, pairs,
+                          first))
+    ctx.save_partial({"rows": rows})
+  # Training: the RealNVP preset, a fixed batch, both dequantising afresh.
+  tb = c.get("peer_train_batch", 64)
+  flow = mf.flows.from_config(ctx.base_config)
+  tc = tr.TrainConfig(batch_size=tb)
+  opt = tr.make_optimizer(tc)
+  xb = (np.asarray(ctx.batch(tb)) * 255).astype(np.uint8)
+  state = {"s": tr.init_state(flow, tc, xb, opt)}
+  step = tr.make_train_step(flow, tc, opt)
+  xj = jnp.asarray(xb)
+
+  def ours_train():
+    state["s"], mt = step(state["s"], xj)
+    jax.block_until_ready(mt["bpd"])
+    t = time.perf_counter()
+    for _ in range(s):
+      state["s"], mt = step(state["s"], xj)
+    jax.block_until_ready(mt["bpd"])
+    return (time.perf_counter() - t) / s
+  t = time.perf_counter()
+  ours_train()
+  first = time.perf_counter() - t
+  theirs, n_torch = pt.train_step_fn(ctx.base_config, xb, device="cpu")
+  pairs = _alternate(ours_train, lambda: _torch_per_step(theirs, s), rounds)
+  n_ours = sum(int(a.size) for a in jax.tree_util.tree_leaves(
+      state["s"].params))
+  rows.append(_peer_row("realnvp_train", "training step", tb, n_ours,
+                        n_torch, pairs, first))
+  return {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+          "rounds": rounds, "steps_per_round": s, "rows": rows}
+
+
+def _peer_row(kind, what, batch, n_ours, n_torch, pairs, first):
+  ours, theirs = [p[0] for p in pairs], [p[1] for p in pairs]
+  ratios = [b / a for a, b in pairs]
+  return {"problem": kind, "what": what, "batch": batch,
+          "params_ours": n_ours, "params_torch": n_torch,
+          "ours_s_per_step": statistics.median(ours),
+          "torch_s_per_step": statistics.median(theirs),
+          "ratio": statistics.median(ratios),
+          "ratio_range": [min(ratios), max(ratios)],
+          "ours_first_call_s": first, "pairs": pairs}
+
+
 ALL: Dict[str, Callable] = {
     "throughput": throughput, "sweep": sweep, "restarts": restarts,
     "flops": flops, "time_to_quality": time_to_quality,
     "training": training, "scaling": scaling, "chunking": chunking,
     "precision": precision, "remat": remat, "memory": memory,
-    "models": models,
+    "models": models, "peer": peer,
 }
 
 
@@ -651,6 +774,27 @@ def markdown(report: dict) -> str:
            f"{report['jax']}, started {report['started']}.  Regenerate "
            "with `python -m bench` (`--quick` for the smoke version).  "
            "Times are medians; ratios are measured within this one run.", ""]
+  if "peer" in s:
+    pe = s["peer"]
+    lines += ["## Against PyTorch", ""]
+    if "skipped" in pe:
+      lines += [f"Skipped: {pe['skipped']}.", ""]
+    else:
+      lines += [f"The same flows in PyTorch {pe['torch']} "
+                f"({pe['torch_threads']} threads; `bench/peer_torch.py`), "
+                f"timed in this process alternately with ours, "
+                f"{pe['rounds']} rounds of {pe['steps_per_round']} steps. "
+                "Ratio: PyTorch's s/step over ours (> 1: ours faster), "
+                "the median of the rounds' and their range.", ""]
+      rows = [dict(r, range="–".join(f"{v:.2f}" for v in r["ratio_range"]))
+              for r in pe["rows"]]
+      lines += _table(rows, [
+          ("problem", "problem"), ("step", "what"), ("batch", "batch"),
+          ("params (ours)", "params_ours"), ("params (torch)", "params_torch"),
+          ("ours s/step", "ours_s_per_step"),
+          ("PyTorch s/step", "torch_s_per_step"), ("ratio", "ratio"),
+          ("range", "range")])
+      lines.append("")
   if "throughput" in s:
     lines += ["## Recovery throughput", "",
               f"Prior: {s['throughput']['prior']}.", ""]

@@ -206,3 +206,24 @@ def test_train_step_runs_and_learns():
   losses = [float(step()) for _ in range(5)]
   assert all(np.isfinite(losses))
   assert losses[-1] < losses[0]
+
+
+def test_bench_peer_section_times_both_sides():
+  """The bench's peer section at tiny sizes: both sides timed, ratios
+  positive, and the report renders its table and targets."""
+  from bench import __main__ as bench_main, render, sections
+  ctx = sections.Context(dict(bench_main.QUICK, peer_rounds=2,
+                              peer_steps=1, peer_realnvp_batch=2,
+                              peer_glow_batch=2, peer_train_batch=4))
+  res = sections.peer(ctx)
+  assert [r["problem"] for r in res["rows"]] == [
+      "realnvp_sinusoidal", "glow_cs", "realnvp_train"]
+  for r in res["rows"]:
+    assert r["params_ours"] == r["params_torch"], r["problem"]
+    assert r["ours_s_per_step"] > 0 and r["torch_s_per_step"] > 0
+    assert len(r["pairs"]) == 2 and r["ratio"] > 0
+  report = {"mode": "quick", "backend": "cpu", "device": "cpu", "devices": 1,
+            "jax": "x", "started": "now", "sections": {"peer": res}}
+  assert "## Against PyTorch" in sections.markdown(report)
+  assert any("vs PyTorch" in t[0] and t[2] != "not measured"
+             for t in render.targets(report, None))
