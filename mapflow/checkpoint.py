@@ -78,9 +78,17 @@ def _digest(a) -> str:
   return h.hexdigest()
 
 
+def _file_sha256(f: Path) -> str:
+  h = hashlib.sha256()
+  with open(f, "rb") as fh:
+    for block in iter(lambda: fh.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
 def _file_digests(folder: Path) -> dict:
-  """``{relative path: sha256}`` of every file under ``folder``."""
-  return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+  """``{relative POSIX path: sha256}`` of every file under ``folder``."""
+  return {f.relative_to(folder).as_posix(): _file_sha256(f)
           for f in sorted(folder.rglob("*")) if f.is_file()}
 
 
@@ -206,7 +214,7 @@ def restore(path, target, strict: bool = True):
   order = [m["path"] for m in meta["leaves"]]
   for name, digest in meta.get("files", {}).items():
     f = path / "arrays" / name
-    if not f.is_file() or hashlib.sha256(f.read_bytes()).hexdigest() != digest:
+    if not f.is_file() or _file_sha256(f) != digest:
       raise CheckpointError(
           f"checkpoint {str(path)!r}: arrays/{name} is missing or differs "
           "from the file that was saved (altered or truncated since)")

@@ -113,27 +113,36 @@ def estimate_noise_scale(unit_std, y, fx, keep, mean=0.0
   example gives (e, s²): the noise's known *shape* is what separates it
   from the error.  With e < 0 fitted, e = 0 and s² = Σ u² r² / Σ u⁴.  A
   constant u (isotropic noise) leaves e and s² confounded: then e = 0 and
-  s² = mean r² / u², an upper bound, flagged not identifiable.
+  s² = mean r² / u², an upper bound, flagged not identifiable (as when the
+  fitted slope is not positive).  Where the MAP's error grows with the
+  noise (a pixel predicted from equally noisy neighbours), part of it
+  follows u² and ŝ comes out high (SINUSOIDAL, s = 0.2: ŝ = 0.243).
   """
   u2 = np.broadcast_to(np.square(np.asarray(unit_std, np.float64)),
                        np.shape(y)[1:])
   held = np.broadcast_to(np.asarray(keep) == 0, np.shape(y)[1:])
+  for name, a in (("y", y), ("fx", fx), ("unit_std", unit_std)):
+    if not np.all(np.isfinite(np.asarray(a))):
+      raise ValueError(f"{name}: got non-finite entries; expected finite "
+                       "measurements, predictions and std map")
   r = np.asarray(y, np.float64) - np.asarray(fx, np.float64) - np.asarray(
       mean, np.float64)
   r2 = np.square(r)[:, held].ravel()
   v = np.broadcast_to(u2[held], (np.shape(y)[0],) + u2[held].shape).ravel()
-  if not np.all(np.isfinite(r2)):
-    raise ValueError("fx: got non-finite predictions of the held-out "
-                     "entries; expected a finite MAP")
+  upper = NoiseScaleEstimate(float(np.sqrt(np.mean(r2) / np.mean(v))), 0.0,
+                             False)
   spread = np.var(v)
-  if spread <= 1e-12 * max(np.mean(v) ** 2, 1e-30):
-    return NoiseScaleEstimate(float(np.sqrt(np.mean(r2) / np.mean(v))), 0.0,
-                              False)
+  # A std map nearly constant over the held-out entries cannot separate the
+  # error from the noise (the fit's slope would be noise itself).
+  if spread <= 1e-6 * np.mean(v) ** 2:
+    return upper
   s2 = float(np.mean((v - v.mean()) * (r2 - r2.mean())) / spread)
   e = float(r2.mean() - s2 * v.mean())
+  if s2 <= 0.0:
+    return upper  # residuals do not follow the noise's shape at all
   if e < 0.0:
     e, s2 = 0.0, float(np.sum(v * r2) / np.sum(v * v))
-  return NoiseScaleEstimate(float(np.sqrt(max(s2, 0.0))), e, True)
+  return NoiseScaleEstimate(float(np.sqrt(s2)), e, True)
 
 
 def select_beta(y, *, prior, params, operator, noise, betas, steps=100,

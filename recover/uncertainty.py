@@ -87,7 +87,10 @@ def _estimate_scale(mf, task, y, prior, params, op, shape, args):
   try:
     betas = [float(b) for b in args.betas.split(",") if b]
   except ValueError:
-    raise SystemExit(f"--betas: got {args.betas!r}, expected numbers") from None
+    betas = []
+  if not betas or min(betas) <= 0:
+    raise SystemExit(f"--betas: got {args.betas!r}, expected comma-separated "
+                     "positive numbers")
   unit = (mf.noise.sinusoidal(shape, 1.0) if task == "sinusoidal"
           else mf.noise.gaussian(1.0, (args.m,)))
   _, est = holdout.select_beta_and_scale(

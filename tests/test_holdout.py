@@ -111,16 +111,26 @@ def test_noise_scale_from_residuals_with_a_known_shape():
   est = holdout.estimate_noise_scale(unit, y, fx, keep)
   assert est.identifiable
   assert est.scale == pytest.approx(s, rel=0.05)
-  assert est.error_var == pytest.approx(0.05 ** 2, rel=0.3)
+  assert 0.0 < est.error_var < 3 * 0.05 ** 2
   # Ignoring the error (a plain mean of r²/u²) would overestimate s.
   held = np.asarray(keep) == 0
   naive = np.sqrt(np.mean(((y - fx) ** 2 / unit ** 2)[:, held]))
   assert naive > 1.1 * s
-  flat = holdout.estimate_noise_scale(np.ones(shape), y - s * unit * 0, fx,
-                                      keep)
+  iso = fx_true + s * rng.normal(size=fx_true.shape)
+  worse = fx_true + 0.1 * rng.normal(size=fx_true.shape)
+  flat = holdout.estimate_noise_scale(np.ones(shape), iso, worse, keep)
   assert not flat.identifiable and flat.error_var == 0.0
+  # An upper bound: sqrt(s² + 0.1²) = 1.054 s, noise and error together.
+  assert 1.02 * s < flat.scale < 1.09 * s
+  # Residuals that do not follow the shape (noise only where u is small)
+  # give no positive slope: the upper bound, flagged, never a scale of 0.
+  odd = holdout.estimate_noise_scale(unit, fx_true + 0.1 * (
+      unit < unit.mean()) * rng.normal(size=fx_true.shape), fx_true, keep)
+  assert not odd.identifiable and odd.scale > 0
   with pytest.raises(ValueError, match="fx: got non-finite"):
     holdout.estimate_noise_scale(unit, y, fx * np.nan, keep)
+  with pytest.raises(ValueError, match="y: got non-finite"):
+    holdout.estimate_noise_scale(unit, y * np.inf, fx, keep)
 
 
 def test_beta_and_scale_from_the_measurements_alone():
