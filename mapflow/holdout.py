@@ -87,15 +87,20 @@ def check_factorises(noise):
         "radial, sinusoidal_1d)")
 
 
+def noise_mean(noise):
+  """The noise's mean (0.0 for zero-mean noise without a ``mean``)."""
+  try:
+    return noise.mean()
+  except (AttributeError, NotImplementedError):
+    return 0.0
+
+
 def heldout_error(noise, y, fx, keep):
   """Per example: the mean squared prediction error of the entries
   ``keep`` leaves out (0), ``(y - f(x̂) - μ)²`` over them, μ the noise's
   mean."""
   check_factorises(noise)
-  try:
-    mean = noise.mean()
-  except (AttributeError, NotImplementedError):  # zero-mean noise
-    mean = 0.0
+  mean = noise_mean(noise)
   held = jnp.broadcast_to(1.0 - keep, jnp.shape(y))
   r2 = jnp.square(y - fx - mean) * held
   axes = tuple(range(1, r2.ndim))
@@ -183,11 +188,7 @@ def select_beta_and_scale(y, *, prior, params, operator, unit_noise, betas,
   with the noise at scale ŝ is ``choice.beta / ŝ²``.
   """
   check_factorises(unit_noise)
-  try:
-    mean = np.asarray(unit_noise.mean())
-  except (AttributeError, NotImplementedError):
-    mean = np.zeros(())
-  if np.any(mean != 0.0):
+  if np.any(np.asarray(noise_mean(unit_noise)) != 0.0):
     raise ValueError(
         "unit_noise: got a noise of non-zero mean, expected zero-mean "
         "noise (a mean that moves with s, as SINUSOIDAL-1D's shift, would "
