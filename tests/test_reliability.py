@@ -262,7 +262,7 @@ OUTCOMES = {"named error": 0, "finite result": 0, "reported stall": 0,
             "unhelpful error": 0, "silent non-finite result": 0,
             "wrong shape": 0}
 FAILURES = []
-EXAMPLES = int(os.environ.get("MAPFLOW_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("MAPFLOW_FUZZ_EXAMPLES", "16"))
 OTHER = mf.flows.from_config(mf.flows.RealNVPConfig(
     image_shape=SHAPE, num_scales=1, num_blocks=1, hidden_channels=4,
     final_couplings=2))

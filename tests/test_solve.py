@@ -181,8 +181,8 @@ def test_sweep_equals_sequential_recover_and_does_not_recompile():
                        operator=mf.operators.with_active(op, m), noise=noise,
                        beta=b, steps=60, optimizer=ADAM)
       np.testing.assert_allclose(grid.x[bi, mi], res.x, rtol=1e-4, atol=1e-5)
-  _, step_fn, _ = mf.solve.compiled(mf.objectives.map_objective(prior),
-                                    ADAM, 1)
+  step_fn = mf.solve.compiled(mf.objectives.map_objective(prior),
+                              ADAM, 1)[1]
   before = step_fn._cache_size()
   mf.recover(y * 2, prior=prior, params=params,
              operator=mf.operators.with_active(op, 3),
@@ -203,8 +203,8 @@ def test_sweep_in_groups_equals_one_call():
             ms=jnp.array([2, 4]), steps=20, optimizer=ADAM)
   start = mf.SolverConfig(init="random", key=jax.random.PRNGKey(2))
   whole = mf.sweep(y, config=start, **kw)
-  _, step_fn, _ = mf.solve.compiled(mf.objectives.map_objective(prior),
-                                    ADAM, 1)
+  step_fn = mf.solve.compiled(mf.objectives.map_objective(prior),
+                              ADAM, 1)[1]
   before = step_fn._cache_size()
   # 10 points, at most 4 a call: 3 calls of 4, the last padded with 2.
   grouped = mf.sweep(y, config=start._replace(max_batch=8), **kw)
@@ -259,18 +259,27 @@ def test_chunked_steps_equal_single_steps_and_stop_at_steps():
   y = jax.random.normal(KEY, (3,) + SHAPE)
   kw = dict(prior=prior, params=params, operator=mf.operators.identity(),
             noise=mf.noise.gaussian(0.5), beta=1.0, optimizer=ADAM)
-  _, step_fn, _ = mf.solve.compiled(mf.objectives.map_objective(prior),
-                                    ADAM, 4)
+  step_fn = mf.solve.compiled(mf.objectives.map_objective(prior),
+                              ADAM, 4)[1]
   sizes = []
-  for steps in (10, 7, 3):  # last chunks of 2, 3 and 3 steps
+  obj = mf.objectives.map_objective(prior)
+  for steps in (10, 7, 3, 8):  # last chunks of 2, 3, 3 and a full 4 steps
     one = mf.recover(y, steps=steps, config=mf.SolverConfig(chunk=1), **kw)
     four = mf.recover(y, steps=steps, config=mf.SolverConfig(chunk=4), **kw)
     np.testing.assert_allclose(four.x, one.x, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(four.trace, one.trace, rtol=1e-5, atol=1e-5)
     chex.assert_shape(four.trace, (steps, 3))
+    # The reported loss is the objective at the returned iterate, however
+    # the engine got it (a short chunk's spare evaluation, an n = 0 step,
+    # or a loss-only program).
+    data = {"params": params, "operator": mf.operators.identity(),
+            "noise": mf.noise.gaussian(0.5)}
+    want = obj.loss(four.z, y, {**data, "beta": jnp.float32(1.0)})
+    for res in (one, four):
+      np.testing.assert_allclose(res.loss, want, rtol=1e-5, atol=1e-4)
     sizes.append(step_fn._cache_size())
   # One compile in all: the carry comes out laid out as it went in.
-  assert sizes == [1, 1, 1]
+  assert sizes == [1, 1, 1, 1]
 
 
 def test_restarts_keep_the_min_loss_restart():
@@ -405,9 +414,9 @@ def test_bora_and_asim_run_through_the_same_machinery():
                                             restarts=2))
   rp = mf.recover_bora(y, generator_params=w, **kw)
   np.testing.assert_allclose(rp.z, rb.z, rtol=1e-5, atol=1e-6)
-  _, step_fn, _ = mf.solve.compiled(
+  step_fn = mf.solve.compiled(
       mf.objectives.bora_objective(gen_p, (3,), SHAPE, True), ADAM,
-      mf.solve.default_chunk())
+      mf.solve.default_chunk())[1]
   size = step_fn._cache_size()
   mf.recover_bora(y, generator_params=2.0 * w, **kw)
   assert step_fn._cache_size() == size == 1

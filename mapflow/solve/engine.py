@@ -151,9 +151,9 @@ def _where_rows(keep, a, b):
 
 @functools.lru_cache(maxsize=64)
 def compiled(objective: Objective, optimizer, chunk: int):
-  """Jitted ``(init, step, finish)`` of an objective and optimiser, cached
-  on them (so reuse one object of each to reuse compiled code).
-  ``step._cache_size()`` counts the step's compiles."""
+  """Jitted ``(init, step, finish, final_losses)`` of an objective and
+  optimiser, cached on them (so reuse one object of each to reuse compiled
+  code).  ``step._cache_size()`` counts the step's compiles."""
   losses = _batched_losses(objective)
   # One example, as a batch of one (for optimisers' line searches).
   example_loss = lambda v, y, h, data: losses(v[None, None], y[None], h,
@@ -201,7 +201,11 @@ def compiled(objective: Objective, optimizer, chunk: int):
     """``chunk`` scanned steps, of which the first ``n`` (traced, so a
     short last chunk needs no new compile) update the carry."""
     if chunk == 1:
-      (v, s), val = one((v, s), None, y, h, data)
+      new, val = one((v, s), None, y, h, data)
+      # n = 0 only evaluates: the loss at the final iterate, with no
+      # program of its own to compile.
+      v, s = jax.tree_util.tree_map(lambda a, b: jnp.where(n > 0, a, b),
+                                    new, (v, s))
       return v, s, val[None]
 
     def masked(carry, i):
@@ -221,10 +225,10 @@ def compiled(objective: Objective, optimizer, chunk: int):
     return (f(v), v, jnp.full(v.shape[:3], jnp.inf, v.dtype),
             jnp.zeros(v.shape[:3], jnp.int32))
 
-  def finish(v, state, y, h, data):
-    """Final losses, the best restart per example, and its variable."""
+  def finish(v, state, final):
+    """The best restart per example, and its variable, given the final
+    iterate's losses ``final`` (P, R, B)."""
     _, v_ok, l_ok, notfinite = state
-    final = _over_p(losses)(v, y, h, data)                     # (P, R, B)
     fin = jnp.isfinite(final)
     v = _where_rows(fin, v, v_ok)
     final = jnp.where(fin, final, l_ok)
@@ -242,7 +246,8 @@ def compiled(objective: Objective, optimizer, chunk: int):
       step, donate_argnums=(0, 1),
       out_shardings=(sharding.along(mesh, 2), sharding.along(mesh, 2),
                      sharding.along(mesh, 3))))
-  return jax.jit(init), step_for_mesh, jax.jit(finish)
+  final_losses = jax.jit(_over_p(losses))
+  return jax.jit(init), step_for_mesh, jax.jit(finish), final_losses
 
 
 # Largest gradient entry whose square (in an optimiser's statistics) stays
@@ -421,7 +426,7 @@ def _run_points(fns, to_image, v0, y, h, data, steps, chunk, progress, mesh):
   ``v0`` (P, R, B+pad, ...).  Returns x, z, loss (P, B+pad, ...), the
   chosen restart's trace (P, steps, B+pad) as numpy, and the non-finite
   step count."""
-  init_fn, step_fn, finish_fn = fns
+  init_fn, step_fn, finish_fn, losses_fn = fns
   v = jnp.array(v0)  # a copy: the step donates it
   v = sharding.shard_along(v, mesh, 2)
   # Laid out like the step's output state, so the step compiles only once.
@@ -438,7 +443,18 @@ def _run_points(fns, to_image, v0, y, h, data, steps, chunk, progress, mesh):
   # The trace is assembled on the host: eager XLA ops on a (steps, ...)
   # array would compile anew for every distinct step count.
   trace = np.concatenate([np.asarray(t) for t in trace])  # (steps, P, R, B)
-  best, v_best, loss, skipped = finish_fn(v, state, y, h, data)
+  # The final iterate's losses.  Past the n-th step of a chunk the scan
+  # only evaluated, so a short last chunk already holds them; with one step
+  # per call, a step with n = 0 evaluates them.  Either way no loss-only
+  # program is compiled (it took a quarter of recover's compile time).
+  if n < chunk:
+    final = vals[n]
+  elif chunk == 1:
+    v, state, vals = step_fn(v, state, jnp.int32(0), y, h, data, mesh=mesh)
+    final = vals[0]
+  else:
+    final = losses_fn(v, y, h, data)
+  best, v_best, loss, skipped = finish_fn(v, state, final)
   flat = v_best.reshape((-1,) + v_best.shape[2:])
   yy = jnp.broadcast_to(y[None], v_best.shape[:1] + y.shape).reshape(
       (-1,) + y.shape[1:])
