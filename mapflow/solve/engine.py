@@ -27,6 +27,7 @@ from mapflow import operators as ops_lib
 from mapflow import sharding
 from mapflow.objectives import Objective
 from mapflow.solve import starts as starts_lib
+from mapflow.solve.xla import run_once_options
 
 
 class RecoveryResult(NamedTuple):
@@ -246,8 +247,8 @@ def compiled(objective: Objective, optimizer, chunk: int):
       step, donate_argnums=(0, 1),
       out_shardings=(sharding.along(mesh, 2), sharding.along(mesh, 2),
                      sharding.along(mesh, 3))))
-  final_losses = jax.jit(_over_p(losses))
-  return jax.jit(init), step_for_mesh, jax.jit(finish), final_losses
+  once = functools.partial(jax.jit, compiler_options=run_once_options())
+  return once(init), step_for_mesh, once(finish), once(_over_p(losses))
 
 
 # Largest gradient entry whose square (in an optimiser's statistics) stays
@@ -278,7 +279,7 @@ class _PerMesh:
 @functools.lru_cache(maxsize=64)
 def _to_image(fn):
   """A jitted ``to_image`` (objectives over one flow share theirs)."""
-  return jax.jit(fn)
+  return jax.jit(fn, compiler_options=run_once_options())
 
 
 def _grid(hyper: Dict[str, Any]):
@@ -397,6 +398,7 @@ def clear_caches():
   compiled.cache_clear()
   _to_image.cache_clear()
   starts._jitted.cache_clear()
+  starts._normal.cache_clear()
   objectives._flow_maps.cache_clear()
   objectives._map_objective.cache_clear()
   objectives._asim_objective.cache_clear()

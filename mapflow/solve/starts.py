@@ -35,6 +35,13 @@ def _jitted(fn):
   return jax.jit(fn)
 
 
+@functools.lru_cache(maxsize=1)
+def _normal():
+  # At XLA's default level: -O0 moves the draws by ~5e-7, and with them
+  # every start (see ``xla.run_once_options``).
+  return jax.jit(jax.random.normal, static_argnums=1)
+
+
 def measurement_init(y, operator, image_shape, lo=0.02, hi=0.98):
   """An image estimate from the measurements (back-projection), clipped."""
   if not hasattr(operator, "back_project"):
@@ -67,11 +74,12 @@ def initial(objective, config, y, data, points: int = 1,
     raise ValueError(f"init_std: got {config.init_std!r}, expected a "
                      "finite std >= 0")
   if isinstance(init, str):
-    draws = std * jax.random.normal(key, shape)
+    # Drawn only where used: "zeros" needs no draws (nor their compile).
+    draws = lambda: std * _normal()(key, shape)
     to_var = (None if objective.from_latent is None
               else _jitted(objective.from_latent))
     if init in ("zeros", "random"):
-      z = jnp.zeros(shape) if init == "zeros" else draws
+      z = jnp.zeros(shape) if init == "zeros" else draws()
       if to_var is None:
         return z
       if init == "zeros":
@@ -86,7 +94,7 @@ def initial(objective, config, y, data, points: int = 1,
                             lo, hi)
       v0 = _jitted(objective.from_image)(x0, y, data)
       # Restart 0 starts at the estimate; the others nearby.
-      return v0[None] + draws.at[0].set(0.0)
+      return v0[None] + draws().at[0].set(0.0)
     raise ValueError(f"init: got {init!r}, expected 'zeros', 'random', "
                      "'measurements' or an array")
   arr = jnp.asarray(init, jnp.float32)
