@@ -41,9 +41,17 @@ class WNConv(nn.Module):
     x, v, g, b = (jnp.asarray(a, dtype) for a in (x, v, g, b))
     norm = jnp.sqrt(jnp.sum(v * v, axis=(0, 1, 2)) + 1e-12)
     kernel = v * (g / norm)
-    y = jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), "SAME",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if shape[:2] == (1, 1):
+      # A 1x1 convolution is a matmul over channels.  Written as one, its
+      # forward is bit-identical, and XLA:CPU's gradients run 1.5x (input)
+      # to 3.6x (kernel) faster than through its convolution (Glow's
+      # 512-wide layer at 32x32; BENCHMARKS.md).
+      y = jnp.dot(x.reshape(-1, cin), kernel[0, 0]).reshape(
+          x.shape[:-1] + (self.features,))
+    else:
+      y = jax.lax.conv_general_dilated(
+          x, kernel, (1, 1), "SAME",
+          dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y + b
 
 

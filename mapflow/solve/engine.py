@@ -202,11 +202,7 @@ def compiled(objective: Objective, optimizer, chunk: int):
     """``chunk`` scanned steps, of which the first ``n`` (traced, so a
     short last chunk needs no new compile) update the carry."""
     if chunk == 1:
-      new, val = one((v, s), None, y, h, data)
-      # n = 0 only evaluates: the loss at the final iterate, with no
-      # program of its own to compile.
-      v, s = jax.tree_util.tree_map(lambda a, b: jnp.where(n > 0, a, b),
-                                    new, (v, s))
+      (v, s), val = one((v, s), None, y, h, data)
       return v, s, val[None]
 
     def masked(carry, i):
@@ -447,13 +443,14 @@ def _run_points(fns, to_image, v0, y, h, data, steps, chunk, progress, mesh):
   trace = np.concatenate([np.asarray(t) for t in trace])  # (steps, P, R, B)
   # The final iterate's losses.  Past the n-th step of a chunk the scan
   # only evaluated, so a short last chunk already holds them; with one step
-  # per call, a step with n = 0 evaluates them.  Either way no loss-only
+  # per call, one more step (on copies: it donates its inputs) evaluates
+  # them before its update, which is dropped.  Either way no loss-only
   # program is compiled (it took a quarter of recover's compile time).
   if n < chunk:
     final = vals[n]
   elif chunk == 1:
-    v, state, vals = step_fn(v, state, jnp.int32(0), y, h, data, mesh=mesh)
-    final = vals[0]
+    spare = jax.tree_util.tree_map(jnp.copy, (v, state))
+    final = step_fn(*spare, jnp.int32(1), y, h, data, mesh=mesh)[2][0]
   else:
     final = losses_fn(v, y, h, data)
   best, v_best, loss, skipped = finish_fn(v, state, final)
