@@ -286,3 +286,23 @@ def test_committed_main_results_have_no_edge_optimum():
   root = Path(__file__).resolve().parents[1] / "results"
   for kind in report.COMMANDS:
     assert report.folder_edges(root / kind) == [], kind
+
+
+def test_a_claim_over_a_partial_curve_says_how_far_it_reaches():
+  """A claim is computed where both curves have cells, and its row names
+  those settings, so a curve still being run is not read as the whole."""
+  from recover import report
+  rng = np.random.RandomState(0)
+  imgs = range(8)
+  cells_ = {}
+  for s, ours, bm3d in ((0.1, 35.0, 33.0), (0.2, 31.0, 27.5),
+                        (0.4, 25.0, 22.5), (0.8, 17.6, None)):
+    cells_[("radial", str(s), "ours")] = {i: ours + rng.randn() * 0.1
+                                          for i in imgs}
+    if bm3d is not None:
+      cells_[("radial", str(s), "bm3d")] = {i: bm3d + rng.randn() * 0.1
+                                            for i in imgs}
+  (c,) = report.claims(cells_)
+  assert c["over"] == "s ∈ {0.1, 0.2, 0.4}"
+  (row,) = report._claim_rows([c])
+  assert "(over s ∈ {0.1, 0.2, 0.4})" in row
