@@ -4,6 +4,7 @@ channels wide), since compiling the full preset's dozen programs is most
 of a minute and not what this checks."""
 
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,9 +16,14 @@ NARROW = ('mf.flows.RealNVPConfig(image_shape=(28, 28, 1), num_scales=2, '
 
 
 def readme_api_code():
+  """Every python block of the API section, in order, as one program (a
+  later block uses the first one's names)."""
   text = (Path(__file__).parent.parent / "README.md").read_text()
   api = text[text.index("## API"):]
-  return re.search(r"```python\n(.*?)```", api, re.S).group(1)
+  api = api[:api.index("\n## ", 1)]
+  blocks = re.findall(r"^( *)```python\n(.*?)^ *```", api, re.S | re.M)
+  assert len(blocks) >= 2, "the API section's examples went missing"
+  return "\n".join(textwrap.dedent(code) for _, code in blocks)
 
 
 @pytest.mark.parametrize("narrow", [
