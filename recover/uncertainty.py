@@ -52,6 +52,12 @@ def parse_args(argv=None):
                  help="posterior samples per image (pooled over chains)")
   p.add_argument("--chains", type=int, default=4)
   p.add_argument("--warmup", type=int, default=400)
+  p.add_argument("--leapfrog", type=int, default=1,
+                 help="leapfrog steps per draw: 1 is MALA, more is HMC "
+                 "(that many gradients a draw)")
+  p.add_argument("--target-accept", type=float, default=None,
+                 help="acceptance rate ε adapts toward (default 0.574 for "
+                 "MALA, 0.7 for HMC)")
   p.add_argument("--level", type=float, default=0.9,
                  help="the intervals' nominal coverage")
   p.add_argument("--unknown-scale", action="store_true",
@@ -145,11 +151,14 @@ def main(argv=None):
     from tqdm.auto import tqdm
     bar = tqdm(total=args.warmup + -(-args.samples // args.chains),
                desc=f"{task} sampling", unit="step")
+    target = args.target_accept or (0.574 if args.leapfrog == 1 else 0.7)
     cfg = mf.SamplerConfig(chains=args.chains, warmup=args.warmup,
+                           target_accept=target,
                            progress=lambda i, n: bar.update(1))
     post = mf.sample_posterior(y, prior=prior, params=params, operator=op,
                                noise=noise, num_samples=args.samples,
-                               key=k_s, config=cfg)
+                               key=k_s, config=cfg,
+                               leapfrog_steps=args.leapfrog)
     bar.close()
     map_x = mf.recover(y, prior=prior, params=params, operator=op,
                        noise=noise, beta=1.0, steps=200).x
@@ -160,7 +169,8 @@ def main(argv=None):
            "scale_estimated": est is not None,
            "scale_identifiable": None if est is None else est.identifiable,
            "samples": args.samples, "chains": args.chains,
-           "warmup": args.warmup, "level": args.level,
+           "warmup": args.warmup, "leapfrog": args.leapfrog,
+           "target_accept": target, "level": args.level,
            "coverage": cal["coverage"],
            "std_error_corr": cal["std_error_corr"],
            "mean_std": cal["mean_std"],

@@ -31,8 +31,9 @@ def _prior():
   return prior, mf.flows.linear_gaussian_params(mu, l), mu.reshape(-1), l
 
 
-@pytest.mark.parametrize("case", ["scale", "gaussian_matrix"])
-def test_samples_match_the_closed_form_posterior(case):
+@pytest.mark.parametrize("case,leapfrog", [
+    ("scale", 1), ("gaussian_matrix", 1), ("gaussian_matrix", 4)])
+def test_samples_match_the_closed_form_posterior(case, leapfrog):
   prior, params, mu, l = _prior()
   if case == "scale":
     op = mf.operators.scale(0.7)
@@ -51,7 +52,10 @@ def test_samples_match_the_closed_form_posterior(case):
   post = sample.sample_posterior(
       y, prior=prior, params=params, operator=op, noise=noise,
       num_samples=n, key=jax.random.PRNGKey(3),
-      config=sample.SamplerConfig(chains=8, warmup=400))
+      config=sample.SamplerConfig(
+          chains=8, warmup=400,
+          target_accept=0.574 if leapfrog == 1 else 0.7),
+      leapfrog_steps=leapfrog)
   assert post.samples.shape == (n, 2) + SHAPE
   assert post.mean.shape == post.std.shape == (2,) + SHAPE
   assert post.acceptance.shape == post.ess.shape == (8, 2)
@@ -102,3 +106,35 @@ def test_effective_sample_size_of_known_chains():
     ar[t] = phi * ar[t - 1] + rng.normal()
   assert sample._ess(ar)[0] == pytest.approx(n * (1 - phi) / (1 + phi),
                                              rel=0.2)
+
+
+def test_one_leapfrog_step_is_the_mala_step():
+  """HMC with a single leapfrog step proposes exactly MALA's move and
+  accepts it with the same probability: from one state and key, the two
+  kernels agree."""
+  prior, params, _, _ = _prior()
+  op = mf.operators.gaussian(KEY, 3, SHAPE)
+  noise = mf.noise.sinusoidal_1d(3, 0.5)
+  y = op(prior.sample(params, jax.random.PRNGKey(1), 2))
+  obj = sample.latent_posterior_objective(prior)
+  data = {"params": params, "operator": op, "noise": noise}
+  step, value_grad = sample._compiled(obj, 0.574)
+  begin, leap, end = sample._compiled_hmc(obj, 0.574)
+  z = jax.random.normal(jax.random.PRNGKey(4), (3, 2) + SHAPE)
+  m = jnp.exp(0.3 * jax.random.normal(jax.random.PRNGKey(5), z.shape))
+  u, g = value_grad(z, y, data)
+  for t in range(5):
+    key = jax.random.PRNGKey(10 + t)
+    log_eps = jnp.full(u.shape, np.log(0.05))
+    state = (z, u, g, log_eps, m)
+    copy = lambda: jax.tree_util.tree_map(jnp.array, state)
+    a, acc_a = step(copy(), key, jnp.float32(t), jnp.float32(1.0), y, data)
+    s0 = copy()
+    p, k0 = begin(s0, key)
+    z1, p1, g1, u1 = leap(jnp.array(z), p, jnp.array(g), log_eps, m, y, data)
+    b, acc_b = end(s0, z1, p1, g1, u1, k0, jax.random.fold_in(key, 1),
+                   jnp.float32(t), jnp.float32(1.0))
+    np.testing.assert_array_equal(acc_a, acc_b)
+    for x, w in zip(a[:4], b[:4]):
+      np.testing.assert_allclose(x, w, rtol=1e-4, atol=1e-5)
+    z, u, g = a[0], a[1], a[2]
