@@ -419,3 +419,18 @@ def test_bfloat16_layers_stay_bfloat16(name, scan):
   z, ld = jax.jit(flow.inverse)(half, x.astype(jnp.bfloat16))
   x_back, ld_back = jax.jit(flow.forward)(half, z)
   assert {a.dtype for a in (z, ld, x_back, ld_back)} == {jnp.dtype("bfloat16")}
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_params_of_another_depth_are_refused_not_cut(scan):
+  """A stack given more steps' params than it has would, unrolled, use the
+  first n and drop the rest silently: it is an error instead."""
+  def cfg(final):
+    return mf.flows.RealNVPConfig(
+        image_shape=(8, 8, 1), num_scales=2, num_blocks=1, hidden_channels=4,
+        couplings_per_scale=1, final_couplings=final, scan_layers=scan)
+  x = jnp.full((2, 8, 8, 1), 0.5)
+  deeper = mf.flows.from_config(cfg(2)).init(KEY, x)
+  with pytest.raises(ValueError, match=r"params: got a stack of \[2\] steps, "
+                     r"expected 1"):
+    mf.flows.from_config(cfg(1)).log_prob(deeper, x)

@@ -94,6 +94,10 @@ def init_chain(specs, key: Array, x: Array):
 
 def build_chain(specs, params) -> distrax.Bijector:
   """The data-direction composition ``spec_n o ... o spec_1``."""
+  if len(params) != len(specs):
+    # zip would drop the extra layers silently: params of another depth.
+    raise ValueError(f"params: got {len(params)} layers' params, expected "
+                     f"{len(specs)} (one per layer of this flow)")
   bijectors = [s.build(p) for s, p in zip(specs, params)]
   # distrax.Chain applies its list last-first.
   return distrax.Chain(bijectors[::-1])

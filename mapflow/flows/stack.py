@@ -80,5 +80,10 @@ class RepeatedSpec:
     return params
 
   def build(self, params):
+    # Unrolled, a longer stack's params would be cut silently to n steps.
+    lead = {int(a.shape[0]) for a in jax.tree_util.tree_leaves(params)}
+    if lead - {self.n}:
+      raise ValueError(f"params: got a stack of {sorted(lead)} steps, "
+                       f"expected {self.n} (params of another depth)")
     return Repeated(self.step, params, self.const, self.n, self.scan,
                     self.remat)
