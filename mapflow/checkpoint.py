@@ -19,6 +19,7 @@ import hashlib
 import dataclasses
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -224,7 +225,7 @@ def restore(path, target, strict: bool = True):
   except Exception as e:  # orbax raises many types; re-raise with context
     raise CheckpointError(f"checkpoint {str(path)!r}: could not read arrays "
                           f"({type(e).__name__}: {e})") from e
-  by_path = {}
+  by_path, narrowed = {}, []
   for i, k in enumerate(order):
     if k not in want:
       continue
@@ -237,7 +238,16 @@ def restore(path, target, strict: bool = True):
       raise CheckpointError(f"checkpoint {str(path)!r}: array {k} (file "
                             f"{path / 'arrays'}) does not match its "
                             "checksum; the file is corrupt")
-    by_path[k] = jnp.asarray(a, dtype=want[k].dtype)
+    # float64 targets come back as float32 when jax_enable_x64 is off:
+    # said once, naming the checkpoint, not as JAX's per-array warning.
+    dtype = jax.dtypes.canonicalize_dtype(want[k].dtype)
+    if dtype != np.dtype(want[k].dtype):
+      narrowed.append(k)
+    by_path[k] = jnp.asarray(a, dtype=dtype)
+  if narrowed:
+    warnings.warn(f"checkpoint {str(path)!r}: {len(narrowed)} leaves asked "
+                  f"for as 64-bit (first: {narrowed[0]}) are loaded as "
+                  "32-bit, since jax_enable_x64 is off", stacklevel=3)
   return jax.tree_util.tree_unflatten(treedef, [by_path[k] for k in want])
 
 
