@@ -120,6 +120,30 @@ def latent_posterior_objective(prior) -> objectives.Objective:
   return objectives.Objective(loss, forward, shape, shape, inverse)
 
 
+def _sq(a):
+  """Squared norm over each (chain, example)'s latent axes."""
+  return jnp.sum(jnp.square(a), axis=tuple(range(2, a.ndim)))
+
+
+def _accept_and_adapt(state, z_new, u_new, g_new, log_alpha, key, t, adapt,
+                      target_accept):
+  """The Metropolis decision per chain (a non-finite ratio or energy
+  rejects), and the Robbins-Monro move of ``log ε`` toward
+  ``target_accept`` (``adapt`` 0/1; ``t`` counts adaptation steps)."""
+  z, u, g, log_eps, m = state
+  log_alpha = jnp.where(jnp.isfinite(log_alpha) & jnp.isfinite(u_new),
+                        log_alpha, -jnp.inf)
+  accept = jnp.log(jax.random.uniform(key, u.shape)) < log_alpha
+  keep = accept.reshape(accept.shape + (1,) * (z.ndim - 2))
+  z = jnp.where(keep, z_new, z)
+  u = jnp.where(accept, u_new, u)
+  g = jnp.where(keep, g_new, g)
+  rate = adapt / jnp.power(t + 10.0, 0.6)
+  log_eps = log_eps + rate * (jnp.minimum(1.0, jnp.exp(log_alpha)) -
+                              target_accept)
+  return (z, u, g, log_eps, m), accept
+
+
 @functools.lru_cache(maxsize=16)
 def _compiled(objective, target_accept):
   losses = engine._batched_losses(objective)
@@ -131,9 +155,6 @@ def _compiled(objective, target_accept):
     (_, u), g = jax.value_and_grad(total, has_aux=True)(z)
     return u, g
 
-  def sq(a):
-    return jnp.sum(jnp.square(a), axis=tuple(range(2, a.ndim)))
-
   def step(state, key, t, adapt, y, data):
     """One MALA step of every chain (C, B, ...); ``adapt`` (0/1) lets ε
     move; ``t`` counts adaptation steps."""
@@ -144,21 +165,11 @@ def _compiled(objective, target_accept):
     z_new = z - eps * m * g + jnp.sqrt(2.0 * eps * m) * xi
     u_new, g_new = value_grad(z_new, y, data)
     # -log q(z'|z) and -log q(z|z'), up to the same constant.
-    fwd = sq((z_new - z + eps * m * g) / jnp.sqrt(m)) / (4.0 * eps_cb)
-    bwd = sq((z - z_new + eps * m * g_new) / jnp.sqrt(m)) / (4.0 * eps_cb)
-    log_alpha = u - u_new - bwd + fwd
-    log_alpha = jnp.where(jnp.isfinite(log_alpha) & jnp.isfinite(u_new),
-                          log_alpha, -jnp.inf)
-    accept = jnp.log(jax.random.uniform(jax.random.fold_in(key, 1),
-                                        u.shape)) < log_alpha
-    keep = accept.reshape(accept.shape + (1,) * (z.ndim - 2))
-    z = jnp.where(keep, z_new, z)
-    u = jnp.where(accept, u_new, u)
-    g = jnp.where(keep, g_new, g)
-    rate = adapt / jnp.power(t + 10.0, 0.6)
-    log_eps = log_eps + rate * (jnp.minimum(1.0, jnp.exp(log_alpha)) -
-                                target_accept)
-    return (z, u, g, log_eps, m), accept
+    fwd = _sq((z_new - z + eps * m * g) / jnp.sqrt(m)) / (4.0 * eps_cb)
+    bwd = _sq((z - z_new + eps * m * g_new) / jnp.sqrt(m)) / (4.0 * eps_cb)
+    return _accept_and_adapt(state, z_new, u_new, g_new,
+                             u - u_new - bwd + fwd, jax.random.fold_in(key, 1),
+                             t, adapt, target_accept)
 
   return jax.jit(step, donate_argnums=(0,)), jax.jit(value_grad)
 
@@ -179,16 +190,13 @@ def _compiled_hmc(objective, target_accept):
   chain about L times as far per draw at L gradients."""
   _, value_grad = _compiled(objective, target_accept)
 
-  def sq(a):
-    return jnp.sum(jnp.square(a), axis=tuple(range(2, a.ndim)))
-
   def expand(a, like):
     return a.reshape(a.shape + (1,) * (like.ndim - a.ndim))
 
   def begin(state, key):
     z, u, g, log_eps, m = state
     xi = jax.random.normal(key, z.shape)
-    return xi / jnp.sqrt(m), 0.5 * sq(xi)                # p, K(p)
+    return xi / jnp.sqrt(m), 0.5 * _sq(xi)               # p, K(p)
 
   def leap(z, p, g, log_eps, m, y, data):
     h = expand(jnp.sqrt(2.0 * jnp.exp(log_eps)), z)
@@ -199,20 +207,11 @@ def _compiled_hmc(objective, target_accept):
     return z, p, g, u
 
   def end(state, z_new, p_new, g_new, u_new, k0, key, t, adapt):
-    z, u, g, log_eps, m = state
-    k1 = 0.5 * sq(jnp.sqrt(m) * p_new)
-    log_alpha = (u + k0) - (u_new + k1)
-    log_alpha = jnp.where(jnp.isfinite(log_alpha) & jnp.isfinite(u_new),
-                          log_alpha, -jnp.inf)
-    accept = jnp.log(jax.random.uniform(key, u.shape)) < log_alpha
-    keep = expand(accept, z)
-    z = jnp.where(keep, z_new, z)
-    u = jnp.where(accept, u_new, u)
-    g = jnp.where(keep, g_new, g)
-    rate = adapt / jnp.power(t + 10.0, 0.6)
-    log_eps = log_eps + rate * (jnp.minimum(1.0, jnp.exp(log_alpha)) -
-                                target_accept)
-    return (z, u, g, log_eps, m), accept
+    u, m = state[1], state[4]
+    k1 = 0.5 * _sq(jnp.sqrt(m) * p_new)
+    return _accept_and_adapt(state, z_new, u_new, g_new,
+                             (u + k0) - (u_new + k1), key, t, adapt,
+                             target_accept)
 
   return (jax.jit(begin), jax.jit(leap, donate_argnums=(0, 1, 2)),
           jax.jit(end, donate_argnums=(0,)))
