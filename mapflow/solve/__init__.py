@@ -11,12 +11,12 @@ solvers as wrappers over it.
 
 from mapflow.solve.api import recover, recover_asim, recover_bora, sweep
 from mapflow.solve.engine import (DEFAULT_LEARNING_RATE, DEFAULT_OPTIMIZER,
-                                  RecoveryResult, clear_caches,
-                                  SolverConfig, compiled, default_chunk,
-                                  minimize)
+                                  RecoveryResult, SolverConfig,
+                                  StalledWarning, clear_caches, compiled,
+                                  default_chunk, minimize)
 from mapflow.solve.starts import measurement_init
 
 __all__ = ["recover", "recover_asim", "recover_bora", "sweep", "minimize",
-           "RecoveryResult", "SolverConfig", "DEFAULT_LEARNING_RATE",
-           "DEFAULT_OPTIMIZER", "clear_caches", "compiled",
-           "default_chunk", "measurement_init"]
+           "RecoveryResult", "SolverConfig", "StalledWarning",
+           "DEFAULT_LEARNING_RATE", "DEFAULT_OPTIMIZER", "clear_caches",
+           "compiled", "default_chunk", "measurement_init"]
