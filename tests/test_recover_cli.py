@@ -107,17 +107,19 @@ def test_isotropic_start_needs_the_same_budget_for_everyone(tiny_prior,
                                                             tmp_path):
   """The continuation start spends twice its steps.  Offered alone it
   would give ours a budget no other flow method gets, and is refused;
-  with a start of that budget for every method it runs, for ours only."""
+  with a start of that budget for every method it runs, for ours (and ours
+  chosen without ground truth) only."""
   from recover.denoising import main
   base = ["--out", str(tmp_path), "--prior", tiny_prior, "--num-val", "2",
           "--num-test", "2", "--scales", "0.5", "--no-ood", "--no-figures",
-          "--methods", "ours,ablation,asim", "--inits"]
+          "--methods", "ours,ours_heldout,ablation,asim", "--inits"]
   with pytest.raises(SystemExit, match="ablation would lack"):
     main("radial", base + ["zeros:2,isotropic:2"])
   main("radial", base + ["zeros:2,isotropic:1"])
   sel = _selection(tmp_path)
   starts = lambda m: _chosen_starts(sel, m)
-  assert starts("ours") == {"zeros:2", "isotropic:1"}
+  assert starts("ours") == starts("ours_heldout") == {"zeros:2",
+                                                      "isotropic:1"}
   assert starts("ablation") == starts("asim") == {"zeros:2"}
   assert all(math.isfinite(float(r["val_score"])) for r in sel)
 
@@ -134,6 +136,36 @@ def test_pixels_start_is_offered_to_every_flow_method(tiny_prior, tmp_path):
   for m in ("ours", "ablation", "asim"):
     assert _chosen_starts(sel, m) == {"zeros:2", "pixels:2"}
   assert all(math.isfinite(float(r["val_score"])) for r in sel)
+
+
+def test_a_recorded_cell_is_chosen_again_when_more_is_offered(tiny_prior,
+                                                             tmp_path):
+  """A rerun with the same offer measures nothing and leaves the files as
+  they were; one that offers a better start measures only the new
+  configurations, and replaces the cells whose choice changed, each image's
+  row once."""
+  from recover.denoising import main
+  base = ["--out", str(tmp_path), "--prior", tiny_prior, "--num-val", "2",
+          "--num-test", "2", "--scales", "0.5", "--no-ood", "--no-figures",
+          "--methods", "ours,asim", "--inits"]
+  main("sinusoidal", base + ["zeros:2"])
+  files = {n: (tmp_path / n).read_bytes()
+           for n in ("results.csv", "selection.csv")}
+  main("sinusoidal", base + ["zeros:2"])
+  for n, before in files.items():
+    assert (tmp_path / n).read_bytes() == before, n
+  # From the measured pixels, two steps of an untrained prior beat two
+  # steps from its z = 0 (a flat grey) by far.
+  main("sinusoidal", base + ["zeros:2,pixels:2"])
+  sel = _selection(tmp_path)
+  old = list(csv.DictReader(files["selection.csv"].decode().splitlines()))
+  assert sel[:len(old)] == old  # kept, not measured again
+  rows = tables.read_rows(tmp_path / "results.csv")
+  assert len(rows) == 2 * 2  # two methods, two images, each once
+  for m in ("ours", "asim"):
+    assert _chosen_starts(sel, m) == {"zeros:2", "pixels:2"}
+    hypers = {r["hyper"] for r in rows if r["method"] == m}
+    assert len(hypers) == 1 and hypers.pop().endswith("|pixels:2"), m
 
 
 def test_a_start_may_carry_its_own_learning_rate(tiny_prior, tmp_path):

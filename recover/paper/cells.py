@@ -383,8 +383,11 @@ def _best_score(s: Dict[float, float]) -> float:
 
 
 def run_cell(ctx: Context, task: Task, protocol: Optional[Protocol] = None):
-  """Tunes and runs every pending method of ``ctx.options.methods`` that the
-  experiment's protocol compares; cells already recorded are skipped."""
+  """Tunes and runs every method of ``ctx.options.methods`` that the
+  experiment's protocol compares.  A cell already recorded is tuned again
+  from the cached validation scores (measuring only configurations the
+  protocol newly offers) and rerun only if its choice changed, its rows
+  then replaced."""
   import jax.numpy as jnp
   from mapflow import metrics
   protocol = protocol or PROTOCOLS[task.experiment]
@@ -410,15 +413,25 @@ def run_cell(ctx: Context, task: Task, protocol: Optional[Protocol] = None):
         setting=task.setting, method=name, image=i)
         for k, i in enumerate(ids))
 
-  pending = [m for m in methods if not done(m)]
+  def recorded(name):
+    """The choice recorded for the cell (None unless every image has its
+    row)."""
+    if not done(name):
+      return None
+    return ctx.results.get(experiment=task.experiment, setting=task.setting,
+                           method=name, image=ids[0])["hyper"]
+
+  # A recorded cell is tuned again (from the validation scores already in
+  # selection.csv, measuring only what the protocol now offers beyond
+  # them) and rerun on the test images only if its choice has changed.
   cell = _Cell(ctx, task, protocol)
   shown = {}
   bar = None
-  if opts.bar and pending:
+  if opts.bar and methods:
     from tqdm.auto import tqdm
-    bar = tqdm(total=len(pending), desc=f"{task.experiment} {task.setting}",
+    bar = tqdm(total=len(methods), desc=f"{task.experiment} {task.setting}",
                unit="method", dynamic_ncols=True, leave=True)
-  for name in pending:
+  for name in methods:
     method = METHODS[name]
     if bar is not None:
       bar.set_postfix_str(name)
@@ -427,11 +440,16 @@ def run_cell(ctx: Context, task: Task, protocol: Optional[Protocol] = None):
     if not offered:
       raise ValueError(f"inits: none of {[s.label for s in starts]} can be "
                        f"taken by {name} in {task.experiment}")
+    was = recorded(name)
     value, start, val_score, scores = tune(cell, method, offered)
-    x_hat = cell.solve(method, start, value, "test")
-    p = np.asarray(metrics.psnr(cell.x["test"], x_hat))
     hyper = (tables.hyper_label(value, start.label) if start is not None
              else tables._fmt(value))
+    if was == hyper:
+      if bar is not None:
+        bar.update(1)
+      continue
+    x_hat = cell.solve(method, start, value, "test")
+    p = np.asarray(metrics.psnr(cell.x["test"], x_hat))
     rows = [{"experiment": task.experiment if k < n_test
              else f"{task.experiment}_ood", "setting": task.setting,
              "method": name, "hyper": hyper, "image": i, "psnr": float(v)}
@@ -444,7 +462,8 @@ def run_cell(ctx: Context, task: Task, protocol: Optional[Protocol] = None):
     ctx.say(f"{task.experiment} {task.setting} {name}: {method.grid.symbol} "
             f"{value:g}" + (f" from {start.label}" if start else "") +
             f" ({tried} tried), val {val_score:.2f} dB, test "
-            f"{p[:n_test].mean():.2f} dB")
+            f"{p[:n_test].mean():.2f} dB"
+            + ("" if was is None else f" (re-chosen; was {was})"))
     if not np.isfinite(val_score):
       ctx.say(f"WARNING: {task.experiment} {task.setting} {name}: no "
               "configuration gave a finite validation PSNR (the recovery "

@@ -227,7 +227,7 @@ METHODS: Dict[str, Method] = {m.name: m for m in (
     # Ours with β and the start chosen from the validation measurements
     # alone (held-out likelihood), not from their ground truth.
     Method("ours_heldout", "ours, chosen without ground truth", "flow",
-           Grid("β", PAPER_BETAS), _LATENT + ("pixels",), "true",
+           Grid("β", PAPER_BETAS), _LATENT + ("pixels", "isotropic"), "true",
            "heldout"),
     Method("ablation", "ablation (isotropic noise)", "flow",
            Grid("β", PAPER_BETAS), _LATENT + ("pixels",), "isotropic"),
