@@ -79,6 +79,9 @@ def targets(report: dict, gpu: dict | None) -> list:
   s = report["sections"]
   tq = _get(s, "time_to_quality", "speedup")
   comp = _row(report, "one_bit", 64).get("compile_s")
+  how = ("trace, lower and compile, as JAX reports them"
+         if _get(s, "throughput", "compile_measure") else
+         "first call less a warm one")
   # The CPU target is that a sweep is never slower than sequential calls
   # (a compute-bound CPU gains only the saved compiles; the old ≥ 1.3x
   # target is retired).
@@ -93,8 +96,8 @@ def targets(report: dict, gpu: dict | None) -> list:
        else 100 * s["flops"]["fraction_of_matmul"], lambda v: v >= 50, "%"),
       ("Adam reaches L-BFGS's best PSNR sooner (worst task)", "≥ 3x", tq,
        lambda v: v >= 3, "x"),
-      ("compile of recover, CPU preset, 1-bit CS batch 64 (first call "
-       "less a warm one)", "≤ 20 s",
+      (f"compile of recover, CPU preset, 1-bit CS batch 64 ({how})",
+       "≤ 20 s",
        comp, lambda v: v <= 20, " s"),
   ]
   peer = {r["problem"]: r["ratio"]

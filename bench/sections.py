@@ -9,7 +9,7 @@ import math
 import resource
 import statistics
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -70,16 +70,50 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
   return statistics.median(ts)
 
 
+class CompileClock:
+  """Seconds JAX spends turning programs into executables while in use
+  (``with CompileClock() as c: ...; c.seconds``): tracing, lowering and
+  XLA's compile, or the load from the persistent cache in its place, as
+  JAX itself reports them (``jax.monitoring``).  Unlike a first call's
+  time less a warm call's, it cannot come out negative."""
+
+  PREFIX = "/jax/core/compile/"
+
+  def __enter__(self):
+    self.seconds = 0.0
+    jax.monitoring.register_event_duration_secs_listener(self._add)
+    return self
+
+  def _add(self, event, duration, **_):
+    if event.startswith(self.PREFIX):
+      self.seconds += float(duration)
+
+  def __exit__(self, *exc):
+    jax.monitoring.unregister_event_duration_listener(self._add)
+
+
+class Marginal(NamedTuple):
+  """``marginal_step``'s figures: the first call, a warm call of ``steps``
+  steps, the marginal s/step, ``steps``, and the first call's compile
+  seconds (``CompileClock``)."""
+
+  first: float
+  run: float
+  per: float
+  steps: int
+  compile: float
+
+
 def marginal_step(call, s: int, repeats: int, min_extra_s: float = 0.5,
-                  max_steps: int = 20000):
-  """(first call, warm call of S steps, marginal s/step, S) of
-  ``call(steps)``: the step cost is ``(t(2S) - t(S)) / S``, so per-call
-  work drops out.  Where the S extra steps take under ``min_extra_s`` or
-  under the call's own overhead (sub-millisecond GPU steps behind a
-  dispatch of a few hundred ms), S grows 4x at a time, up to
-  ``max_steps``, so the difference is measured rather than noise."""
+                  max_steps: int = 20000) -> Marginal:
+  """Times ``call(steps)``: the step cost is ``(t(2S) - t(S)) / S``, so
+  per-call work drops out.  Where the S extra steps take under
+  ``min_extra_s`` or under the call's own overhead (sub-millisecond GPU
+  steps behind a dispatch of a few hundred ms), S grows 4x at a time, up
+  to ``max_steps``, so the difference is measured rather than noise."""
   t = time.perf_counter()
-  jax.block_until_ready(call(s))
+  with CompileClock() as clock:
+    jax.block_until_ready(call(s))
   first = time.perf_counter() - t
   while True:
     run = timed(lambda: call(s), repeats)
@@ -87,7 +121,7 @@ def marginal_step(call, s: int, repeats: int, min_extra_s: float = 0.5,
     extra = run2 - run
     if (extra >= min(min_extra_s, run - extra) and extra > 0) or \
         8 * s > max_steps:
-      return first, run, max(extra, 1e-9) / s, s
+      return Marginal(first, run, max(extra, 1e-9) / s, s, clock.seconds)
     s *= 4
 
 
@@ -148,14 +182,17 @@ def throughput(ctx) -> dict:
     for b in c["batches"]:
       _, op, noise, y = make(ctx, b)
       kw = _recover_kw(ctx, op, noise, beta=0.5)
-      first, run, per, used = marginal_step(
+      first, run, per, used, compile_s = marginal_step(
           lambda k: mf.recover(y, steps=k, **kw).x, s, c["repeats"])
       rows.append({"task": task, "batch": b, "s_per_step": per,
                    "steps_per_s": 1.0 / per,
                    "images_steps_per_s": b / per, "timed_steps": used,
                    "call_overhead_s": run - used * per,
-                   "first_call_s": first, "compile_s": first - run})
-  return {"prior": ctx.which, "steps": s, "rows": rows}
+                   "first_call_s": first, "compile_s": compile_s})
+  # compile_s: JAX's own compile events (``CompileClock``); runs before
+  # this field took the first call less a warm one.
+  return {"prior": ctx.which, "steps": s, "rows": rows,
+          "compile_measure": "jax.monitoring"}
 
 
 def sweep(ctx) -> dict:
@@ -168,10 +205,10 @@ def sweep(ctx) -> dict:
   kw = _recover_kw(ctx, op, noise)
   # The whole grid in one call (a max_batch no grid reaches).
   whole = mf.SolverConfig(max_batch=2 ** 62)
-  t = time.perf_counter()
-  jax.block_until_ready(mf.sweep(y, betas=betas, ms=ms, steps=1,
-                                 config=whole, **kw).x)
-  compile_sweep = time.perf_counter() - t
+  with CompileClock() as clock:
+    jax.block_until_ready(mf.sweep(y, betas=betas, ms=ms, steps=1,
+                                   config=whole, **kw).x)
+  compile_sweep = clock.seconds
   t_sweep = timed(lambda: mf.sweep(y, betas=betas, ms=ms, config=whole,
                                    steps=c["sweep_steps"], **kw).x, 1)
   # With the default max_batch (the backend's; 256 images on CPU).
@@ -194,9 +231,9 @@ def sweep(ctx) -> dict:
     return mf.recover(y, operator=mf.operators.with_active(op, m), beta=b,
                       steps=steps, **seq_kw).x
 
-  t = time.perf_counter()
-  jax.block_until_ready(one(betas[0], ms[0], 1))
-  compile_seq = time.perf_counter() - t
+  with CompileClock() as clock:
+    jax.block_until_ready(one(betas[0], ms[0], 1))
+  compile_seq = clock.seconds
 
   def all_seq():
     return [one(b, m, c["sweep_steps"]) for b in betas for m in ms]
@@ -470,7 +507,7 @@ def scaling(ctx) -> dict:
     jax.block_until_ready(mf.recover(y, steps=1, **kw).x)
     first = time.perf_counter() - t
     # The marginal step, so a GPU's per-call dispatch does not count.
-    _, _, per, used = marginal_step(
+    _, _, per, used, _ = marginal_step(
         lambda k: mf.recover(y, steps=k, **kw).x, c["steps"], 1)
     rows.append({"size": size, "couplings_per_scale": depth,
                  "params": sum(int(a.size)
@@ -492,10 +529,10 @@ def chunking(ctx) -> dict:
     _, op, noise, y = one_bit_problem(ctx, b)
     for chunk in (1, 10):
       kw = _recover_kw(ctx, op, noise, beta=0.5, config={"chunk": chunk})
-      first, run, per, _ = marginal_step(
-          lambda k: mf.recover(y, steps=k, **kw).x, s, c["repeats"])
-      rows.append({"batch": b, "chunk": chunk, "s_per_step": per,
-                   "compile_s": first - run})
+      m = marginal_step(lambda k: mf.recover(y, steps=k, **kw).x, s,
+                        c["repeats"])
+      rows.append({"batch": b, "chunk": chunk, "s_per_step": m.per,
+                   "compile_s": m.compile})
   return {"task": "1-bit CS, m=784", "steps": s, "rows": rows}
 
 
@@ -518,8 +555,8 @@ def precision(ctx) -> dict:
     jax.block_until_ready(mf.recover(y, steps=1, **kw).x)
     first = time.perf_counter() - t
     res = mf.recover(y, steps=c["precision_steps"], **kw)
-    _, _, per, _ = marginal_step(lambda k: mf.recover(y, steps=k, **kw).x,
-                                 c["steps"], c["repeats"])
+    per = marginal_step(lambda k: mf.recover(y, steps=k, **kw).x,
+                        c["steps"], c["repeats"]).per
     rows.append({"dtype": name, "psnr": float(jnp.mean(mf.metrics.psnr(
         x, res.x))), "s_per_step": per, "first_call_s": first,
                  "non_finite_steps": int(jnp.sum(res.skipped))})
@@ -599,8 +636,8 @@ def models(ctx) -> dict:
         seed=jax.random.PRNGKey(0), sample_shape=(b,))
     kw = dict(prior=prior, params=params, operator=mf.operators.identity(),
               noise=noise, beta=0.5, optimizer=ctx.optimizer)
-    first, _, per, _ = marginal_step(lambda k: mf.recover(y, steps=k, **kw).x,
-                                     c["steps"], c["repeats"])
+    first, _, per, _, _ = marginal_step(
+        lambda k: mf.recover(y, steps=k, **kw).x, c["steps"], c["repeats"])
     rows.append({"model": name, "config": type(prior.config).__name__,
                  "params": sum(int(a.size) for a in
                                jax.tree_util.tree_leaves(params)),

@@ -34,6 +34,11 @@ def test_bench_quick_writes_json_and_report(tmp_path, every_section):
   s = report["sections"]
   assert set(s) == want
   assert all(r["s_per_step"] > 0 for r in s["throughput"]["rows"])
+  # Compile seconds come from JAX's own events: each first call compiled
+  # something (a fresh process), and none can come out negative.
+  assert all(r["compile_s"] > 0 for r in s["throughput"]["rows"]
+             + s["chunking"]["rows"])
+  assert s["sweep"]["compile_sweep_s"] > 0
   assert s["sweep"]["speedup"] > 0
   assert 0 < s["flops"]["fraction_of_matmul"]
   assert s["flops"]["step_flops"] > 0
