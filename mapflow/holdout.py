@@ -13,7 +13,7 @@ variance, a constant: the β that predicts held-out data best is the one
 that recovers them best, and no clean image is ever needed.  The error is
 unweighted on purpose: weighting it by the noise model's precision (the
 held-out log-likelihood) lets the few entries of tiny std dominate
-(RADIAL's corners: std ~7e-6 s), and it then preferred a 15 dB recovery to
+(RADIAL's corners: std ~7e-5 s), and it then preferred a 15 dB recovery to
 a 37 dB one on RADIAL's validation images.  The noise must be independent
 across entries (Gaussian with any std map, SINUSOIDAL-1D's shifted one),
 so held-out entries carry no information about the kept ones' noise; a

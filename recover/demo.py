@@ -35,6 +35,7 @@ import mapflow as mf
 from mapflow import viz
 from recover.paper import cells, tables
 from recover.paper.methods import BORA, parse_start
+from recover.paper.protocol import isotropic_like
 
 METHODS = ("ours", "asim", "bora", "bm3d")
 TITLES = {"ours": "ours", "asim": "Asim et al.", "bora": "Bora et al.",
@@ -207,11 +208,19 @@ def main(argv=None):
     if isinstance(noise, str):
       noise = mf.noise.from_flow(noise_prior, noise_params)
     res = {}
+    if start["ours"].kind == "isotropic":
+      # The continuation: the ablation's MAP, then ours from there.
+      st = start["ours"]._replace(steps=args.steps or start["ours"].steps)
+      cfg = mf.SolverConfig(init=cells.ablation_latents(
+          y, prior=prior, params=params, operator=op,
+          noise=isotropic_like(noise), beta=ch["ours"].value, start=st))
+    else:
+      cfg = cells.start_config(start["ours"])
     res["ours"] = mf.recover(y, prior=prior, params=params, operator=op,
                              noise=noise, beta=ch["ours"].value,
                              steps=args.steps or start["ours"].steps,
                              optimizer=cells.adam(start["ours"].lr),
-                             config=cells.start_config(start["ours"])).x
+                             config=cfg).x
     bar.update()
     res["asim"] = mf.recover_asim(y, prior=prior, params=params, operator=op,
                                   gamma=ch["asim"].value,

@@ -239,6 +239,24 @@ def test_every_flow_method_is_offered_the_same_budgets():
                             methods.Start("pixels"),)
 
 
+def test_a_run_of_some_methods_gets_the_starts_they_can_take():
+  """Ours' continuation start is left out of a run without ours (and the
+  noise-latent start of a run without a method that moves it), and what
+  remains is still a fair offer."""
+  from recover.paper.cells import protocol_starts, task_starts
+  from recover.paper.protocol import PROTOCOLS
+  kinds = ("zeros", "measurements", "random", "pixels", "isotropic")
+  radial = PROTOCOLS["radial"]
+  some = ("ablation", "asim", "bm3d")
+  got = protocol_starts(radial, some, kinds)
+  assert {s.kind for s in got} == {"measurements", "zeros", "pixels"}
+  assert {(s.lr, s.cost) for s in got} == {(s.lr, s.cost)
+                                           for s in radial.starts}
+  methods.check_fair(some, got, kinds)
+  assert protocol_starts(radial, ("ours",) + some, kinds) == radial.starts
+  assert protocol_starts(radial, ("bm3d",), kinds) == ()
+
+
 def test_protocol_table_lists_every_method_of_every_experiment():
   text = protocol.protocol_table()
   for p in protocol.PROTOCOLS.values():

@@ -138,34 +138,49 @@ def test_pixels_start_is_offered_to_every_flow_method(tiny_prior, tmp_path):
   assert all(math.isfinite(float(r["val_score"])) for r in sel)
 
 
-def test_a_recorded_cell_is_chosen_again_when_more_is_offered(tiny_prior,
-                                                             tmp_path):
-  """A rerun with the same offer measures nothing and leaves the files as
-  they were; one that offers a better start measures only the new
-  configurations, and replaces the cells whose choice changed, each image's
-  row once."""
+def test_a_recorded_cell_is_chosen_again_when_more_is_offered(
+    tiny_prior, tmp_path, monkeypatch):
+  """A rerun with the same offer measures nothing; one that offers a
+  better start measures only the new configurations and replaces the
+  cells whose choice changed, each image's row once; one with a narrower
+  offer keeps what was chosen under the wider one."""
   from recover.denoising import main
+  from recover.paper import cells
+  measured = []
+  score = cells._Cell.score
+  monkeypatch.setattr(cells._Cell, "score", lambda self, m, st, v: (
+      measured.append((m.name, st.label, v)) or score(self, m, st, v)))
   base = ["--out", str(tmp_path), "--prior", tiny_prior, "--num-val", "2",
           "--num-test", "2", "--scales", "0.5", "--no-ood", "--no-figures",
           "--methods", "ours,asim", "--inits"]
   main("sinusoidal", base + ["zeros:2"])
-  files = {n: (tmp_path / n).read_bytes()
-           for n in ("results.csv", "selection.csv")}
+  assert measured and {s for _, s, _ in measured} == {"zeros:2"}
+  results = (tmp_path / "results.csv").read_bytes()
+  measured.clear()
   main("sinusoidal", base + ["zeros:2"])
-  for n, before in files.items():
-    assert (tmp_path / n).read_bytes() == before, n
+  assert measured == []
+  assert (tmp_path / "results.csv").read_bytes() == results
   # From the measured pixels, two steps of an untrained prior beat two
   # steps from its z = 0 (a flat grey) by far.
   main("sinusoidal", base + ["zeros:2,pixels:2"])
+  assert measured and {s for _, s, _ in measured} == {"pixels:2"}
   sel = _selection(tmp_path)
-  old = list(csv.DictReader(files["selection.csv"].decode().splitlines()))
-  assert sel[:len(old)] == old  # kept, not measured again
   rows = tables.read_rows(tmp_path / "results.csv")
   assert len(rows) == 2 * 2  # two methods, two images, each once
   for m in ("ours", "asim"):
     assert _chosen_starts(sel, m) == {"zeros:2", "pixels:2"}
     hypers = {r["hyper"] for r in rows if r["method"] == m}
     assert len(hypers) == 1 and hypers.pop().endswith("|pixels:2"), m
+  chosen = (tmp_path / "results.csv").read_bytes()
+  measured.clear()
+  main("sinusoidal", base + ["zeros:2"])  # narrower: nothing changes
+  assert measured == []
+  assert (tmp_path / "results.csv").read_bytes() == chosen
+  # Fewer test images than the folder records: a cell that would change
+  # is refused rather than left with two choices.
+  with pytest.raises(ValueError, match="does not cover"):
+    main("sinusoidal", base[:-3] + ["--num-test", "1", "--methods", "ours",
+                                    "--inits", "zeros:2,pixels:2,pixels:3"])
 
 
 def test_a_start_may_carry_its_own_learning_rate(tiny_prior, tmp_path):
@@ -270,6 +285,29 @@ def test_demo_runs_offline_on_shipped_images(tiny_prior, tmp_path, capsys):
   assert all(r[m] > 0 for r in rows for m in ("ours", "asim", "bora"))
   assert (tmp_path / "demo.png").is_file()
   assert "PSNR (dB)" in capsys.readouterr().out
+
+
+def test_demo_runs_ours_continuation_start(tiny_prior, tmp_path):
+  """A validated choice of ours' continuation start (the ablation's MAP,
+  then ours) runs in the demo as it does in the experiments."""
+  from recover.demo import DEMO_CELLS, main
+  res = tmp_path / "results"
+  for folder, exp, setting in DEMO_CELLS.values():
+    (res / folder).mkdir(parents=True)
+    ours = "1|isotropic" if exp == "sinusoidal" else "1|zeros"
+    rows = [f'{exp},"{setting}",{m},{h},1,20.0' for m, h in (
+        ("ours", ours), ("asim", "0.5|zeros"), ("bora", "0.1"),
+        ("bm3d", "0.5"))]
+    (res / folder / "results.csv").write_text(
+        "experiment,setting,method,hyper,image,psnr\n" + "\n".join(rows)
+        + "\n")
+  out = tmp_path / "out"
+  main(["--out", str(out), "--results", str(res), "--prior", tiny_prior,
+        "--noise-prior", tiny_prior, "--steps", "2", "--bora-steps", "2",
+        "--images", "2", "--m", "64", "--full-compile", "--cache", "none",
+        "--threads", "1"])
+  rows = {r["task"]: r for r in json.loads((out / "psnr.json").read_text())}
+  assert rows["sinusoidal"]["ours"] > 0
 
 
 def test_subpixel_cli_end_to_end(tiny_prior, tmp_path):

@@ -8,7 +8,7 @@ also stacked along the leading axis.
 
 Why both modes: scanning keeps compile time flat in depth, but on XLA:CPU
 convolutions inside a loop body run much slower (JAX issue #12868).  The
-figures behind each backend's default are in the README.
+figures behind each backend's default are in BENCHMARKS.md.
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ import numpy as np
 
 from recover.paper import figures as figs
 from recover.paper import tables
-from recover.paper.methods import (BORA, METHODS, BoraProtocol, RANDOM_INIT_STD,
-                                   RANDOM_RESTARTS, Method, Start, check_fair,
-                                   choose, grow, offers)
+from recover.paper.methods import (BORA, METHODS, TIE_DB, BoraProtocol,
+                                   RANDOM_INIT_STD, RANDOM_RESTARTS, Method,
+                                   Start, check_fair, choose, grow, offers)
 from recover.paper.protocol import PROTOCOLS, Protocol, isotropic_like
 
 
@@ -297,13 +297,11 @@ class _Cell:
     """The ablation's MAP from z = 0 at the same β, rate and steps."""
     key = (which, beta, start.lr, start.steps)
     if key not in self._iso:
-      from mapflow import solve
       m = self.ctx.models
-      self._iso[key] = solve.recover(
+      self._iso[key] = ablation_latents(
           self.y[which], prior=m.prior, params=m.params,
           operator=self.op[which],
-          noise=self.noise_of(METHODS["ablation"]), beta=beta,
-          steps=start.steps, optimizer=adam(start.lr)).z
+          noise=self.noise_of(METHODS["ablation"]), beta=beta, start=start)
     return self._iso[key]
 
   def score(self, method: Method, start, value: float) -> float:
@@ -327,6 +325,17 @@ class _Cell:
                                 self._keep)
     # Higher is better: minus the held-out RMS prediction error.
     return -float(jnp.sqrt(jnp.mean(err)))
+
+
+def ablation_latents(y, *, prior, params, operator, noise, beta: float,
+                     start: Start):
+  """The first half of the continuation start ("isotropic"): the
+  ablation's MAP latents (``noise`` its isotropic model) from z = 0 at
+  the same β, with the start's learning rate and steps."""
+  from mapflow import solve
+  return solve.recover(y, prior=prior, params=params, operator=operator,
+                       noise=noise, beta=beta, steps=start.steps,
+                       optimizer=adam(start.lr)).z
 
 
 def bm3d_reference(task: Task) -> float:
@@ -382,21 +391,33 @@ def _best_score(s: Dict[float, float]) -> float:
   return -np.inf if v is None or not np.isfinite(s[v]) else s[v]
 
 
+def protocol_starts(protocol: Protocol, methods: Sequence[str],
+                    can: Sequence[str]) -> Tuple[Start, ...]:
+  """The protocol's starts that some flow method of ``methods`` can take
+  in a task allowing ``can`` (a run of the ablation alone leaves out
+  ours' continuation start)."""
+  flow = [METHODS[m] for m in methods if METHODS[m].family == "flow"]
+  return tuple(st for st in protocol.starts
+               if any(offers(m, (st,), can) for m in flow))
+
+
 def run_cell(ctx: Context, task: Task, protocol: Optional[Protocol] = None):
   """Tunes and runs every method of ``ctx.options.methods`` that the
   experiment's protocol compares.  A cell already recorded is tuned again
   from the cached validation scores (measuring only configurations the
-  protocol newly offers) and rerun only if its choice changed, its rows
-  then replaced."""
+  protocol newly offers) and rerun only if its choice changed by more than
+  a tie, its rows then replaced.  A cell chosen among starts not offered
+  now is kept, and one recorded for images this run does not cover is
+  refused rather than left with two choices."""
   import jax.numpy as jnp
   from mapflow import metrics
   protocol = protocol or PROTOCOLS[task.experiment]
   img, opts = ctx.images, ctx.options
-  starts = opts.starts or protocol.starts
   methods = [m for m in opts.methods if m in protocol.methods]
   can = task_starts(task)
-  check_fair(methods, starts, can)
   flow = [METHODS[m] for m in methods if METHODS[m].family == "flow"]
+  starts = opts.starts or protocol_starts(protocol, methods, can)
+  check_fair(methods, starts, can)
   for st in starts:
     if flow and not any(st in offers(m, (st,), can) for m in flow):
       why = (" (it needs flow noise and an invertible operator)"
@@ -413,13 +434,21 @@ def run_cell(ctx: Context, task: Task, protocol: Optional[Protocol] = None):
         setting=task.setting, method=name, image=i)
         for k, i in enumerate(ids))
 
+  def cell_rows(name):
+    return [r for r in ctx.results.rows
+            if r["experiment"] in (task.experiment, f"{task.experiment}_ood")
+            and r["setting"] == task.setting and r["method"] == name]
+
   def recorded(name):
-    """The choice recorded for the cell (None unless every image has its
-    row)."""
-    if not done(name):
-      return None
-    return ctx.results.get(experiment=task.experiment, setting=task.setting,
-                           method=name, image=ids[0])["hyper"]
+    """The one choice recorded for the cell (None unless every image of
+    this run has its row, all with the same choice)."""
+    hypers = {r["hyper"] for r in cell_rows(name)}
+    return hypers.pop() if done(name) and len(hypers) == 1 else None
+
+  def tried_starts(name):
+    return {r["start"] for r in ctx.selection.rows
+            if r["experiment"] == task.experiment
+            and r["setting"] == task.setting and r["method"] == name}
 
   # A recorded cell is tuned again (from the validation scores already in
   # selection.csv, measuring only what the protocol now offers beyond
@@ -441,23 +470,47 @@ def run_cell(ctx: Context, task: Task, protocol: Optional[Protocol] = None):
       raise ValueError(f"inits: none of {[s.label for s in starts]} can be "
                        f"taken by {name} in {task.experiment}")
     was = recorded(name)
+    labels = {"" if s is None else s.label for s in offered}
+    if was is not None and not tried_starts(name) <= labels:
+      # Chosen among starts not offered now (a probe with a narrower
+      # --inits): kept, not chosen again among fewer.
+      if bar is not None:
+        bar.update(1)
+      continue
     value, start, val_score, scores = tune(cell, method, offered)
     hyper = (tables.hyper_label(value, start.label) if start is not None
              else tables._fmt(value))
+    if was is not None and was != hyper:
+      # A new choice must win by more than a tie to replace the old one.
+      old_v, old_s = tables.split_hyper(was)
+      old = [sc.get(float(old_v)) for s, sc in scores.items()
+             if ("" if s is None else s.label) == old_s]
+      if old and old[0] is not None and old[0] >= val_score - TIE_DB:
+        hyper = was
     if was == hyper:
       if bar is not None:
         bar.update(1)
       continue
+    stray = sorted({r["image"] for r in cell_rows(name)} - set(ids))
+    if stray:
+      raise ValueError(
+          f"{task.experiment} {task.setting} {name}: the folder records "
+          f"this cell for images this run does not cover ({len(stray)}, "
+          f"e.g. {stray[0]}); choosing it again would leave two choices "
+          "in one cell.  Rerun with the folder's --num-test (and without "
+          "--no-ood if it has out-of-distribution rows), or use another "
+          "--out")
     x_hat = cell.solve(method, start, value, "test")
     p = np.asarray(metrics.psnr(cell.x["test"], x_hat))
     rows = [{"experiment": task.experiment if k < n_test
              else f"{task.experiment}_ood", "setting": task.setting,
              "method": name, "hyper": hyper, "image": i, "psnr": float(v)}
             for k, (i, v) in enumerate(zip(ids, p))]
-    ctx.results.add(rows)
     if opts.figures:
+      # Kept before the rows, so a kill in between redraws from them.
       shown[name] = figs.keep_shown(ctx.out, task.experiment, task.setting,
                                     name, x_hat, n_test)
+    ctx.results.add(rows)
     tried = sum(len(s) for s in scores.values())
     ctx.say(f"{task.experiment} {task.setting} {name}: {method.grid.symbol} "
             f"{value:g}" + (f" from {start.label}" if start else "") +
@@ -472,7 +525,8 @@ def run_cell(ctx: Context, task: Task, protocol: Optional[Protocol] = None):
       bar.update(1)
   if bar is not None:
     bar.close()
-  if shown and opts.figures:
+  if opts.figures and (shown or figs.figure_is_stale(
+      ctx.out, task.experiment, task.setting, protocol.methods)):
     for m in protocol.methods:
       if m not in shown:
         kept = figs.load_shown(ctx.out, task.experiment, task.setting, m)

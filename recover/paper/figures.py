@@ -41,6 +41,17 @@ def keep_shown(out, experiment, setting, method, x_hat, n_test):
   return u8.astype(np.float32) / 255.0
 
 
+def figure_is_stale(out, experiment, setting, methods) -> bool:
+  """Whether the cell's PNG is missing or older than some method's kept
+  images (a run killed between keeping them and drawing it)."""
+  png = Path(out) / "figures" / f"{cell_name(experiment, setting)}.png"
+  kept = [_shown_path(out, experiment, setting, m) for m in methods]
+  kept = [k.stat().st_mtime_ns for k in kept if k.is_file()]
+  if not kept:
+    return False
+  return not png.is_file() or png.stat().st_mtime_ns < max(kept)
+
+
 def load_shown(out, experiment, setting, method):
   path = _shown_path(out, experiment, setting, method)
   if not path.is_file():
