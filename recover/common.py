@@ -143,9 +143,13 @@ def make_context(args, experiment: str):
 
 def run_info(args, prior) -> dict:
   """What a results folder records about the run that made it."""
+  from recover.paper.methods import BASE_LR, BASE_STEPS
   info = {"prior": args.prior, "prior_config": type(prior.config).__name__,
           "seed": args.seed, "num_val": args.num_val,
-          "restarts": args.restarts, "init_std": args.init_std}
+          "restarts": args.restarts, "init_std": args.init_std,
+          # A start label leaves these out (``Start.label``): cached scores
+          # mean what their labels say only while they stay the same.
+          "start_lr": BASE_LR, "start_steps": BASE_STEPS}
   if getattr(args, "noise_prior", None):
     info["noise_prior"] = args.noise_prior
   for k in ("keep", "sigma", "m", "scale"):

@@ -92,6 +92,14 @@ def test_start_is_chosen_with_the_hyperparameter(tiny_prior, tmp_path):
   with pytest.raises(ValueError, match="--prior: got .* were made with"):
     main("sinusoidal", args[:3] + [str(other)] + args[4:])
   assert not (tmp_path / ".lock").exists()
+  # So does a library whose starts' default steps differ: a cached
+  # "zeros" score would then mean another budget.
+  assert run["start_steps"] == methods_lib.BASE_STEPS
+  run["start_steps"] = 50
+  (tmp_path / "run.json").write_text(json.dumps(run))
+  with pytest.raises(ValueError, match="default steps .* got 100, but .* "
+                     "were made with 50"):
+    main("sinusoidal", args)
 
 
 def _selection(folder):

@@ -139,10 +139,12 @@ class Context:
       for k in sorted(set(have) & set(self.run_info)):
         if k.startswith("prior_") or have[k] == self.run_info[k]:
           continue
+        what = (f"the starts' default {k[6:]} (recover/paper/methods.py)"
+                if k in ("start_lr", "start_steps")
+                else f"--{k.replace('_', '-')}")
         raise ValueError(
-            f"--{k.replace('_', '-')}: got {self.run_info[k]!r}, but the "
-            f"results in {self.out} were made with {have[k]!r}; use "
-            "another --out")
+            f"{what}: got {self.run_info[k]!r}, but the results in "
+            f"{self.out} were made with {have[k]!r}; use another --out")
       self.run_info = {**have, **self.run_info}
     if self.run_info:
       io_lib.write_json_atomic(f, self.run_info)
