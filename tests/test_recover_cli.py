@@ -399,6 +399,29 @@ def test_report_computes_the_claims_from_results_csv(tmp_path):
   assert "(0.5, from zeros)" in row and row.count("|") == 4
 
 
+def test_report_flags_cells_chosen_under_a_narrower_offer(tmp_path):
+  """A reported flow cell whose selection.csv lacks a start the protocol
+  now offers it is listed (with what it lacks) until a rerun scores it."""
+  from recover import report
+  from recover.paper.methods import METHODS, offers
+  offered = [s.label for s in offers(METHODS["ours"],
+                                     protocol.PROTOCOLS["radial"].starts)]
+  assert "isotropic" in offered
+  (tmp_path / "results.csv").write_text(
+      "experiment,setting,method,hyper,image,psnr\n"
+      "radial,0.1,ours,1|zeros,7,20.0\nradial_ood,0.1,ours,1|zeros,a,9.0\n"
+      "radial,0.1,bm3d,0.5,7,19.0\n")
+  sel = ["experiment,setting,method,hyper,start,val_images,val_score",
+         "radial,0.1,ours,1,zeros,1 2,20.0", "radial,0.1,bm3d,0.5,,1 2,19.0"]
+  (tmp_path / "selection.csv").write_text("\n".join(sel) + "\n")
+  got = report.folder_narrow_offers(tmp_path)
+  assert got == [("radial", "0.1", "ours",
+                  [s for s in offered if s != "zeros"])]
+  sel += [f"radial,0.1,ours,1,{s},1 2,20.0" for s in offered]
+  (tmp_path / "selection.csv").write_text("\n".join(sel) + "\n")
+  assert report.folder_narrow_offers(tmp_path) == []
+
+
 def test_report_merges_a_supplementary_folder_with_its_main_one(tmp_path):
   """A supplementary SINUSOIDAL run of ours alone, at 4x BM3D's tolerance
   for s <= 0.8; s = 1.6 is only in the main folder (ours at 2x there).  The
