@@ -248,12 +248,12 @@ def sinusoidal_1d_std_map(m: int, scale: float):
 
 
 def sinusoidal(shape, scale: float) -> DiagonalGaussian:
-  """SINUSOIDAL noise on images (paper 5.4.2; formula in DESIGN.md)."""
+  """SINUSOIDAL noise on images (paper 5.4.2): ``sinusoidal_std_map``."""
   return DiagonalGaussian(sinusoidal_std_map(tuple(shape), scale))
 
 
 def radial(shape, scale: float) -> DiagonalGaussian:
-  """RADIAL noise on images (paper 5.4.3; formula in DESIGN.md)."""
+  """RADIAL noise on images (paper 5.4.3): ``radial_std_map``."""
   return DiagonalGaussian(radial_std_map(tuple(shape), scale))
 
 

@@ -330,7 +330,8 @@ def gaussian(key, m: int, d, active=None) -> GaussianMatrix:
 
 
 def one_bit(op, center: float = 0.0, ste: str = "identity") -> OneBit:
-  """``sign(op(x - center))``; the protocol centres at 0.5 (see DESIGN.md)."""
+  """``sign(op(x - center))``.  Centre at 0.5 for images in [0, 1] (the
+  experiments do): uncentred, ``sign(A x)`` cannot see x's brightness."""
   if ste not in ("identity", "clipped"):
     raise ValueError(f"ste: got {ste!r}, expected 'identity' or 'clipped'")
   if is_one_bit(op):

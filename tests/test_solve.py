@@ -423,7 +423,7 @@ def test_bora_and_asim_run_through_the_same_machinery():
 
 
 def test_uncentred_one_bit_loses_brightness_centred_keeps_it():
-  # The trap DESIGN.md documents: sign(A x) is blind to x's scale, so a
+  # The trap of uncentred 1-bit CS: sign(A x) is blind to x's scale, so a
   # non-negative image and a brighter copy give identical measurements; the
   # prior then drags every recovery to its densest point (black).  Centring
   # at 0.5 makes the measurements see brightness.

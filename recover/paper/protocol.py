@@ -1,4 +1,4 @@
-"""The paper's experiments at CPU scale (DESIGN.md, "Experiment protocol").
+"""The paper's experiments at CPU scale (the project's experiment protocol).
 
 * ``protocol_indices``: the 16 validation and 64 reported test images.
 * ``PROTOCOLS``: per experiment, the methods compared and the starts every
