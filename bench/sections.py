@@ -75,7 +75,8 @@ class CompileClock:
   (``with CompileClock() as c: ...; c.seconds``): tracing, lowering and
   XLA's compile, or the load from the persistent cache in its place, as
   JAX itself reports them (``jax.monitoring``).  Unlike a first call's
-  time less a warm call's, it cannot come out negative."""
+  time less a warm call's, it cannot come out negative.  It counts every
+  thread's compiles (the bench runs one thread)."""
 
   PREFIX = "/jax/core/compile/"
 
@@ -89,7 +90,13 @@ class CompileClock:
       self.seconds += float(duration)
 
   def __exit__(self, *exc):
-    jax.monitoring.unregister_event_duration_listener(self._add)
+    # Public from JAX 0.5-ish; before, only the private helper existed.
+    drop = getattr(jax.monitoring, "unregister_event_duration_listener",
+                   None)
+    if drop is None:
+      from jax._src import monitoring
+      drop = monitoring._unregister_event_duration_listener_by_callback
+    drop(self._add)
 
 
 class Marginal(NamedTuple):
@@ -105,12 +112,16 @@ class Marginal(NamedTuple):
 
 
 def marginal_step(call, s: int, repeats: int, min_extra_s: float = 0.5,
-                  max_steps: int = 20000) -> Marginal:
+                  max_steps: int = 20000, cold: bool = True) -> Marginal:
   """Times ``call(steps)``: the step cost is ``(t(2S) - t(S)) / S``, so
   per-call work drops out.  Where the S extra steps take under
   ``min_extra_s`` or under the call's own overhead (sub-millisecond GPU
   steps behind a dispatch of a few hundred ms), S grows 4x at a time, up
-  to ``max_steps``, so the difference is measured rather than noise."""
+  to ``max_steps``, so the difference is measured rather than noise.  With
+  ``cold`` the first call starts from empty in-process caches, so its
+  compile figure does not depend on which section ran before."""
+  if cold:
+    mf.solve.clear_caches()
   t = time.perf_counter()
   with CompileClock() as clock:
     jax.block_until_ready(call(s))
@@ -205,6 +216,7 @@ def sweep(ctx) -> dict:
   kw = _recover_kw(ctx, op, noise)
   # The whole grid in one call (a max_batch no grid reaches).
   whole = mf.SolverConfig(max_batch=2 ** 62)
+  mf.solve.clear_caches()
   with CompileClock() as clock:
     jax.block_until_ready(mf.sweep(y, betas=betas, ms=ms, steps=1,
                                    config=whole, **kw).x)
@@ -231,6 +243,7 @@ def sweep(ctx) -> dict:
     return mf.recover(y, operator=mf.operators.with_active(op, m), beta=b,
                       steps=steps, **seq_kw).x
 
+  mf.solve.clear_caches()
   with CompileClock() as clock:
     jax.block_until_ready(one(betas[0], ms[0], 1))
   compile_seq = clock.seconds
@@ -725,7 +738,7 @@ def peer(ctx) -> dict:
     first = time.perf_counter() - t
 
     def ours():  # grows the step count until the extra steps are measured
-      return marginal_step(run, s, 1)[2]
+      return marginal_step(run, s, 1, cold=False).per
     pairs = _alternate(ours, lambda: _torch_per_step(theirs, s), rounds)
     n_ours = sum(int(a.size) for a in jax.tree_util.tree_leaves(params))
     rows.append(_peer_row(kind, "map step", batch, n_ours, n_torch, pairs,

@@ -318,9 +318,10 @@ def folder_edges(folder: Path):
 
 def folder_narrow_offers(folder: Path):
   """Reported flow cells of a results folder chosen without some start the
-  protocol now offers them (selection.csv has no score from it): cells a
-  rerun will choose again.  Returns ``[(experiment, setting, method,
-  [missing start labels])]``."""
+  protocol now offers them (selection.csv has no score from it: a rerun
+  chooses them again), or chosen with a start it does not offer (a probe's
+  wider --inits: a protocol rerun keeps them).  Returns ``[(experiment,
+  setting, method, [missing start labels], outside start or None)]``."""
   from recover.paper.methods import METHODS, START_KINDS, offers
   from recover.paper.protocol import PROTOCOLS
   res, sel = folder / "results.csv", folder / "selection.csv"
@@ -341,10 +342,12 @@ def folder_narrow_offers(folder: Path):
     # Only digit noise is flow noise under an invertible operator.
     can = [k for k in START_KINDS
            if k != "noise_latent" or key[0] == "digits"]
-    missing = [s.label for s in offers(method, protocol.starts, can)
-               if s.label not in tried.get(key, set())]
-    if missing:
-      out.append(key + (missing,))
+    labels = [s.label for s in offers(method, protocol.starts, can)]
+    missing = [s for s in labels if s not in tried.get(key, set())]
+    start = tables.split_hyper(r["hyper"])[1]
+    outside = None if start in labels else start
+    if missing or outside:
+      out.append(key + (missing, outside))
   return out
 
 
@@ -353,10 +356,13 @@ def _narrow_lines(narrow):
     return ["Every flow cell was chosen among every start its protocol "
             "offers now.\n"]
   lines = [f"{len(narrow)} cells were chosen before some start was offered "
-           "(a rerun chooses them again, measuring only what is new):\n"]
-  for exp, setting, method, missing in narrow:
-    lines.append(f"- {exp} {setting} {method}: without "
-                 f"{', '.join(missing)}")
+           "(a rerun chooses them again, measuring only what is new) or "
+           "with a start the protocol does not offer (a probe's; a rerun "
+           "keeps them):\n"]
+  for exp, setting, method, missing, outside in narrow:
+    why = ([f"without {', '.join(missing)}"] if missing else []) + (
+        [f"chosen from {outside}, not offered"] if outside else [])
+    lines.append(f"- {exp} {setting} {method}: {'; '.join(why)}")
   return lines + [""]
 
 

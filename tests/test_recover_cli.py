@@ -189,6 +189,30 @@ def test_a_recorded_cell_is_chosen_again_when_more_is_offered(
   with pytest.raises(ValueError, match="does not cover"):
     main("sinusoidal", base[:-3] + ["--num-test", "1", "--methods", "ours",
                                     "--inits", "zeros:2,pixels:2,pixels:3"])
+  # A newly offered start that only ties the recorded choice (its cached
+  # scores planted here, peaking 0.005 dB above it) leaves the cell as it
+  # is; one that beats it by more replaces it.
+  rows = tables.read_rows(tmp_path / "results.csv")
+  was = next(r["hyper"] for r in rows if r["method"] == "ours")
+  value, start = tables.split_hyper(was)
+  sel = _selection(tmp_path)
+  top = next(float(r["val_score"]) for r in sel if r["method"] == "ours"
+             and r["start"] == start and float(r["hyper"]) == float(value))
+  path = tmp_path / "selection.csv"
+  for gain, chosen in ((0.005, was), (0.05, "1|pixels:4")):
+    lines = path.read_text().splitlines()
+    lines = [l for l in lines if ",pixels:4," not in l]
+    lines += [f"sinusoidal,0.5,ours,{v:g},pixels:4,{sel[0]['val_images']},"
+              f"{top + (gain if v == 1 else -1.0):.6g}"
+              for v in (0.1, 0.5, 1, 2, 5, 10)]
+    path.write_text("\n".join(lines) + "\n")
+    measured.clear()
+    main("sinusoidal", base[:-3] + ["--methods", "ours", "--inits",
+                                    "zeros:2,pixels:2,pixels:4"])
+    assert measured == []
+    got = {r["hyper"] for r in tables.read_rows(tmp_path / "results.csv")
+           if r["method"] == "ours"}
+    assert got == {chosen}, gain
 
 
 def test_a_start_may_carry_its_own_learning_rate(tiny_prior, tmp_path):
@@ -282,23 +306,19 @@ def test_noise_latent_start_needs_flow_noise(tiny_prior, tmp_path):
                         "--inits", "measurements:2,noise_latent:2"])
 
 
-def test_demo_runs_offline_on_shipped_images(tiny_prior, tmp_path, capsys):
-  from recover.demo import METHODS, main
-  main(["--out", str(tmp_path), "--prior", tiny_prior, "--noise-prior",
-        tiny_prior, "--steps", "2", "--bora-steps", "2", "--images", "2",
-        "--m", "64", "--full-compile", "--cache", "none"])
-  rows = json.loads((tmp_path / "psnr.json").read_text())
-  assert [r["task"] for r in rows] == ["1-bit CS", "sinusoidal",
-                                       "digit noise"]
-  assert all(r[m] > 0 for r in rows for m in ("ours", "asim", "bora"))
-  assert (tmp_path / "demo.png").is_file()
-  assert "PSNR (dB)" in capsys.readouterr().out
-
-
-def test_demo_runs_ours_continuation_start(tiny_prior, tmp_path):
-  """A validated choice of ours' continuation start (the ablation's MAP,
-  then ours) runs in the demo as it does in the experiments."""
+def test_demo_runs_offline_on_shipped_images(tiny_prior, tmp_path,
+                                             monkeypatch, capsys):
+  """The demo runs its three tasks offline on the shipped images, with the
+  validated choices of a results folder.  Here ours' SINUSOIDAL choice is
+  its continuation start (the ablation's MAP, then ours), which runs as in
+  the experiments: the first half under the isotropic noise of the same
+  average variance."""
   from recover.demo import DEMO_CELLS, main
+  from recover.paper import cells
+  first = []
+  half = cells.ablation_latents
+  monkeypatch.setattr(cells, "ablation_latents", lambda y, **kw: (
+      first.append(kw) or half(y, **kw)))
   res = tmp_path / "results"
   for folder, exp, setting in DEMO_CELLS.values():
     (res / folder).mkdir(parents=True)
@@ -312,10 +332,19 @@ def test_demo_runs_ours_continuation_start(tiny_prior, tmp_path):
   out = tmp_path / "out"
   main(["--out", str(out), "--results", str(res), "--prior", tiny_prior,
         "--noise-prior", tiny_prior, "--steps", "2", "--bora-steps", "2",
-        "--images", "2", "--m", "64", "--full-compile", "--cache", "none",
-        "--threads", "1"])
-  rows = {r["task"]: r for r in json.loads((out / "psnr.json").read_text())}
-  assert rows["sinusoidal"]["ours"] > 0
+        "--images", "2", "--m", "64", "--full-compile", "--cache", "none"])
+  rows = json.loads((out / "psnr.json").read_text())
+  assert [r["task"] for r in rows] == ["1-bit CS", "sinusoidal",
+                                       "digit noise"]
+  assert all(r[m] > 0 for r in rows for m in ("ours", "asim", "bora"))
+  assert (out / "demo.png").is_file()
+  assert "PSNR (dB)" in capsys.readouterr().out
+  [kw] = first  # the sinusoidal task's ours only
+  assert kw["beta"] == 1.0 and kw["start"].steps == 2
+  assert isinstance(kw["noise"], mf.noise.IsotropicGaussian)
+  want = np.sqrt(np.mean(np.asarray(
+      mf.noise.sinusoidal((28, 28, 1), 0.4).std_map) ** 2))
+  assert np.isclose(float(kw["noise"].sigma), want)
 
 
 def test_subpixel_cli_end_to_end(tiny_prior, tmp_path):
@@ -416,10 +445,15 @@ def test_report_flags_cells_chosen_under_a_narrower_offer(tmp_path):
   (tmp_path / "selection.csv").write_text("\n".join(sel) + "\n")
   got = report.folder_narrow_offers(tmp_path)
   assert got == [("radial", "0.1", "ours",
-                  [s for s in offered if s != "zeros"])]
+                  [s for s in offered if s != "zeros"], None)]
   sel += [f"radial,0.1,ours,1,{s},1 2,20.0" for s in offered]
   (tmp_path / "selection.csv").write_text("\n".join(sel) + "\n")
   assert report.folder_narrow_offers(tmp_path) == []
+  # Chosen from a start outside the protocol (a probe's): listed too.
+  res = (tmp_path / "results.csv").read_text()
+  (tmp_path / "results.csv").write_text(res.replace("1|zeros", "1|zeros:7"))
+  assert report.folder_narrow_offers(tmp_path) == [
+      ("radial", "0.1", "ours", [], "zeros:7")]
 
 
 def test_report_merges_a_supplementary_folder_with_its_main_one(tmp_path):

@@ -447,11 +447,6 @@ def run_cell(ctx: Context, task: Task, protocol: Optional[Protocol] = None):
     hypers = {r["hyper"] for r in cell_rows(name)}
     return hypers.pop() if done(name) and len(hypers) == 1 else None
 
-  def tried_starts(name):
-    return {r["start"] for r in ctx.selection.rows
-            if r["experiment"] == task.experiment
-            and r["setting"] == task.setting and r["method"] == name}
-
   # A recorded cell is tuned again (from the validation scores already in
   # selection.csv, measuring only what the protocol now offers beyond
   # them) and rerun on the test images only if its choice has changed.
@@ -473,9 +468,9 @@ def run_cell(ctx: Context, task: Task, protocol: Optional[Protocol] = None):
                        f"taken by {name} in {task.experiment}")
     was = recorded(name)
     labels = {"" if s is None else s.label for s in offered}
-    if was is not None and not tried_starts(name) <= labels:
-      # Chosen among starts not offered now (a probe with a narrower
-      # --inits): kept, not chosen again among fewer.
+    if was is not None and tables.split_hyper(was)[1] not in labels:
+      # Chosen with a start not offered now (a probe with a narrower
+      # --inits): this run cannot judge it, so it is kept.
       if bar is not None:
         bar.update(1)
       continue
@@ -483,11 +478,14 @@ def run_cell(ctx: Context, task: Task, protocol: Optional[Protocol] = None):
     hyper = (tables.hyper_label(value, start.label) if start is not None
              else tables._fmt(value))
     if was is not None and was != hyper:
-      # A new choice must win by more than a tie to replace the old one.
+      # A new choice must win by more than a tie to replace the old one
+      # (whose score is cached, grown value or not).
       old_v, old_s = tables.split_hyper(was)
-      old = [sc.get(float(old_v)) for s, sc in scores.items()
-             if ("" if s is None else s.label) == old_s]
-      if old and old[0] is not None and old[0] >= val_score - TIE_DB:
+      row = ctx.selection.get(experiment=task.experiment,
+                              setting=task.setting, method=name,
+                              hyper=float(old_v), start=old_s)
+      if (row is not None and row["val_images"] == cell.val_images
+          and float(row["val_score"]) >= val_score - TIE_DB):
         hyper = was
     if was == hyper:
       if bar is not None:
