@@ -105,8 +105,23 @@ def _estimate_scale(mf, task, y, prior, params, op, shape, args):
   return est
 
 
+# What makes a summary row: a rerun with all of these the same reuses it.
+RUN_KEYS = ("task", "setting", "images", "prior", "seed", "samples",
+            "chains", "warmup", "leapfrog", "target_accept", "level",
+            "scale_estimated")
+
+
 def main(argv=None):
   args = parse_args(argv)
+  out = Path(args.out)
+  from mapflow import io as io_lib
+  # One writer per folder; a killed run keeps every finished task, and a
+  # rerun with the same settings skips them.
+  with io_lib.FolderLock(out, what="--out"):
+    return _run(args, out)
+
+
+def _run(args, out):
   import jax
   import jax.numpy as jnp
   import mapflow as mf
@@ -118,8 +133,11 @@ def main(argv=None):
                      f"{','.join(TASKS)}")
   if not 0.0 < args.level < 1.0:
     raise SystemExit(f"--level: got {args.level}, expected a share in (0, 1)")
-  out = Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
+  import json
+  import time
+  done = []
+  if (out / "summary.json").is_file():
+    done = json.loads((out / "summary.json").read_text())
   prior, params = common.load_prior(args.prior)
   x_all = mf.data.load("fashion_mnist", "test", args.data_dir)
   _, test = protocol.protocol_indices(len(x_all))
@@ -141,6 +159,19 @@ def main(argv=None):
       setting = f"m={args.m},sigma={args.sigma:g}"
     y = op(x) + noise.sample(seed=k_noise, sample_shape=(len(x),))
     true_scale = args.scale if task == "sinusoidal" else args.sigma
+    target = args.target_accept or (0.574 if args.leapfrog == 1 else 0.7)
+    ident = {"task": task, "setting": setting, "images": int(len(x)),
+             "prior": args.prior, "seed": args.seed,
+             "samples": args.samples, "chains": args.chains,
+             "warmup": args.warmup, "leapfrog": args.leapfrog,
+             "target_accept": target, "level": args.level,
+             "scale_estimated": bool(args.unknown_scale)}
+    kept = [r for r in done if all(r.get(k) == ident[k] for k in RUN_KEYS)]
+    if kept:
+      common.say(f"{task} {setting}: kept from {out / 'summary.json'}")
+      rows.append(kept[0])
+      continue
+    t0 = time.time()
     est = None
     if args.unknown_scale:
       est = _estimate_scale(mf, task, y, prior, params, op, shape, args)
@@ -151,7 +182,6 @@ def main(argv=None):
     from tqdm.auto import tqdm
     bar = tqdm(total=args.warmup + -(-args.samples // args.chains),
                desc=f"{task} sampling", unit="step")
-    target = args.target_accept or (0.574 if args.leapfrog == 1 else 0.7)
     cfg = mf.SamplerConfig(chains=args.chains, warmup=args.warmup,
                            target_accept=target,
                            progress=lambda i, n: bar.update(1))
@@ -163,14 +193,9 @@ def main(argv=None):
     map_x = mf.recover(y, prior=prior, params=params, operator=op,
                        noise=noise, beta=1.0, steps=200).x
     cal = calibration(x, post.samples, args.level)
-    row = {"task": task, "setting": setting, "images": int(len(x)),
-           "true_scale": true_scale,
+    row = {**ident, "true_scale": true_scale,
            "scale_used": true_scale if est is None else est.scale,
-           "scale_estimated": est is not None,
            "scale_identifiable": None if est is None else est.identifiable,
-           "samples": args.samples, "chains": args.chains,
-           "warmup": args.warmup, "leapfrog": args.leapfrog,
-           "target_accept": target, "level": args.level,
            "coverage": cal["coverage"],
            "std_error_corr": cal["std_error_corr"],
            "mean_std": cal["mean_std"],
@@ -180,7 +205,11 @@ def main(argv=None):
                x, post.mean))),
            "acceptance_mean": float(np.mean(post.acceptance)),
            "ess_median": float(np.median(post.ess)),
-           "ess_min": float(np.min(post.ess))}
+           "ess_min": float(np.min(post.ess)),
+           "gradients_per_chain": (args.warmup + -(-args.samples //
+                                                    args.chains))
+           * args.leapfrog,
+           "seconds": time.time() - t0}
     rows.append(row)
     common.say(f"{task} {setting}: coverage {row['coverage']:.3f} (nominal "
                f"{args.level:g}), std-error correlation "
@@ -202,9 +231,20 @@ def main(argv=None):
         ncols=len(cols), col_labels=["truth", "measurement", "MAP",
                                      "posterior mean", "std", "|error|"],
         row_labels=[f"test {int(i)}" for i in test[:k]], scale=3)
-    mf.io.write_json_atomic(out / "summary.json", rows)
-    mf.io.write_csv_atomic(out / "summary.csv", rows, list(rows[0]))
+    _write(mf, out, rows, done)
+  _write(mf, out, rows, done)
   return rows
+
+
+def _write(mf, out, rows, done):
+  """This run's rows, then earlier rows of other settings (kept, not
+  lost), atomically."""
+  mine = [tuple(r.get(k) for k in RUN_KEYS) for r in rows]
+  every = rows + [r for r in done
+                  if tuple(r.get(k) for k in RUN_KEYS) not in mine]
+  mf.io.write_json_atomic(out / "summary.json", every)
+  cols = list(dict.fromkeys(k for r in every for k in r))
+  mf.io.write_csv_atomic(out / "summary.csv", every, cols)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,16 @@ def test_calibration_of_exactly_calibrated_samples():
   assert over["coverage"] < 0.5  # overconfident intervals miss
 
 
-def test_uncertainty_cli_runs(tiny_prior, tmp_path):
+def test_uncertainty_cli_runs(tiny_prior, tmp_path, monkeypatch):
+  """End to end; a rerun with the same settings keeps the finished tasks
+  (sampling nothing), one with other settings adds its rows to theirs."""
+  import mapflow as mf
   from recover.uncertainty import main
-  rows = main(["--out", str(tmp_path), "--prior", tiny_prior, "--num-test",
-               "2", "--samples", "8", "--chains", "2", "--warmup", "6",
-               "--m", "50", "--unknown-scale", "--betas", "0.1,1",
-               "--holdout-steps", "2"])
+  args = ["--out", str(tmp_path), "--prior", tiny_prior, "--num-test",
+          "2", "--samples", "8", "--chains", "2", "--warmup", "6",
+          "--m", "50", "--unknown-scale", "--betas", "0.1,1",
+          "--holdout-steps", "2"]
+  rows = main(args)
   assert [r["task"] for r in rows] == ["sinusoidal", "cs"]
   for r in rows:
     assert 0.0 <= r["coverage"] <= 1.0 and np.isfinite(r["psnr_map"])
@@ -36,3 +40,15 @@ def test_uncertainty_cli_runs(tiny_prior, tmp_path):
   assert json.loads((tmp_path / "summary.json").read_text()) == rows
   assert (tmp_path / "sinusoidal.png").is_file()
   assert (tmp_path / "cs.png").is_file()
+  assert all(r["seconds"] > 0 and r["gradients_per_chain"] == 6 + 4
+             for r in rows)
+  sampled = []
+  real = mf.sample_posterior
+  monkeypatch.setattr(mf, "sample_posterior", lambda *a, **k: (
+      sampled.append(1), real(*a, **k))[1])
+  assert main(args) == rows and sampled == []
+  more = main(args[:-7] + ["--tasks", "sinusoidal", "--samples", "4", "--m",
+                           "50", "--unknown-scale", "--betas", "0.1,1",
+                           "--holdout-steps", "2"])
+  assert sampled == [1] and more[0]["samples"] == 4
+  assert json.loads((tmp_path / "summary.json").read_text()) == more + rows
