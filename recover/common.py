@@ -155,6 +155,9 @@ def run_info(args, prior) -> dict:
   for k in ("keep", "sigma", "m", "scale"):
     if hasattr(args, k):
       info[k] = getattr(args, k)
+  if "ours_heldout" in args.methods.split(","):
+    # What its validation scores mean (``cells.blind_score_kind``).
+    info["blind_selection"] = "recorrupted alpha 0.5, else held-out 20%"
   if "bora" in args.methods.split(","):
     info.update(vae=args.vae, bora_steps=args.bora_steps,
                 bora_restarts=args.bora_restarts)

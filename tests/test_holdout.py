@@ -155,3 +155,62 @@ def test_beta_and_scale_from_the_measurements_alone():
         y[:, :, 0, 0], prior=prior, params=params,
         operator=mf.operators.identity(),
         unit_noise=mf.noise.sinusoidal_1d(H, 1.0), betas=betas)
+
+
+def test_recorrupted_error_is_unbiased_for_any_denoiser():
+  """For a nonlinear denoiser g, the recorrupted estimate's mean over many
+  draws equals the true mean squared error of g(y_fit), and dropping the
+  offset (the check's own noise power) would be far off."""
+  rng = np.random.default_rng(3)
+  n = 4000
+  x = jnp.asarray(rng.uniform(0.1, 0.9, (n, 4, 4, 1)), jnp.float32)
+  std = jnp.asarray(rng.uniform(0.02, 0.3, (4, 4, 1)), jnp.float32)
+  noise = mf.noise.diagonal(std)
+  y = x + noise.sample(seed=jax.random.PRNGKey(0), sample_shape=(n,))
+  split = holdout.recorrupt(noise, y, jax.random.PRNGKey(1), alpha=0.5)
+  # Its fitting noise is the same shape, sqrt(1 + α²) times the std.
+  np.testing.assert_allclose(split.noise_fit.std_map, std * np.sqrt(1.25),
+                             rtol=1e-6)
+  g = lambda v: jnp.clip(0.6 * v + 0.2, 0.15, 0.85)
+  est = np.asarray(holdout.recorrupted_error(split, g(split.y_fit)))
+  true = np.asarray(jnp.mean((g(split.y_fit) - x) ** 2, axis=(1, 2, 3)))
+  d = est - true
+  assert abs(d.mean()) < 4 * d.std() / np.sqrt(n), (d.mean(), true.mean())
+  assert np.mean(split.offset) > 20 * abs(d.mean()) + true.mean()
+
+
+def test_recorrupted_choice_is_near_the_oracle():
+  prior, params, x = _problem()
+  noise = mf.noise.sinusoidal((H, H, 1), 0.3)
+  y = x + noise.sample(seed=jax.random.PRNGKey(1), sample_shape=(16,))
+  betas = [0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
+  kw = dict(prior=prior, params=params, operator=mf.operators.identity(),
+            noise=noise, betas=betas, steps=300, optimizer=optax.adam(0.03))
+  choice = holdout.select_beta_recorrupted(y, **kw)
+  assert choice.errors.shape == (6,) and choice.keep is None
+  grid = mf.sweep(y, **kw)
+  psnr = [float(jnp.mean(mf.metrics.psnr(x, grid.x[k, 0])))
+          for k in range(len(betas))]
+  chosen = psnr[betas.index(choice.beta)]
+  assert chosen > max(psnr) - 0.5, (choice.beta, psnr)
+  assert choice.errors[0] > choice.errors.min()
+  assert choice.errors[-1] > choice.errors.min()
+  # The returned MAP is the chosen β's, fitted to y itself.
+  np.testing.assert_allclose(
+      np.asarray(choice.x).reshape(x.shape),
+      np.asarray(grid.x[betas.index(choice.beta), 0]), atol=1e-5)
+
+
+def test_recorrupting_needs_gaussian_noise_and_real_valued_measurements():
+  prior, params, x = _problem()
+  with pytest.raises(ValueError, match="noise: got FlowNoise"):
+    holdout.recorrupt(mf.noise.from_flow(prior, params), x,
+                      jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="alpha: got 0"):
+    holdout.recorrupt(mf.noise.gaussian(0.1), x, jax.random.PRNGKey(0), 0)
+  op = mf.operators.one_bit(mf.operators.gaussian(
+      jax.random.PRNGKey(0), 10, (H, H, 1)), 0.5)
+  with pytest.raises(ValueError, match="1-bit"):
+    holdout.select_beta_recorrupted(
+        jnp.ones((2, 10)), prior=prior, params=params, operator=op,
+        noise=mf.noise.gaussian(0.1), betas=[1.0])

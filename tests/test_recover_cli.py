@@ -128,6 +128,11 @@ def test_isotropic_start_needs_the_same_budget_for_everyone(tiny_prior,
   starts = lambda m: _chosen_starts(sel, m)
   assert starts("ours") == starts("ours_heldout") == {"zeros:2",
                                                       "isotropic:1"}
+  # Under Gaussian noise ours_heldout scores by recorrupted measurements:
+  # an estimated PSNR in dB (held-out entries' score is minus an RMS).
+  blind = [float(r["val_score"]) for r in sel
+           if r["method"] == "ours_heldout"]
+  assert blind and all(5 < v < 60 for v in blind)
   assert starts("ablation") == starts("asim") == {"zeros:2"}
   assert all(math.isfinite(float(r["val_score"])) for r in sel)
 
@@ -270,6 +275,11 @@ def test_one_bit_cli_end_to_end(tiny_prior, tmp_path):
       protocol.PROTOCOLS["one_bit"].methods)
   assert (tmp_path / "summary.json").is_file()
   assert (tmp_path / "figures" / "one_bit_m50_s1.png").is_file()
+  # Signs are not Gaussian: ours_heldout scores by held-out rows (minus
+  # an RMS prediction error).
+  blind = [float(r["val_score"]) for r in _selection(tmp_path)
+           if r["method"] == "ours_heldout"]
+  assert blind and all(v < 0 for v in blind)
 
 
 def test_digit_noise_cli_end_to_end(tiny_prior, tmp_path):
