@@ -34,7 +34,9 @@ noise model of std σ·√(1 + α²)),
 and the mean of the left side less the constant estimates the MAP's mean
 squared error in measurement space (for denoising, the image's) without
 leaving any entry out.  Its flaw is the level: the MAP is judged on data
-(1 + α²) times noisier in variance.  Where pixel hold-out judges how well
+(1 + α²) times noisier in variance.  The error is the measurements':
+the image's under an invertible operator (denoising), but under a mask
+it sees only the kept pixels, so for imputation hold entries out.  Where pixel hold-out judges how well
 a MAP *inpaints* a pixel (on RADIAL it preferred faster learning rates,
 which fill held-out pixels sooner, over better denoisers), this judges the
 denoising itself.

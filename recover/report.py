@@ -291,10 +291,11 @@ def _heldout_lines(gaps):
     return []
   lines = ["## Hyperparameters without ground truth (main folders)\n",
            "`ours_heldout` chooses β and the start without looking at a "
-           "clean image (`mapflow.holdout`): under Gaussian noise by the "
-           "MAP's error estimated from recorrupted measurements (fitted to "
-           "y + αz, checked against y - z/α, α = 0.5), in 1-bit CS by its "
-           "error predicting 20% of the measurements held out; `ours` "
+           "clean image (`mapflow.holdout`): in denoising by the MAP's "
+           "error estimated from recorrupted measurements (fitted to "
+           "y + αz, checked against y - z/α, α = 0.5), in 1-bit CS and "
+           "sub-pixel imputation by its error predicting 20% of the "
+           "measurements held out; `ours` "
            "chooses by validation PSNR against the truth (the oracle). "
            "Goal: within 0.5 dB everywhere.\n",
            "| experiment | setting | ours (oracle) | ours_heldout | gap (dB) "

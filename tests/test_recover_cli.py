@@ -365,6 +365,11 @@ def test_subpixel_cli_end_to_end(tiny_prior, tmp_path):
   assert {r["method"] for r in rows} == set(
       protocol.PROTOCOLS["subpixel"].methods)
   assert all(r["setting"] == "keep=0.75" for r in rows)
+  # Under a mask ours_heldout holds pixels out (minus an RMS error): a
+  # recorrupted error would see only the kept ones.
+  blind = [float(r["val_score"]) for r in _selection(tmp_path)
+           if r["method"] == "ours_heldout"]
+  assert blind and all(v < 0 for v in blind)
 
 
 def test_demo_reads_its_choices_from_the_results(tmp_path):

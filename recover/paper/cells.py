@@ -317,12 +317,11 @@ class _Cell:
 
   def score(self, method: Method, start, value: float) -> float:
     """A (value, start)'s validation score: mean PSNR against the truth,
-    or (``select="heldout"``, no truth) where the noise is Gaussian and the
-    measurements real-valued, the PSNR that recorrupted measurements
-    estimate (``holdout.recorrupted_error``: -10 log10 of the MAP's
-    estimated mean squared error, in measurement space); otherwise minus
-    the RMS error with which a MAP fitted without them predicts held-out
-    validation measurements (1-bit CS)."""
+    or (``select="heldout"``, no truth; ``blind_score_kind``) in
+    denoising the PSNR that recorrupted measurements estimate
+    (``holdout.recorrupted_error``: -10 log10 of the MAP's estimated mean
+    squared error); otherwise minus the RMS error with which a MAP fitted
+    without them predicts held-out validation measurements."""
     import jax
     import jax.numpy as jnp
     from mapflow import holdout, metrics
@@ -372,15 +371,16 @@ R2R_ALPHA = 0.5
 
 def blind_score_kind(task: Task) -> str:
   """How ``ours_heldout`` scores a configuration without ground truth:
-  "recorrupted" for Gaussian noise and real-valued measurements, else
-  "heldout" (held-out entries: 1-bit CS)."""
+  "recorrupted" for Gaussian noise under an invertible operator
+  (denoising), where the measurement-space error it estimates is the
+  image's; else "heldout" (held-out entries: 1-bit CS, and sub-pixel
+  imputation, whose measurement-space error sees only the kept pixels)."""
   from mapflow import holdout
-  from mapflow import operators as ops
   try:
     holdout.gaussian_std(task.noise)
   except ValueError:
     return "heldout"
-  return "heldout" if ops.is_one_bit(task.operator) else "recorrupted"
+  return "recorrupted" if hasattr(task.operator, "inverse") else "heldout"
 
 
 def bm3d_reference(task: Task) -> float:
