@@ -446,53 +446,100 @@ def protocol_starts(protocol: Protocol, methods: Sequence[str],
                if any(offers(m, (st,), can) for m in flow))
 
 
-def run_cell(ctx: Context, task: Task, protocol: Optional[Protocol] = None):
-  """Tunes and runs every method of ``ctx.options.methods`` that the
-  experiment's protocol compares.  A cell already recorded is tuned again
-  from the cached validation scores (measuring only configurations the
-  protocol newly offers) and rerun only if its choice changed by more than
-  a tie, its rows then replaced.  A cell chosen among starts not offered
-  now is kept, and one recorded for images this run does not cover is
-  refused rather than left with two choices."""
-  import jax.numpy as jnp
-  from mapflow import metrics
-  protocol = protocol or PROTOCOLS[task.experiment]
-  img, opts = ctx.images, ctx.options
-  methods = [m for m in opts.methods if m in protocol.methods]
+def _checked_starts(methods, starts, task: Task):
+  """``starts`` after the fairness check; raises ValueError for a start no
+  method run here can take."""
   can = task_starts(task)
-  flow = [METHODS[m] for m in methods if METHODS[m].family == "flow"]
-  starts = opts.starts or protocol_starts(protocol, methods, can)
   check_fair(methods, starts, can)
+  flow = [METHODS[m] for m in methods if METHODS[m].family == "flow"]
   for st in starts:
     if flow and not any(st in offers(m, (st,), can) for m in flow):
       why = (" (it needs flow noise and an invertible operator)"
              if st.kind == "noise_latent" else "")
       raise ValueError(f"inits: no method of {task.experiment} can take the "
                        f"start {st.label!r}{why}")
+  return starts
+
+
+class _Recorded:
+  """What ``results.csv`` holds for one (task, method) cell, over the
+  images ``ids`` of this run (test, then out-of-distribution)."""
+
+  def __init__(self, ctx: Context, task: Task, ids, n_test: int, name: str):
+    exps = (task.experiment, f"{task.experiment}_ood")
+    self.rows = [r for r in ctx.results.rows if r["experiment"] in exps
+                 and r["setting"] == task.setting and r["method"] == name]
+    complete = all(ctx.results.done(
+        experiment=exps[k >= n_test], setting=task.setting, method=name,
+        image=i) for k, i in enumerate(ids))
+    hypers = {r["hyper"] for r in self.rows}
+    # The one choice recorded (None unless every image of this run has its
+    # row, all with the same choice).
+    self.hyper = hypers.pop() if complete and len(hypers) == 1 else None
+    self.stray = sorted({r["image"] for r in self.rows} - set(ids))
+
+
+def _rechosen(ctx: Context, task: Task, cell: _Cell, method: Method,
+              offered, was: Optional[str]):
+  """Tunes ``method`` over ``offered``; returns ``(value, start, val_score,
+  scores, hyper)``, or None where the recorded choice ``was`` stands: chosen
+  with a start not offered now (a probe's narrower --inits cannot judge
+  it), or tied by the new choice within ``TIE_DB``."""
+  labels = {"" if s is None else s.label for s in offered}
+  if was is not None and tables.split_hyper(was)[1] not in labels:
+    return None
+  value, start, val_score, scores = tune(cell, method, offered)
+  hyper = (tables.hyper_label(value, start.label) if start is not None
+           else tables._fmt(value))
+  if was is not None and was != hyper:
+    # The old choice's score is cached, grown value or not.
+    old_v, old_s = tables.split_hyper(was)
+    row = ctx.selection.get(experiment=task.experiment, setting=task.setting,
+                            method=method.name, hyper=float(old_v),
+                            start=old_s)
+    if (row is not None and row["val_images"] == cell.val_images
+        and float(row["val_score"]) >= val_score - TIE_DB):
+      hyper = was
+  return None if hyper == was else (value, start, val_score, scores, hyper)
+
+
+def _draw_cell_figure(ctx: Context, task: Task, cell: _Cell, protocol,
+                      shown, n_test: int):
+  """The cell's PNG with every method run now (``shown``) or kept from an
+  earlier run."""
+  img = ctx.images
+  for m in protocol.methods:
+    if m not in shown:
+      kept = figs.load_shown(ctx.out, task.experiment, task.setting, m)
+      if kept is not None:
+        shown[m] = kept
+  x_all = np.asarray(cell.x["test"])
+  rows = figs.shown_rows(n_test, len(x_all))
+  labels = [f"test {img.test_ids[i]}" if i < n_test else
+            img.ood_ids[i - n_test] for i in rows]
+  y_fig = figs.y_shown(cell.op["test"], cell.y["test"], x_all.shape[1:])
+  figs.save_cell_figure(ctx.out, task.experiment, task.setting,
+                        x_all[rows], np.asarray(y_fig)[rows], shown,
+                        protocol.methods, row_labels=labels)
+
+
+def run_cell(ctx: Context, task: Task, protocol: Optional[Protocol] = None):
+  """Tunes and runs every method of ``ctx.options.methods`` that the
+  experiment's protocol compares.  A cell already recorded is tuned again
+  from the cached validation scores (measuring only configurations the
+  protocol newly offers) and rerun only if its choice changed by more than
+  a tie, its rows then replaced.  A cell chosen with a start not offered
+  now is kept, and one recorded for images this run does not cover is
+  refused rather than left with two choices."""
+  from mapflow import metrics
+  protocol = protocol or PROTOCOLS[task.experiment]
+  img, opts = ctx.images, ctx.options
+  methods = [m for m in opts.methods if m in protocol.methods]
+  starts = _checked_starts(methods, opts.starts or protocol_starts(
+      protocol, methods, task_starts(task)), task)
   n_test = len(img.x_test)
   ids = [str(int(i)) for i in img.test_ids] + (
       list(img.ood_ids) if task.y_ood is not None else [])
-
-  def done(name):
-    return all(ctx.results.done(
-        experiment=task.experiment if k < n_test else f"{task.experiment}_ood",
-        setting=task.setting, method=name, image=i)
-        for k, i in enumerate(ids))
-
-  def cell_rows(name):
-    return [r for r in ctx.results.rows
-            if r["experiment"] in (task.experiment, f"{task.experiment}_ood")
-            and r["setting"] == task.setting and r["method"] == name]
-
-  def recorded(name):
-    """The one choice recorded for the cell (None unless every image of
-    this run has its row, all with the same choice)."""
-    hypers = {r["hyper"] for r in cell_rows(name)}
-    return hypers.pop() if done(name) and len(hypers) == 1 else None
-
-  # A recorded cell is tuned again (from the validation scores already in
-  # selection.csv, measuring only what the protocol now offers beyond
-  # them) and rerun on the test images only if its choice has changed.
   cell = _Cell(ctx, task, protocol)
   shown = {}
   bar = None
@@ -509,80 +556,48 @@ def run_cell(ctx: Context, task: Task, protocol: Optional[Protocol] = None):
     if not offered:
       raise ValueError(f"inits: none of {[s.label for s in starts]} can be "
                        f"taken by {name} in {task.experiment}")
-    was = recorded(name)
-    labels = {"" if s is None else s.label for s in offered}
-    if was is not None and tables.split_hyper(was)[1] not in labels:
-      # Chosen with a start not offered now (a probe with a narrower
-      # --inits): this run cannot judge it, so it is kept.
-      if bar is not None:
-        bar.update(1)
-      continue
-    value, start, val_score, scores = tune(cell, method, offered)
-    hyper = (tables.hyper_label(value, start.label) if start is not None
-             else tables._fmt(value))
-    if was is not None and was != hyper:
-      # A new choice must win by more than a tie to replace the old one
-      # (whose score is cached, grown value or not).
-      old_v, old_s = tables.split_hyper(was)
-      row = ctx.selection.get(experiment=task.experiment,
-                              setting=task.setting, method=name,
-                              hyper=float(old_v), start=old_s)
-      if (row is not None and row["val_images"] == cell.val_images
-          and float(row["val_score"]) >= val_score - TIE_DB):
-        hyper = was
-    if was == hyper:
-      if bar is not None:
-        bar.update(1)
-      continue
-    stray = sorted({r["image"] for r in cell_rows(name)} - set(ids))
-    if stray:
-      raise ValueError(
-          f"{task.experiment} {task.setting} {name}: the folder records "
-          f"this cell for images this run does not cover ({len(stray)}, "
-          f"e.g. {stray[0]}); choosing it again would leave two choices "
-          "in one cell.  Rerun with the folder's --num-test (and without "
-          "--no-ood if it has out-of-distribution rows), or use another "
-          "--out")
-    x_hat = cell.solve(method, start, value, "test")
-    p = np.asarray(metrics.psnr(cell.x["test"], x_hat))
-    rows = [{"experiment": task.experiment if k < n_test
-             else f"{task.experiment}_ood", "setting": task.setting,
-             "method": name, "hyper": hyper, "image": i, "psnr": float(v)}
-            for k, (i, v) in enumerate(zip(ids, p))]
-    if opts.figures:
-      # Kept before the rows, so a kill in between redraws from them.
-      shown[name] = figs.keep_shown(ctx.out, task.experiment, task.setting,
-                                    name, x_hat, n_test)
-    ctx.results.add(rows)
-    tried = sum(len(s) for s in scores.values())
-    ctx.say(f"{task.experiment} {task.setting} {name}: {method.grid.symbol} "
-            f"{value:g}" + (f" from {start.label}" if start else "") +
-            f" ({tried} tried), val {val_score:.2f} dB, test "
-            f"{p[:n_test].mean():.2f} dB"
-            + ("" if was is None else f" (re-chosen; was {was})"))
-    if not np.isfinite(val_score):
-      ctx.say(f"WARNING: {task.experiment} {task.setting} {name}: no "
-              "configuration gave a finite validation PSNR (the recovery "
-              "diverged; offer other starts with --inits)")
+    rec = _Recorded(ctx, task, ids, n_test, name)
+    new = _rechosen(ctx, task, cell, method, offered, rec.hyper)
+    if new is not None:
+      value, start, val_score, scores, hyper = new
+      if rec.stray:
+        raise ValueError(
+            f"{task.experiment} {task.setting} {name}: the folder records "
+            f"this cell for images this run does not cover "
+            f"({len(rec.stray)}, e.g. {rec.stray[0]}); choosing it again "
+            "would leave two choices in one cell.  Rerun with the folder's "
+            "--num-test (and without --no-ood if it has out-of-distribution "
+            "rows), or use another --out")
+      x_hat = cell.solve(method, start, value, "test")
+      p = np.asarray(metrics.psnr(cell.x["test"], x_hat))
+      rows = [{"experiment": task.experiment if k < n_test
+               else f"{task.experiment}_ood", "setting": task.setting,
+               "method": name, "hyper": hyper, "image": i, "psnr": float(v)}
+              for k, (i, v) in enumerate(zip(ids, p))]
+      if opts.figures:
+        # Kept before the rows, so a kill in between redraws from them.
+        shown[name] = figs.keep_shown(ctx.out, task.experiment,
+                                      task.setting, name, x_hat, n_test)
+      ctx.results.add(rows)
+      tried = sum(len(s) for s in scores.values())
+      ctx.say(f"{task.experiment} {task.setting} {name}: "
+              f"{method.grid.symbol} {value:g}"
+              + (f" from {start.label}" if start else "") +
+              f" ({tried} tried), val {val_score:.2f} dB, test "
+              f"{p[:n_test].mean():.2f} dB"
+              + ("" if rec.hyper is None else
+                 f" (re-chosen; was {rec.hyper})"))
+      if not np.isfinite(val_score):
+        ctx.say(f"WARNING: {task.experiment} {task.setting} {name}: no "
+                "configuration gave a finite validation score (the "
+                "recovery diverged; offer other starts with --inits)")
     if bar is not None:
       bar.update(1)
   if bar is not None:
     bar.close()
   if opts.figures and (shown or figs.figure_is_stale(
       ctx.out, task.experiment, task.setting, protocol.methods)):
-    for m in protocol.methods:
-      if m not in shown:
-        kept = figs.load_shown(ctx.out, task.experiment, task.setting, m)
-        if kept is not None:
-          shown[m] = kept
-    x_all = np.asarray(cell.x["test"])
-    rows = figs.shown_rows(n_test, len(x_all))
-    labels = [f"test {img.test_ids[i]}" if i < n_test else
-              img.ood_ids[i - n_test] for i in rows]
-    y_fig = figs.y_shown(cell.op["test"], cell.y["test"], x_all.shape[1:])
-    figs.save_cell_figure(ctx.out, task.experiment, task.setting,
-                          x_all[rows], np.asarray(y_fig)[rows], shown,
-                          protocol.methods, row_labels=labels)
+    _draw_cell_figure(ctx, task, cell, protocol, shown, n_test)
 
 
 # ---------------------------------------------------------------------------
