@@ -172,6 +172,14 @@ def estimate_noise_scale(unit_std, y, fx, keep, mean=0.0
   return NoiseScaleEstimate(float(np.sqrt(s2)), e, True)
 
 
+class RecorruptConfig(NamedTuple):
+  """``alpha``: the recorruption's α (the fit is judged at 1 + α² times
+  the noise variance); ``key``: the draw z (default ``PRNGKey(0)``)."""
+
+  alpha: float = 0.5
+  key: Optional[jax.Array] = None
+
+
 class Recorrupted(NamedTuple):
   """A split of Gaussian measurements (``recorrupt``): fit to ``y_fit``
   under ``noise_fit``, check against ``y_check``; ``offset`` is the
@@ -235,19 +243,22 @@ def recorrupted_error(split: Recorrupted, fx):
 
 def select_beta_recorrupted(y, *, prior, params, operator, noise, betas,
                             steps=100, optimizer=None, config=None,
-                            alpha: float = 0.5, key=None) -> HoldoutChoice:
+                            recorrupting: Optional[RecorruptConfig] = None
+                            ) -> HoldoutChoice:
   """The β among ``betas`` whose MAP, fitted to recorrupted measurements
-  (``recorrupt``), has the smallest estimated error (``recorrupted_error``,
-  averaged over examples); ``key`` defaults to ``PRNGKey(0)``.  The MAP at
-  the chosen β is then fitted to ``y`` itself.  ``keep`` is None."""
+  (``recorrupt``, with ``recorrupting``'s α and key), has the smallest
+  estimated error (``recorrupted_error``, averaged over examples).  The
+  MAP at the chosen β is then fitted to ``y`` itself.  ``keep`` is
+  None."""
   from mapflow.solve import api
   if ops_lib.is_one_bit(operator):
     raise ValueError("operator: got a 1-bit operator, whose measurements "
                      "are signs, not Gaussian; use select_beta (held-out "
                      "rows)")
   y = jnp.asarray(y)
-  split = recorrupt(noise, y, jax.random.PRNGKey(0) if key is None else key,
-                    alpha)
+  rc = RecorruptConfig() if recorrupting is None else recorrupting
+  split = recorrupt(noise, y, jax.random.PRNGKey(0) if rc.key is None
+                    else rc.key, rc.alpha)
   grid = api.sweep(split.y_fit, prior=prior, params=params,
                    operator=operator, noise=split.noise_fit, betas=betas,
                    steps=steps, optimizer=optimizer, config=config)
