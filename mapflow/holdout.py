@@ -177,9 +177,9 @@ class RecorruptConfig(NamedTuple):
   the noise variance); ``key``: the draw z (default ``PRNGKey(0)``);
   ``antithetic``: also fit with -z and average the two estimates (twice
   the fits; each is unbiased, and the check noise's ±z/α parts of their
-  errors largely cancel: on a comparison of two denoisers, half the
-  standard deviation of one draw, where a second independent draw gives
-  1/√2)."""
+  errors largely cancel: on a comparison of two denoisers, about half
+  the standard deviation of one draw, where a second independent draw
+  gives 1/√2)."""
 
   alpha: float = 0.5
   key: Optional[jax.Array] = None
