@@ -255,6 +255,14 @@ def recorrupted_error(split: Recorrupted, fx):
   return jnp.mean(r2, axis=tuple(range(1, r2.ndim)))
 
 
+def _lowest_error(per):
+  """Per-(β, example) errors with non-finite ones made worst; their mean
+  over examples; the index of the smallest."""
+  per = np.where(np.isfinite(per), per, np.inf)
+  errors = per.mean(axis=1)
+  return per, errors, int(np.argmin(errors))
+
+
 def select_beta_recorrupted(y, *, prior, params, operator, noise, betas,
                             steps=100, optimizer=None, config=None,
                             recorrupting: Optional[RecorruptConfig] = None
@@ -282,10 +290,8 @@ def select_beta_recorrupted(y, *, prior, params, operator, noise, betas,
     per = per + np.stack([
         np.asarray(recorrupted_error(sp, operator(grid.x[i, 0])))
         for i in range(grid.x.shape[0])]) / len(splits)
-  per = np.where(np.isfinite(per), per, np.inf)
-  errors = per.mean(axis=1)
+  per, errors, best = _lowest_error(per)
   betas = np.atleast_1d(np.asarray(betas, np.float64))
-  best = int(np.argmin(errors))
   x = api.recover(y, prior=prior, params=params, operator=operator,
                   noise=noise, beta=float(betas[best]), steps=steps,
                   optimizer=optimizer, config=config).x
@@ -309,10 +315,8 @@ def select_beta(y, *, prior, params, operator, noise, betas, steps=100,
   per = np.stack([np.asarray(heldout_error(
       noise, y, operator(grid.x[i, 0]), keep))
                   for i in range(grid.x.shape[0])])
-  per = np.where(np.isfinite(per), per, np.inf)
-  errors = per.mean(axis=1)
+  per, errors, best = _lowest_error(per)
   betas = np.atleast_1d(np.asarray(betas, np.float64))
-  best = int(np.argmin(errors))
   return HoldoutChoice(float(betas[best]), errors, per, grid.x[best, 0], keep)
 
 
