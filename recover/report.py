@@ -29,6 +29,7 @@ import numpy as np
 from mapflow import metrics
 from mapflow.io import write_json_atomic, write_text_atomic
 from recover.paper import tables
+from recover.paper.cells import R2R_ALPHA, R2R_DRAWS, R2R_REFINED
 from recover.paper.protocol import protocol_table
 
 # (folder kind, experiment, axis label)
@@ -293,7 +294,10 @@ def _heldout_lines(gaps):
            "`ours_heldout` chooses β and the start without looking at a "
            "clean image (`mapflow.holdout`): in denoising by the MAP's "
            "error estimated from recorrupted measurements (fitted to "
-           "y + αz, checked against y - z/α, α = 0.5), in 1-bit CS and "
+           f"y + αz, checked against y - z/α, α = {R2R_ALPHA:g}; "
+           f"its {R2R_REFINED} best by one draw of z scored again "
+           f"as the mean over {R2R_DRAWS}, in antithetic pairs z, "
+           "-z), in 1-bit CS and "
            "sub-pixel imputation by its error predicting 20% of the "
            "measurements held out; `ours` "
            "chooses by validation PSNR against the truth (the oracle). "

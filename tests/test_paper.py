@@ -342,3 +342,76 @@ def test_a_cell_figure_is_stale_until_drawn_after_its_kept_images(tmp_path):
   later = (tmp_path / "figures" / "radial_0.1.png").stat().st_mtime_ns + 10**9
   os.utime(kept, ns=(later, later))
   assert figures.figure_is_stale(tmp_path, "radial", "0.1", ["ours"])
+
+
+class _StubCell:
+  """A cell whose scores are planted: one recorrupted draw misranks two
+  configurations that the mean of four draws orders correctly."""
+
+  def __init__(self, folder, truth, draw0):
+    self.ctx = type("Ctx", (), {})()
+    self.ctx.selection = tables.ResultTable(folder / "selection.csv",
+                                            tables.SELECTION_COLUMNS,
+                                            tables.SELECTION_KEY)
+    self.ctx.draws = tables.ResultTable(folder / tables.DRAWS_FILE,
+                                        tables.DRAWS_COLUMNS,
+                                        tables.DRAWS_KEY)
+    self.task = type("Task", (), {"experiment": "radial", "setting": "0.1"})
+    self.val_images = "1 2"
+    self.truth, self.draw0, self.fits = truth, draw0, []
+
+  def refines(self, method):
+    return method.select != "psnr"
+
+  def _err(self, start, value, draw):
+    self.fits.append((start.label, value, draw))
+    t = self.truth(start, value)
+    # Draw 0 is off by the planted amount; draws 1-3 average it away.
+    off = self.draw0(start, value)
+    return t + {0: off, 1: -off, 2: 0.3 * off, 3: -0.3 * off}[draw]
+
+  def score(self, method, start, value):
+    return -10 * np.log10(self._err(start, value, 0))
+
+  def recorrupted_error(self, method, start, value, draw):
+    return self._err(start, value, draw)
+
+
+def test_blind_selection_rescores_its_best_few_over_more_draws(tmp_path):
+  """By one draw β 0.25 beats the true best β 0.5 (planted); the best three
+  by one draw get three more draws each, the mean picks β 0.5, and a rerun
+  reads every draw back instead of fitting again."""
+  starts = (methods.Start("pixels", lr=0.003), methods.Start("zeros"))
+  truth = lambda st, v: (1e-3 * (1 + abs(np.log2(v / 0.5)))
+                         * (1.0 if st.kind == "pixels" else 1.5))
+  draw0 = lambda st, v: -1.2e-3 if (st.kind, v) == ("pixels", 0.25) else 0.0
+  ours_hb = methods.METHODS["ours_heldout"]
+  cell = _StubCell(tmp_path, truth, draw0)
+  value, start, score, scores = cells.tune(cell, ours_hb, starts)
+  assert (value, start) == (0.5, starts[0])
+  assert score == pytest.approx(30.0, abs=1e-3)
+  extra = {(s, v) for s, v, d in cell.fits if d > 0}
+  # Re-scored until the best few by the current scores all are: here the
+  # three best by one draw, then β 1, which moved up among them.
+  ranked = sorted(((st.label, v) for st in starts for v in scores[st]),
+                  key=lambda c: -scores[starts[c[0] == "zeros"]][c[1]])
+  assert set(ranked[:cells.R2R_REFINED]) <= extra
+  assert extra == {("pixels@0.003", 0.25), ("pixels@0.003", 0.5),
+                   ("zeros", 0.5), ("pixels@0.003", 1.0)}
+  assert sorted({d for _, _, d in cell.fits}) == list(range(cells.R2R_DRAWS))
+  drawn = tables.read_rows(tmp_path / tables.DRAWS_FILE)
+  assert len(drawn) == len(extra) * (cells.R2R_DRAWS - 1)
+  # With one draw (the planted misranking) the choice would be β 0.25.
+  single = {float(r["hyper"]): float(r["val_score"])
+            for r in tables.read_rows(tmp_path / "selection.csv")
+            if r["start"] == "pixels@0.003"}
+  assert methods.choose(single) == 0.25
+  again = _StubCell(tmp_path, truth, draw0)
+  assert cells.tune(again, ours_hb, starts)[:3] == (value, start, score)
+  assert again.fits == []
+  # The oracle's PSNR scores are not noisy estimates: nothing re-scored.
+  oracle = _StubCell(tmp_path / "o", truth, draw0)
+  (tmp_path / "o").mkdir()
+  oracle.refines = lambda method: False
+  assert cells.tune(oracle, ours_hb, starts)[:2] == (0.25, starts[0])
+  assert {d for _, _, d in oracle.fits} == {0}

@@ -133,6 +133,18 @@ def test_isotropic_start_needs_the_same_budget_for_everyone(tiny_prior,
   blind = [float(r["val_score"]) for r in sel
            if r["method"] == "ours_heldout"]
   assert blind and all(5 < v < 60 for v in blind)
+  # Its best few were scored again over more draws, its choice among them.
+  from recover.paper import cells, tables
+  drawn = tables.read_rows(tmp_path / tables.DRAWS_FILE)
+  again = {(r["hyper"], r["start"]) for r in drawn}
+  assert {r["method"] for r in drawn} == {"ours_heldout"}
+  assert len(drawn) == len(again) * (cells.R2R_DRAWS - 1)
+  assert len(again) >= cells.R2R_REFINED
+  chosen = {r["hyper"] for r in tables.read_rows(tmp_path / "results.csv")
+            if r["method"] == "ours_heldout"}
+  assert len(chosen) == 1
+  value, start = tables.split_hyper(chosen.pop())
+  assert (tables._fmt(float(value)), start) in again
   assert starts("ablation") == starts("asim") == {"zeros:2"}
   assert all(math.isfinite(float(r["val_score"])) for r in sel)
 

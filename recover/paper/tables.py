@@ -27,6 +27,13 @@ RESULT_KEY = ["experiment", "setting", "method", "image"]
 SELECTION_COLUMNS = ["experiment", "setting", "method", "hyper", "start",
                      "val_images", "val_score"]
 SELECTION_KEY = ["experiment", "setting", "method", "hyper", "start"]
+# Further recorrupted draws of the configurations a blind selection scores
+# again (draw 0 is selection.csv's score): the raw estimated mean squared
+# error, which can be negative.
+DRAWS_FILE = "recorrupted.csv"
+DRAWS_COLUMNS = ["experiment", "setting", "method", "hyper", "start", "draw",
+                 "val_images", "est_error"]
+DRAWS_KEY = ["experiment", "setting", "method", "hyper", "start", "draw"]
 
 
 class ResultTable:
