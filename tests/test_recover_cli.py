@@ -287,11 +287,12 @@ def test_one_bit_cli_end_to_end(tiny_prior, tmp_path):
       protocol.PROTOCOLS["one_bit"].methods)
   assert (tmp_path / "summary.json").is_file()
   assert (tmp_path / "figures" / "one_bit_m50_s1.png").is_file()
-  # Signs are not Gaussian: ours_heldout scores by held-out rows (minus
-  # an RMS prediction error).
+  # Signs are not Gaussian: ours_heldout scores by held-out rows, in dB of
+  # a squared prediction error of signs (at most 4: -6.02 dB).
   blind = [float(r["val_score"]) for r in _selection(tmp_path)
            if r["method"] == "ours_heldout"]
-  assert blind and all(v < 0 for v in blind)
+  assert blind and all(-10 * math.log10(4) - 1e-3 <= v < 100 for v in blind)
+  assert not (tmp_path / tables.DRAWS_FILE).exists()
 
 
 def test_digit_noise_cli_end_to_end(tiny_prior, tmp_path):
@@ -377,11 +378,12 @@ def test_subpixel_cli_end_to_end(tiny_prior, tmp_path):
   assert {r["method"] for r in rows} == set(
       protocol.PROTOCOLS["subpixel"].methods)
   assert all(r["setting"] == "keep=0.75" for r in rows)
-  # Under a mask ours_heldout holds pixels out (minus an RMS error): a
-  # recorrupted error would see only the kept ones.
+  # Under a mask ours_heldout holds pixels out (a recorrupted error would
+  # see only the kept ones), scored in dB, with no recorrupted draws.
   blind = [float(r["val_score"]) for r in _selection(tmp_path)
            if r["method"] == "ours_heldout"]
-  assert blind and all(v < 0 for v in blind)
+  assert blind and all(0 < v < 60 for v in blind)
+  assert not (tmp_path / tables.DRAWS_FILE).exists()
 
 
 def test_demo_reads_its_choices_from_the_results(tmp_path):

@@ -323,8 +323,9 @@ class _Cell:
     or (``select="heldout"``, no truth; ``blind_score_kind``) in
     denoising the PSNR that recorrupted measurements estimate
     (``holdout.recorrupted_error``: -10 log10 of the MAP's estimated mean
-    squared error); otherwise minus the RMS error with which a MAP fitted
-    without them predicts held-out validation measurements."""
+    squared error); otherwise -10 log10 of the mean squared error with
+    which a MAP fitted without them predicts held-out validation
+    measurements.  Every score is in dB, higher better."""
     import jax
     import jax.numpy as jnp
     from mapflow import holdout, metrics
@@ -344,8 +345,9 @@ class _Cell:
     x_hat = self.solve(method, start, value, "val_fit")
     err = holdout.heldout_error(noise, self.y["val"], self.op["val"](x_hat),
                                 self._keep)
-    # Higher is better: minus the held-out RMS prediction error.
-    return -float(jnp.sqrt(jnp.mean(err)))
+    # In dB as the other scores are (so TIE_DB means 0.01 dB here too):
+    # -10 log10 of the held-out mean squared prediction error.
+    return float(-10.0 * jnp.log10(jnp.maximum(jnp.mean(err), 1e-10)))
 
 
   def refines(self, method: Method) -> bool:

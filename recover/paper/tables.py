@@ -1,13 +1,15 @@
 """Result tables: per-image PSNR, every validation score, summaries.
 
-``results.csv`` (one row per method, setting and reported image) and
+``results.csv`` (one row per method, setting and reported image),
 ``selection.csv`` (one row per validation score: method, value, start and
-the validation images it was measured on; ``val_score`` is the mean PSNR
-in dB against the truth, or for a method that chooses from the
-measurements alone minus the RMS error predicting held-out measurements) are ``ResultTable`` files: keyed
-rows, rewritten atomically after every addition, a row with a key already
-present replacing the old one.  A killed and rerun experiment therefore
-loses no finished row and duplicates none.
+the validation images it was measured on; ``val_score`` is in dB: the mean
+PSNR against the truth, or for a method that chooses from the measurements
+alone -10 log10 of an estimated squared error, from recorrupted or
+held-out measurements) and ``recorrupted.csv`` (further draws of the
+recorrupted estimates) are ``ResultTable`` files: keyed rows, rewritten
+atomically after every addition, a row with a key already present
+replacing the old one.  A killed and rerun experiment therefore loses no
+finished row and duplicates none.
 """
 
 from __future__ import annotations
