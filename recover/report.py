@@ -329,7 +329,7 @@ def folder_narrow_offers(folder: Path):
   chooses them again), or chosen with a start it does not offer (a probe's
   wider --inits: a protocol rerun keeps them).  Returns ``[(experiment,
   setting, method, [missing start labels], outside start or None)]``."""
-  from recover.paper.methods import METHODS, START_KINDS, offers
+  from recover.paper.methods import METHODS, offers
   from recover.paper.protocol import PROTOCOLS
   res, sel = folder / "results.csv", folder / "selection.csv"
   if not (res.is_file() and sel.is_file()):
@@ -346,10 +346,8 @@ def folder_narrow_offers(folder: Path):
         method.family != "flow":
       continue
     seen.add(key)
-    # Only digit noise is flow noise under an invertible operator.
-    can = [k for k in START_KINDS
-           if k != "noise_latent" or key[0] == "digits"]
-    labels = [s.label for s in offers(method, protocol.starts, can)]
+    # A protocol offers only starts its tasks allow (noise_latent: digits).
+    labels = [s.label for s in offers(method, protocol.starts)]
     missing = [s for s in labels if s not in tried.get(key, set())]
     start = tables.split_hyper(r["hyper"])[1]
     outside = None if start in labels else start
