@@ -371,7 +371,7 @@ class _StubCell:
     return t + {0: off, 1: -off, 2: 0.3 * off, 3: -0.3 * off}[draw]
 
   def score(self, method, start, value):
-    return -10 * np.log10(self._err(start, value, 0))
+    return -10 * np.log10(max(self._err(start, value, 0), 1e-10))
 
   def recorrupted_error(self, method, start, value, draw):
     return self._err(start, value, draw)
@@ -384,7 +384,10 @@ def test_blind_selection_rescores_its_best_few_over_more_draws(tmp_path):
   starts = (methods.Start("pixels", lr=0.003), methods.Start("zeros"))
   truth = lambda st, v: (1e-3 * (1 + abs(np.log2(v / 0.5)))
                          * (1.0 if st.kind == "pixels" else 1.5))
-  draw0 = lambda st, v: -1.2e-3 if (st.kind, v) == ("pixels", 0.25) else 0.0
+  # β 0.25 misranked; zeros at β 5 gets a negative estimate (clamped).
+  draw0 = lambda st, v: {("pixels", 0.25): -1.2e-3,
+                         ("zeros", 5.0): -2 * truth(st, v)}.get(
+                             (st.kind, v), 0.0)
   ours_hb = methods.METHODS["ours_heldout"]
   cell = _StubCell(tmp_path, truth, draw0)
   value, start, score, scores = cells.tune(cell, ours_hb, starts)
@@ -392,15 +395,22 @@ def test_blind_selection_rescores_its_best_few_over_more_draws(tmp_path):
   assert score == pytest.approx(30.0, abs=1e-3)
   extra = {(s, v) for s, v, d in cell.fits if d > 0}
   # Re-scored until the best few by the current scores all are: here the
-  # three best by one draw, then β 1, which moved up among them.
+  # clamped one and the next two by one draw, then those that moved up.
   ranked = sorted(((st.label, v) for st in starts for v in scores[st]),
                   key=lambda c: -scores[starts[c[0] == "zeros"]][c[1]])
   assert set(ranked[:cells.R2R_REFINED]) <= extra
-  assert extra == {("pixels@0.003", 0.25), ("pixels@0.003", 0.5),
-                   ("zeros", 0.5), ("pixels@0.003", 1.0)}
+  assert extra == {("zeros", 5.0), ("pixels@0.003", 0.25),
+                   ("pixels@0.003", 0.5), ("zeros", 0.5),
+                   ("pixels@0.003", 1.0)}
   assert sorted({d for _, _, d in cell.fits}) == list(range(cells.R2R_DRAWS))
   drawn = tables.read_rows(tmp_path / tables.DRAWS_FILE)
-  assert len(drawn) == len(extra) * (cells.R2R_DRAWS - 1)
+  # A clamped draw 0 is fitted again, its sign kept, so the mean is exact.
+  assert len(drawn) == len(extra) * (cells.R2R_DRAWS - 1) + 1
+  zero = [r for r in drawn if r["draw"] == "0"]
+  assert [(r["hyper"], r["start"]) for r in zero] == [("5", "zeros")]
+  assert float(zero[0]["est_error"]) < 0
+  assert scores[starts[1]][5.0] == pytest.approx(
+      -10 * np.log10(truth(starts[1], 5.0)), abs=1e-3)
   # With one draw (the planted misranking) the choice would be β 0.25.
   single = {float(r["hyper"]): float(r["val_score"])
             for r in tables.read_rows(tmp_path / "selection.csv")
@@ -409,9 +419,50 @@ def test_blind_selection_rescores_its_best_few_over_more_draws(tmp_path):
   again = _StubCell(tmp_path, truth, draw0)
   assert cells.tune(again, ours_hb, starts)[:3] == (value, start, score)
   assert again.fits == []
+  # A recorded choice (here off the grid) is judged on as many draws.
+  was = _StubCell(tmp_path, truth, draw0)
+  got = cells.tune(was, ours_hb, starts, include=(0.7, starts[0]))
+  assert got[:2] == (0.5, starts[0])
+  assert {d for s_, v, d in was.fits if v == 0.7} == set(
+      range(cells.R2R_DRAWS))
   # The oracle's PSNR scores are not noisy estimates: nothing re-scored.
-  oracle = _StubCell(tmp_path / "o", truth, draw0)
+  misranked = lambda st, v: -1.2e-3 if (st.kind, v) == ("pixels", 0.25) else 0
+  oracle = _StubCell(tmp_path / "o", truth, misranked)
   (tmp_path / "o").mkdir()
   oracle.refines = lambda method: False
   assert cells.tune(oracle, ours_hb, starts)[:2] == (0.25, starts[0])
   assert {d for _, _, d in oracle.fits} == {0}
+
+
+def test_recorrupted_draws_come_in_antithetic_pairs():
+  """Draw 1 flips draw 0's z, draw 2 is a fresh one; draw 0 is the split
+  every single-draw score used, and the score is its estimate in dB."""
+  from mapflow import holdout
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(3, 4, 4, 1)).astype(np.float32)
+  noise = mf.noise.radial((4, 4, 1), 0.2)
+  y = x + np.asarray(noise.sample(seed=jax.random.PRNGKey(1),
+                                  sample_shape=(3,)))
+  ctx = type("Ctx", (), {})()
+  ctx.images = cells.Images(x, x, (0, 1, 2), (0, 1, 2))
+  ctx.options = cells.Options(methods=("ours_heldout",), seed=5)
+  task = cells.Task("radial", "0.2", mf.operators.identity(), noise, y, y)
+  cell = cells._Cell(ctx, task, protocol.PROTOCOLS["radial"])
+  # A denoiser that returns its input: x̂ = the fitted measurements.
+  cell.solve = lambda method, start, value, which: cell.y[which]
+  m = methods.METHODS["ours_heldout"]
+  st = methods.Start("zeros")
+  assert cell.refines(m) and not cell.refines(methods.METHODS["ours"])
+  errs = [cell.recorrupted_error(m, st, 1.0, d) for d in (1, 0, 2, 3)]
+  y0, y1, y2, y3 = (np.asarray(cell.y[w]) for w in (
+      "val_r2r", "val_r2r1", "val_r2r2", "val_r2r3"))
+  np.testing.assert_allclose(y1, 2 * y - y0, atol=1e-6)
+  np.testing.assert_allclose(y3, 2 * y - y2, atol=1e-6)
+  assert np.abs(y2 - y0).max() > 1e-3 and np.abs(y2 - y1).max() > 1e-3
+  key = jax.random.fold_in(jax.random.PRNGKey(5), 0x2E2)
+  split = holdout.recorrupt(noise, y, key, cells.R2R_ALPHA)
+  np.testing.assert_allclose(y0, split.y_fit, atol=1e-6)
+  want = float(jnp.mean(holdout.recorrupted_error(split, split.y_fit)))
+  assert errs[1] == pytest.approx(want, rel=1e-6)
+  assert cell.score(m, st, 1.0) == pytest.approx(-10 * np.log10(want),
+                                                 abs=1e-4)
