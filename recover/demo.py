@@ -71,12 +71,14 @@ def validated_choices(results=RESULTS):
   fair-protocol one, else its v1 run)."""
   out = {}
   for task, (folder, experiment, setting) in DEMO_CELLS.items():
+    # A cell still being run (some method missing) is not read yet.
+    need = set(METHODS) - ({"bm3d"} if task == "1-bit CS" else set())
     for where in (folder, f"v1/{folder}"):
       f = Path(results) / where / "results.csv"
       rows = [r for r in tables.read_rows(f)
               if r["experiment"] == experiment and r["setting"] == setting
               ] if f.is_file() else []
-      if {r["method"] for r in rows} >= set(METHODS) - {"bm3d"}:
+      if {r["method"] for r in rows} >= need:
         break
     else:
       raise FileNotFoundError(

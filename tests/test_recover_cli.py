@@ -414,7 +414,8 @@ def test_demo_reads_its_choices_from_the_results(tmp_path):
       d.mkdir()
       rows = [f"{exp},{setting!r},{m},1|zeros,1,20.0".replace("'", '"')
               for m in ("ours", "asim")] + [
-                  f"{exp},\"{setting}\",bora,0.1,1,20.0"]
+                  f"{exp},\"{setting}\",{m},0.1,1,20.0"
+                  for m in ("bora", "bm3d")[:1 + (exp == "digits")]]
       (d / "results.csv").write_text(
           "experiment,setting,method,hyper,image,psnr\n" + "\n".join(rows)
           + "\n")
@@ -424,6 +425,18 @@ def test_demo_reads_its_choices_from_the_results(tmp_path):
                                                    "sinusoidal")
   assert got["sinusoidal"]["bm3d"].value == 0.5
   assert demo.results_prior(tmp_path, "sinusoidal") == "p2"
+  # A main cell still being run (BM3D not yet in) is not read: v1's is.
+  (tmp_path / "v1" / "sinusoidal" / "selection.csv").write_text(
+      "experiment,setting,method,hyper,start,val_images,val_score\n"
+      "sinusoidal,0.4,bm3d,0.05,,1,20.0\n")
+  f = tmp_path / "sinusoidal" / "results.csv"
+  f.write_text("".join(l for l in f.read_text().splitlines(True)
+                       if ",bm3d," not in l))
+  ours = demo.validated_choices(tmp_path)["sinusoidal"]["ours"]
+  assert (ours.value, ours.source) == (7.0, "v1/sinusoidal")
+  # v1 recorded BM3D's σ itself (its grid began at 0.1 x the reference).
+  got = demo.validated_choices(tmp_path)["sinusoidal"]["bm3d"]
+  assert got.value == pytest.approx(1.0)
   assert demo.results_prior(tmp_path, "v1/sinusoidal") == \
       "fashion_mnist_realnvp"
   with pytest.raises(FileNotFoundError, match="--results"):
