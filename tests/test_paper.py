@@ -419,6 +419,18 @@ def test_blind_selection_rescores_its_best_few_over_more_draws(tmp_path):
   again = _StubCell(tmp_path, truth, draw0)
   assert cells.tune(again, ours_hb, starts)[:3] == (value, start, score)
   assert again.fits == []
+  # Killed after some draws were written: a rerun fits only the others.
+  lost = drawn[::2]
+  (tmp_path / tables.DRAWS_FILE).write_text(
+      ",".join(tables.DRAWS_COLUMNS) + "\n" + "".join(
+          ",".join(r[c] for c in tables.DRAWS_COLUMNS) + "\n"
+          for r in drawn[1::2]))
+  resumed = _StubCell(tmp_path, truth, draw0)
+  assert cells.tune(resumed, ours_hb, starts)[:3] == (value, start, score)
+  assert sorted((s_, tables._fmt(v), str(d)) for s_, v, d in resumed.fits
+                ) == sorted((r["start"], r["hyper"], r["draw"]) for r in lost)
+  assert sorted(map(str, tables.read_rows(tmp_path / tables.DRAWS_FILE))
+                ) == sorted(map(str, drawn))
   # A recorded choice (here off the grid) is judged on as many draws.
   was = _StubCell(tmp_path, truth, draw0)
   got = cells.tune(was, ours_hb, starts, include=(0.7, starts[0]))
