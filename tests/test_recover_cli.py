@@ -129,7 +129,7 @@ def test_isotropic_start_needs_the_same_budget_for_everyone(tiny_prior,
   assert starts("ours") == starts("ours_heldout") == {"zeros:2",
                                                       "isotropic:1"}
   # Under Gaussian noise ours_heldout scores by recorrupted measurements:
-  # an estimated PSNR in dB (held-out entries' score is minus an RMS).
+  # an estimated PSNR in dB.
   blind = [float(r["val_score"]) for r in sel
            if r["method"] == "ours_heldout"]
   assert blind and all(5 < v < 60 for v in blind)
