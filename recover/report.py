@@ -361,7 +361,9 @@ def _narrow_lines(narrow):
   if not narrow:
     return ["Every flow cell was chosen among every start its protocol "
             "offers now.\n"]
-  lines = [f"{len(narrow)} cells were chosen before some start was offered "
+  n = len(narrow)
+  lines = [f"{n} {'cell was' if n == 1 else 'cells were'} chosen before "
+           "some start was offered "
            "(a rerun chooses them again, measuring only what is new) or "
            "with a start the protocol does not offer (a probe's; a rerun "
            "keeps them):\n"]
@@ -375,7 +377,8 @@ def _narrow_lines(narrow):
 def _edge_lines(edges):
   if not edges:
     return ["Every chosen value is interior to what was tried.\n"]
-  lines = [f"{len(edges)} cells chose a value at the edge of what was "
+  lines = [f"{len(edges)} cell{'' if len(edges) == 1 else 's'} chose a "
+           "value at the edge of what was "
            "tried (the grid should grow):\n"]
   for exp, setting, method, v, side in edges:
     lines.append(f"- {exp} {setting} {method}: {v:g} ({side} tried)")
