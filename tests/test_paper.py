@@ -478,3 +478,35 @@ def test_recorrupted_draws_come_in_antithetic_pairs():
   assert errs[1] == pytest.approx(want, rel=1e-6)
   assert cell.score(m, st, 1.0) == pytest.approx(-10 * np.log10(want),
                                                  abs=1e-4)
+
+
+def test_the_two_best_starts_grids_grow(tmp_path):
+  """A start whose peak lies between the base grid's values (β 0.2, 20 dB;
+  18.3 dB at β 0.1 on the base grid) wins over the start whose grid alone
+  would have been refined (19.2 dB on the base grid, 19.99 grown), as in
+  RADIAL s = 0.8's ablation; a third start's grid stays as it was."""
+  a, b, c = (methods.Start("zeros"), methods.Start("zeros", steps=200),
+             methods.Start("pixels"))
+  peaks = {a: (0.2, 19.99, 0.8), b: (0.2, 20.04, 1.75), c: (0.2, 21.0, 9.0)}
+
+  def score(start, v):
+    at, top, width = peaks[start]
+    return top - width * abs(np.log2(v / at))
+
+  class Cell(_StubCell):
+    def refines(self, method):
+      return False
+
+    def score(self, method, start, value):
+      self.fits.append((start.label, value, 0))
+      return score(start, value)
+
+  cell = Cell(tmp_path, None, None)
+  abl = methods.METHODS["ablation"]
+  value, start, best, scores = cells.tune(cell, abl, (a, b, c))
+  assert (value, start) == (0.2, b) and best == pytest.approx(20.04)
+  assert methods.GROWN_STARTS == 2
+  # The third start's grid stays the base one (its hidden peak is missed:
+  # two is a budget, not a guarantee).
+  assert set(scores[c]) == set(abl.grid.values)
+  assert {0.2} < set(scores[a]) and {0.2} < set(scores[b])

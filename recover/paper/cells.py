@@ -24,7 +24,8 @@ import numpy as np
 
 from recover.paper import figures as figs
 from recover.paper import tables
-from recover.paper.methods import (BORA, METHODS, TIE_DB, BoraProtocol,
+from recover.paper.methods import (BORA, GROWN_STARTS, METHODS, TIE_DB,
+                                   BoraProtocol,
                                    RANDOM_INIT_STD, RANDOM_RESTARTS, Method,
                                    Start, check_fair, choose, grow, offers)
 from recover.paper.protocol import PROTOCOLS, Protocol, isotropic_like
@@ -438,8 +439,8 @@ def bm3d_reference(task: Task) -> float:
 def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
          include: Optional[Tuple[float, Optional[Start]]] = None):
   """Validation scores of ``method`` over its grid and ``starts`` (None for
-  a method without starts), its grid grown around the best start until
-  the choice is settled.  ``include``: a (value, start) to score as well
+  a method without starts), the grids of the ``GROWN_STARTS`` best starts
+  grown until each one's choice is settled.  ``include``: a (value, start) to score as well
   (a recorded choice).  Returns ``(value, start, score, scores)`` with
   ``scores[start][value]``.
 
@@ -509,12 +510,15 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
   if include is not None and include[1] in scores:
     measure(include[1], [include[0]])
   while True:
-    best = max(starts, key=lambda st: _best_score(scores[st]))
-    more = grow(method.grid, scores[best])
-    if more:
-      measure(best, more)
+    ranked = sorted(starts, key=lambda st: -_best_score(scores[st]))
+    todo = [(st, grow(method.grid, scores[st]))
+            for st in ranked[:GROWN_STARTS]]
+    todo = [(st, more) for st, more in todo if more]
+    if todo:
+      measure(*todo[0])
     elif not (cell.refines(method) and refine_best()):
       break
+  best = max(starts, key=lambda st: _best_score(scores[st]))
   value = choose(scores[best])
   return value, best, scores[best][value], scores
 

@@ -13,7 +13,8 @@ from typing import NamedTuple, Tuple
 import numpy as np
 
 from mapflow import noise as noise_lib
-from recover.paper.methods import (BASE_LR, BASE_STEPS, BORA, METHODS, Start,
+from recover.paper.methods import (BASE_LR, BASE_STEPS, BORA, GROWN_STARTS,
+                                   METHODS, Start,
                                    check_fair, parse_starts)
 
 
@@ -97,7 +98,8 @@ def protocol_table() -> str:
   lines.append(f"A start is `kind[@lr][:steps]`; without them, Adam at lr "
                f"{BASE_LR:g} for {BASE_STEPS} steps.  Every grid grows on the "
                "validation images until the chosen value is interior, with "
-               "neighbours at most 2x apart (√2 for BM3D's σ).")
+               "neighbours at most 2x apart (√2 for BM3D's σ); a flow "
+               f"method's grids grow so for its {GROWN_STARTS} best starts.")
   return "\n".join(lines)
 
 
