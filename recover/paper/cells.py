@@ -329,7 +329,6 @@ class _Cell:
     squared error); otherwise -10 log10 of the mean squared error with
     which a MAP fitted without them predicts held-out validation
     measurements.  Every score is in dB, higher better."""
-    import jax
     import jax.numpy as jnp
     from mapflow import holdout, metrics
     from mapflow import operators as ops
@@ -351,7 +350,6 @@ class _Cell:
     # In dB as the other scores are (so TIE_DB means 0.01 dB here too):
     # -10 log10 of the held-out mean squared prediction error.
     return float(-10.0 * jnp.log10(jnp.maximum(jnp.mean(err), 1e-10)))
-
 
   def refines(self, method: Method) -> bool:
     """Whether ``method``'s scores are recorrupted estimates, whose best
