@@ -15,11 +15,13 @@ from mapflow import io
 from recover.paper import tables
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
 def _command(prior, out):
   return [sys.executable, "-m", "recover.sinusoidal", "--out", str(out),
           "--prior", prior, "--inits", "zeros:2,measurements:2",
           "--num-val", "2", "--num-test", "2", "--scales", "0.1,0.4",
-          "--methods", "ours,asim", "--no-ood", "--no-figures"]
+          "--methods", "ours,ours_heldout,asim", "--no-ood", "--no-figures"]
 
 
 def _start(cmd):
@@ -70,14 +72,20 @@ def test_sigkill_loses_and_duplicates_nothing_and_one_writer_at_a_time(
   proc = _start(_command(tiny_prior, out))
   assert proc.wait(timeout=300) == 0, proc.stderr.read()  # stale lock taken
 
-  for name, key in (("results.csv", tables.RESULT_KEY),
-                    ("selection.csv", tables.SELECTION_KEY)):
+  # ours_heldout's recorrupted draws too: raw error estimates (~1e-3),
+  # compared relatively.
+  for name, key, col, tol in (
+      ("results.csv", tables.RESULT_KEY, "psnr", dict(abs=1e-3)),
+      ("selection.csv", tables.SELECTION_KEY, "val_score", dict(abs=1e-3)),
+      (tables.DRAWS_FILE, tables.DRAWS_KEY, "est_error", dict(rel=1e-3))):
     want, got = _rows(ref, name, key), _rows(out, name, key)
+    assert want, name  # the run wrote some
     assert set(got) == set(want), name
-    col = "psnr" if name == "results.csv" else "val_score"
     for k in want:
       assert float(got[k][col]) == pytest.approx(float(want[k][col]),
-                                                 abs=1e-3), (name, k)
+                                                 **tol), (name, k)
+  assert any(k[2] == "ours_heldout"
+             for k in _rows(out, "selection.csv", tables.SELECTION_KEY))
   leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
   assert leftovers == [], leftovers
 

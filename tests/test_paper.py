@@ -446,6 +446,69 @@ def test_blind_selection_rescores_its_best_few_over_more_draws(tmp_path):
   assert {d for _, _, d in oracle.fits} == {0}
 
 
+def test_blind_selection_killed_anywhere_resumes_on_the_same_path(tmp_path):
+  """A run killed after any number of fits, then rerun, fits exactly the
+  rest, in the same order, and chooses the same: each step is decided by
+  the scores so far, and those are a function of the cached rows.
+
+  Planted as in a tiny SINUSOIDAL run where a finished cell, chosen again,
+  measured more: one draw's scores climb towards small β in steps under
+  ``TIE_DB``, so one path stops growing early (a tie chooses the interior
+  value), and the means peak at the smallest β of that path."""
+  starts = (methods.Start("pixels", lr=0.003), methods.Start("zeros"))
+  edge = 0.1 / 64  # the smallest β the first run measures
+
+  def db(st, v, peak, at, fall):  # a score in dB, by the start and β
+    k = np.log2(v / at)
+    return (peak - fall(k)) - (0.0 if st.kind == "pixels" else 3.0)
+
+  single = lambda st, v: db(st, v, 26.72, edge, lambda k: (
+      0.004 * k * (1 + k) / 2 if k >= 0 else 0.05 * -k))
+  mean = lambda st, v: db(st, v, 26.97, 2 * edge, lambda k: 0.03 * abs(k))
+  truth = lambda st, v: 10.0 ** (-mean(st, v) / 10)
+  draw0 = lambda st, v: 10.0 ** (-single(st, v) / 10) - truth(st, v)
+  m = methods.METHODS["ours_heldout"]
+  full = _StubCell(tmp_path / "full", truth, draw0)
+  (tmp_path / "full").mkdir()
+  want = cells.tune(full, m, starts)
+  sel = tables.read_rows(tmp_path / "full" / "selection.csv")
+  drawn = tables.read_rows(tmp_path / "full" / tables.DRAWS_FILE)
+  assert len(sel) + len(drawn) == len(full.fits) > 20
+
+  def key(fit, seen):
+    # A second fit of (start, β, 0) is a clamped draw 0's refit.
+    label, v, d = fit
+    kind = "draw" if d > 0 or (label, v) in seen else "sel"
+    seen.add((label, v)) if d == 0 else None
+    return kind, label, tables._fmt(v), str(d)
+
+  seen = set()
+  written = [key(f, seen) for f in full.fits]
+  for k in range(len(full.fits) + 1):
+    folder = tmp_path / f"killed{k}"
+    folder.mkdir()
+    for name, cols, kind, rows in (
+        ("selection.csv", tables.SELECTION_COLUMNS, "sel", sel),
+        (tables.DRAWS_FILE, tables.DRAWS_COLUMNS, "draw", drawn)):
+      done = {w[1:] for w in written[:k] if w[0] == kind}
+      kept = [r for r in rows if (r["start"], r["hyper"],
+                                  r.get("draw", "0")) in done]
+      assert len(kept) == len(done)
+      (folder / name).write_text(",".join(cols) + "\n" + "".join(
+          ",".join(r[c] for c in cols) + "\n" for r in kept))
+    resumed = _StubCell(folder, truth, draw0)
+    got = cells.tune(resumed, m, starts)
+    assert got[:3] == want[:3], k
+    assert resumed.fits == full.fits[k:], k
+  assert want[:2] == (2 * edge, starts[0])
+  # Chosen again with its choice as the recorded one (the same offer):
+  # nothing is measured.  Reading the choice first had sent the growth
+  # down to the edge before re-scoring, which re-scored the edge.
+  again = _StubCell(tmp_path / "full", truth, draw0)
+  assert cells.tune(again, m, starts, include=want[:2])[:3] == want[:3]
+  assert again.fits == []
+
+
 def test_recorrupted_draws_come_in_antithetic_pairs():
   """Draw 1 flips draw 0's z, draw 2 is a fresh one; draw 0 is the split
   every single-draw score used, and the score is its estimate in dB."""

@@ -444,7 +444,14 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
 
   Where the scores are recorrupted estimates (``_Cell.refines``), the
   ``R2R_REFINED`` best are scored again as the mean over ``R2R_DRAWS``
-  draws, until the best few by the current scores all are."""
+  draws, until the best few by the current scores all are.
+
+  Every score cached for ``starts`` is read first; then each step measures
+  one value or re-scores one configuration, chosen from the scores so far,
+  and a score is the mean of its draws once all are cached.  The scores
+  are thus a function of the cached rows: a run killed anywhere resumes on
+  the same path as an uninterrupted one, and a finished one, run again
+  with the same offer, measures nothing."""
   ctx, task = cell.ctx, cell.task
   base = dict(experiment=task.experiment, setting=task.setting,
               method=method.name)
@@ -461,6 +468,8 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
       row = ctx.selection.get(**base, hyper=v, start=label(st))
       if row is not None and row["val_images"] == cell.val_images:
         scores[st][v] = float(row["val_score"])
+        if cell.refines(method):
+          read_refined(st, v)
         continue
       # At the table's precision, so a rerun that reads it back ties and
       # chooses exactly as this run does.
@@ -469,19 +478,37 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
       ctx.selection.add([dict(base, hyper=v, start=label(st),
                               val_images=cell.val_images, val_score=s)])
 
-  def draw_error(st, v, d, score=None) -> float:
-    """Draw ``d``'s raw estimate (cached in ``recorrupted.csv``); draw 0's
-    is read back from its dB score unless that was clamped (a negative
-    estimate: fitted again, as the mean needs its sign)."""
-    if d == 0 and score is not None and score < R2R_CLAMP_DB:
+  def cached_error(st, v, d, score):
+    """Draw ``d``'s raw estimate if known without a fit, else None: draw
+    0's is read back from its dB score unless that was clamped (a negative
+    estimate, fitted again, as the mean needs its sign); the others are
+    cached in ``recorrupted.csv``."""
+    if d == 0 and score < R2R_CLAMP_DB:
       return 10.0 ** (-score / 10.0)
-    key = dict(base, hyper=v, start=label(st), draw=d)
-    row = ctx.draws.get(**key)
+    row = ctx.draws.get(**base, hyper=v, start=label(st), draw=d)
     if row is not None and row["val_images"] == cell.val_images:
       return float(row["est_error"])
-    e = float(tables._fmt(cell.recorrupted_error(method, st, v, d)))
-    ctx.draws.add([dict(key, val_images=cell.val_images, est_error=e)])
+    return None
+
+  def draw_error(st, v, d, score) -> float:
+    e = cached_error(st, v, d, score)
+    if e is None:
+      e = float(tables._fmt(cell.recorrupted_error(method, st, v, d)))
+      ctx.draws.add([dict(base, hyper=v, start=label(st), draw=d,
+                          val_images=cell.val_images, est_error=e)])
     return e
+
+  def set_refined(st, v, errs):
+    scores[st][v] = float(tables._fmt(
+        -10.0 * np.log10(max(float(np.mean(errs)), 1e-10))))
+    refined.add((st, v))
+
+  def read_refined(st, v):
+    # A configuration with every draw cached scores as their mean, as it
+    # did in the run that drew them.
+    errs = [cached_error(st, v, d, scores[st][v]) for d in range(R2R_DRAWS)]
+    if all(e is not None for e in errs):
+      set_refined(st, v, errs)
 
   def refine_best() -> bool:
     # The best few, any tie of the best (``choose`` may pick it) and the
@@ -495,14 +522,18 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
     if include is not None and include[1] in scores:
       want.append((include[1], float(tables._fmt(include[0]))))
     todo = [c for c in dict.fromkeys(want) if c not in refined]
-    for st, v in todo:
-      errs = [draw_error(st, v, d, scores[st][v] if d == 0 else None)
-              for d in range(R2R_DRAWS)]
-      scores[st][v] = float(tables._fmt(
-          -10.0 * np.log10(max(float(np.mean(errs)), 1e-10))))
-      refined.add((st, v))
+    for st, v in todo[:1]:  # then rank again
+      set_refined(st, v, [draw_error(st, v, d, scores[st][v])
+                          for d in range(R2R_DRAWS)])
     return bool(todo)
 
+  by_label = {label(st): st for st in starts}
+  for row in ctx.selection.rows:
+    st = by_label.get(row["start"], False)
+    if (st is not False and row["experiment"] == task.experiment
+        and row["setting"] == task.setting and row["method"] == method.name
+        and row["val_images"] == cell.val_images):
+      measure(st, [float(row["hyper"])])
   for st in starts:
     measure(st, method.grid.values)
   if include is not None and include[1] in scores:
@@ -513,7 +544,8 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
             for st in ranked[:GROWN_STARTS]]
     todo = [(st, more) for st, more in todo if more]
     if todo:
-      measure(*todo[0])
+      st, more = todo[0]
+      measure(st, more[:1])  # then grow again from the new scores
     elif not (cell.refines(method) and refine_best()):
       break
   best = max(starts, key=lambda st: _best_score(scores[st]))
