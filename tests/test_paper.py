@@ -396,12 +396,14 @@ def test_blind_selection_rescores_its_best_few_over_more_draws(tmp_path):
   extra = {(s, v) for s, v, d in cell.fits if d > 0}
   # Re-scored until the best few by the current scores all are: here the
   # clamped one and the next two by one draw, then those that moved up.
+  # Exact ties (β 0.25 and 1 by the mean and by one draw) rank by start,
+  # then β.
   ranked = sorted(((st.label, v) for st in starts for v in scores[st]),
-                  key=lambda c: -scores[starts[c[0] == "zeros"]][c[1]])
+                  key=lambda c: (-scores[starts[c[0] == "zeros"]][c[1]],
+                                 c[0] == "zeros", c[1]))
   assert set(ranked[:cells.R2R_REFINED]) <= extra
   assert extra == {("zeros", 5.0), ("pixels@0.003", 0.25),
-                   ("pixels@0.003", 0.5), ("zeros", 0.5),
-                   ("pixels@0.003", 1.0)}
+                   ("pixels@0.003", 0.5), ("zeros", 0.5)}
   assert sorted({d for _, _, d in cell.fits}) == list(range(cells.R2R_DRAWS))
   drawn = tables.read_rows(tmp_path / tables.DRAWS_FILE)
   # A clamped draw 0 is fitted again, its sign kept, so the mean is exact.
@@ -466,7 +468,9 @@ def test_blind_selection_killed_anywhere_resumes_on_the_same_path(tmp_path):
       0.004 * k * (1 + k) / 2 if k >= 0 else 0.05 * -k))
   mean = lambda st, v: db(st, v, 26.97, 2 * edge, lambda k: 0.03 * abs(k))
   truth = lambda st, v: 10.0 ** (-mean(st, v) / 10)
-  draw0 = lambda st, v: 10.0 ** (-single(st, v) / 10) - truth(st, v)
+  # zeros at β 5: a negative first estimate, clamped and fitted again.
+  draw0 = lambda st, v: (-2 * truth(st, v) if (st.kind, v) == ("zeros", 5.0)
+                         else 10.0 ** (-single(st, v) / 10) - truth(st, v))
   m = methods.METHODS["ours_heldout"]
   full = _StubCell(tmp_path / "full", truth, draw0)
   (tmp_path / "full").mkdir()
@@ -501,12 +505,28 @@ def test_blind_selection_killed_anywhere_resumes_on_the_same_path(tmp_path):
     assert got[:3] == want[:3], k
     assert resumed.fits == full.fits[k:], k
   assert want[:2] == (2 * edge, starts[0])
+  assert [(r["start"], r["hyper"]) for r in drawn if r["draw"] == "0"] == [
+      ("zeros", "5")]
   # Chosen again with its choice as the recorded one (the same offer):
   # nothing is measured.  Reading the choice first had sent the growth
   # down to the edge before re-scoring, which re-scored the edge.
   again = _StubCell(tmp_path / "full", truth, draw0)
   assert cells.tune(again, m, starts, include=want[:2])[:3] == want[:3]
   assert again.fits == []
+  # A score measured on other images is measured again; its draws, cached
+  # for these images, count at once, as they would have on resume.
+  stale = tmp_path / "stale"
+  stale.mkdir()
+  (stale / tables.DRAWS_FILE).write_text(
+      (tmp_path / "full" / tables.DRAWS_FILE).read_text())
+  text = (tmp_path / "full" / "selection.csv").read_text()
+  row = f",{tables._fmt(2 * edge)},pixels@0.003,1 2,"
+  assert text.count(row) == 1
+  (stale / "selection.csv").write_text(
+      text.replace(row, row.replace("1 2", "1 2 3")))
+  redo = _StubCell(stale, truth, draw0)
+  assert cells.tune(redo, m, starts, include=want[:2])[:3] == want[:3]
+  assert redo.fits == [("pixels@0.003", 2 * edge, 0)]
 
 
 def test_recorrupted_draws_come_in_antithetic_pairs():

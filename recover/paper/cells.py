@@ -477,6 +477,8 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
       scores[st][v] = s
       ctx.selection.add([dict(base, hyper=v, start=label(st),
                               val_images=cell.val_images, val_score=s)])
+      if cell.refines(method):  # its draws may be cached all the same
+        read_refined(st, v)
 
   def cached_error(st, v, d, score):
     """Draw ``d``'s raw estimate if known without a fit, else None: draw
@@ -513,14 +515,19 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
   def refine_best() -> bool:
     # The best few, any tie of the best (``choose`` may pick it) and the
     # recorded choice (judged on the same draws as what may replace it).
+    # Exact ties in the order of the starts, then β: not in the order the
+    # scores were read, which a rerun may not share.
     ranked = sorted(((st, v) for st in starts for v in scores[st]
                      if np.isfinite(scores[st][v])),
-                    key=lambda c: -scores[c[0]][c[1]])
+                    key=lambda c: (-scores[c[0]][c[1]], starts.index(c[0]),
+                                   c[1]))
     top = scores[ranked[0][0]][ranked[0][1]] if ranked else -np.inf
     want = ranked[:R2R_REFINED] + [
         c for c in ranked if scores[c[0]][c[1]] >= top - TIE_DB]
     if include is not None and include[1] in scores:
-      want.append((include[1], float(tables._fmt(include[0]))))
+      old = (include[1], float(tables._fmt(include[0])))
+      if np.isfinite(scores[old[0]].get(old[1], np.nan)):
+        want.append(old)
     todo = [c for c in dict.fromkeys(want) if c not in refined]
     for st, v in todo[:1]:  # then rank again
       set_refined(st, v, [draw_error(st, v, d, scores[st][v])
@@ -620,14 +627,8 @@ def _rechosen(ctx: Context, task: Task, cell: _Cell, method: Method,
   hyper = (tables.hyper_label(value, start.label) if start is not None
            else tables._fmt(value))
   if was is not None and was != hyper:
+    # ``tune`` read every cached score, the old choice's among them.
     old_score = scores[old[1]].get(float(tables._fmt(old[0])))
-    if old_score is None:
-      # The old choice's score is cached, grown value or not.
-      row = ctx.selection.get(experiment=task.experiment,
-                              setting=task.setting, method=method.name,
-                              hyper=old[0], start=tables.split_hyper(was)[1])
-      if row is not None and row["val_images"] == cell.val_images:
-        old_score = float(row["val_score"])
     if old_score is not None and old_score >= val_score - TIE_DB:
       hyper = was
   return None if hyper == was else (value, start, val_score, scores, hyper)
