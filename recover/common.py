@@ -122,8 +122,8 @@ def make_context(args, experiment: str):
   except ValueError as e:
     raise SystemExit(f"--{e}") from None
   prior, params = load_prior(args.prior)
-  decode, decode_params = (mf.pretrained.load(args.vae) if "bora" in chosen
-                           else (None, None))
+  decode, decode_params = (load_prior(args.vae, "--vae", "vae")
+                           if "bora" in chosen else (None, None))
   x_val, x_test, val_ids, test_ids = protocol_images(args)
   x_ood, ood_ids = None, ()
   if getattr(args, "ood", False):
@@ -169,13 +169,42 @@ def run_info(args, prior) -> dict:
   return info
 
 
-def load_prior(name_or_path):
+def cli_error(flag: str, error: Exception) -> SystemExit:
+  """``error`` (a library's "arg: got ..., expected ...") as the command
+  line's own error for ``flag``, without a traceback."""
+  msg = str(error)
+  head, sep, rest = msg.partition(": ")
+  if sep and head.isidentifier():
+    msg = rest
+  return SystemExit(f"{flag}: {msg}")
+
+
+def load_prior(name_or_path, flag: str = "--prior", kind: str = "flow"):
+  """A shipped model by name, or a checkpoint directory: ``(prior,
+  params)`` for a flow (``kind`` "flow"), ``(decode, params)`` for a VAE
+  ("vae").  A bad one ends the command with an error naming ``flag``."""
   import mapflow as mf
   from pathlib import Path
-  if Path(name_or_path).is_dir():
-    params, cfg = mf.checkpoint.load(name_or_path)
-    return mf.flows.from_config(cfg), params
-  return mf.pretrained.load(name_or_path)
+  try:
+    if Path(name_or_path).is_dir():
+      params, cfg = mf.checkpoint.load(name_or_path)
+      is_vae = isinstance(cfg, mf.vae.VAEConfig)
+      model = mf.vae.decoder(cfg) if is_vae else mf.flows.from_config(cfg)
+    elif name_or_path in mf.pretrained.available():
+      model, params = mf.pretrained.load(name_or_path)
+      is_vae = not hasattr(model, "inverse")
+    else:
+      raise SystemExit(
+          f"{flag}: got {name_or_path!r}, expected a shipped model (one of "
+          f"{', '.join(mf.pretrained.available())}) or a checkpoint "
+          "directory")
+  except (ValueError, OSError) as e:
+    raise cli_error(flag, e) from None
+  if is_vae != (kind == "vae"):
+    raise SystemExit(f"{flag}: got {name_or_path!r}, a "
+                     f"{'VAE' if is_vae else 'flow'}; expected a "
+                     f"{'VAE' if kind == 'vae' else 'flow'}")
+  return model, params
 
 
 def protocol_images(args):
@@ -183,7 +212,10 @@ def protocol_images(args):
   Fashion-MNIST test split."""
   from mapflow import data
   from recover.paper.protocol import protocol_indices
-  x = data.load("fashion_mnist", "test", args.data_dir)
+  try:
+    x = data.load("fashion_mnist", "test", args.data_dir)
+  except data.DatasetNotFoundError as e:
+    raise cli_error("--data-dir", e) from None
   val, test = protocol_indices(len(x))
   if args.num_val > len(val) or args.num_test > len(test):
     raise SystemExit(f"--num-val/--num-test: got {args.num_val}/"

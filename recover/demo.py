@@ -186,8 +186,8 @@ def main(argv=None):
   choices = validated_choices(args.results)
   prior, params = load_prior(args.prior or results_prior(
       args.results, choices["sinusoidal"]["ours"].source))
-  noise_prior, noise_params = load_prior(args.noise_prior)
-  decode, decode_params = mf.pretrained.load(args.vae)
+  noise_prior, noise_params = load_prior(args.noise_prior, "--noise-prior")
+  decode, decode_params = load_prior(args.vae, "--vae", "vae")
   have_bm3d = True
   try:
     import bm3d  # noqa: F401

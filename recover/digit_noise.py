@@ -27,7 +27,8 @@ def main(argv=None):
   common.add_method_args(p, protocol.PROTOCOLS["digits"].methods)
   args = p.parse_args(argv)
   out = Path(args.out)
-  noise_prior, noise_params = common.load_prior(args.noise_prior)
+  noise_prior, noise_params = common.load_prior(args.noise_prior,
+                                                 "--noise-prior")
   with common.make_context(args, "digits") as ctx:
     n_val, n_test = len(ctx.images.x_val), len(ctx.images.x_test)
     digits = data.load("digits", "test").astype(np.float32) / 255.0

@@ -3,7 +3,7 @@
 python -m recover.report [--results results] [--out results/REPORT.md]
 
 Reads ``results/<experiment>/results.csv`` and ``selection.csv`` (whatever
-exists) and writes a Markdown report plus ``headline.json``:
+exists) and writes a Markdown report plus ``headline.json`` beside it:
 
 * the paper's four claims, each with a paired bootstrap 95% interval over
   the reported images (``mapflow.metrics.paired_bootstrap``: resample the
@@ -423,7 +423,8 @@ def main(argv=None):
                               description=__doc__.splitlines()[0])
   p.add_argument("--results", default="results")
   p.add_argument("--out", default=None,
-                 help="Markdown file (default RESULTS/REPORT.md)")
+                 help="Markdown file (default RESULTS/REPORT.md); "
+                      "headline.json is written beside it")
   args = p.parse_args(argv)
   root = Path(args.results)
   main_cells, main_hypers, edges, narrow = {}, {}, [], []
@@ -487,7 +488,8 @@ def main(argv=None):
                              command)]
   out = Path(args.out) if args.out else root / "REPORT.md"
   write_text_atomic(out, "\n".join(text) + "\n")
-  write_json_atomic(root / "headline.json",
+  # Beside the report: a trial report elsewhere leaves the results alone.
+  write_json_atomic(out.parent / "headline.json",
                     {"claims": cl, "edge_cells": len(edges),
                      "narrow_offer_cells": len(narrow),
                      "heldout": [{"experiment": e, "setting": st,

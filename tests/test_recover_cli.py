@@ -582,3 +582,28 @@ def test_random_start_draws_restarts_at_the_given_std(tiny_prior, tmp_path):
     assert gap(near, method) < 0.05, (method, gap(near, method))
     assert gap(far, method) > 10 * gap(near, method) + 0.05, (
         method, gap(far, method), gap(near, method))
+
+
+def test_a_bad_model_or_data_folder_ends_the_command_naming_its_flag(
+    tiny_prior, tmp_path):
+  """No traceback: the error names the flag, what it got and what it
+  expected, before anything is written."""
+  from recover.denoising import main
+  base = ["--out", str(tmp_path / "out"), "--scales", "0.5"] + QUICK
+  cases = [
+      (["--prior", "no_such_model"], r"--prior: got 'no_such_model', "
+       r"expected a shipped model \(one of .*fashion_mnist_realnvp_10k.*\) "
+       r"or a checkpoint directory"),
+      (["--prior", "fashion_mnist_vae"],
+       r"--prior: got 'fashion_mnist_vae', a VAE; expected a flow"),
+      (["--prior", tiny_prior, "--vae", "fashion_mnist_realnvp"],
+       r"--vae: got 'fashion_mnist_realnvp', a flow; expected a VAE"),
+      (["--prior", str(tmp_path)], r"--prior: .* is not a mapflow "
+       r"checkpoint"),
+      (["--prior", tiny_prior, "--data-dir", str(tmp_path / "nowhere")],
+       r"--data-dir: got .*nowhere'?, which is not a directory"),
+  ]
+  for extra, match in cases:
+    with pytest.raises(SystemExit, match=match):
+      main("sinusoidal", base + extra)
+  assert not (tmp_path / "out" / "results.csv").exists()

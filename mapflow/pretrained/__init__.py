@@ -41,17 +41,12 @@ def available() -> list:
 
 def path(name: str) -> Path:
   if not isinstance(name, str) or name not in available():
-    raise ValueError(f"name: got {name!r}, expected one of {available()} "
-                     f"(known: {sorted(DESCRIPTIONS)}; a known name missing "
-                     "here has not been trained and committed yet; a "
-                     "checkpoint of your own loads with "
-                     "mapflow.checkpoint.load)")
-  p = MODELS_DIR / name
-  if not (p / "meta.json").is_file():
-    raise ValueError(f"name: got {name!r}, expected one of {available()} "
-                     f"(known: {sorted(DESCRIPTIONS)}; a known name missing "
-                     "here has not been trained and committed yet)")
-  return p
+    why = (" (a model this library knows, not trained and committed in "
+           "this installation)" if name in DESCRIPTIONS else "")
+    raise ValueError(f"name: got {name!r}{why}, expected one of "
+                     f"{available()}; a checkpoint of your own loads with "
+                     "mapflow.checkpoint.load")
+  return MODELS_DIR / name
 
 
 def info(name: str) -> dict:
