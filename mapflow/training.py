@@ -210,6 +210,35 @@ def _record_eval(path: Path, rec: dict):
                                          for r in keep + [rec]))
 
 
+def check_run(tc: TrainConfig, steps, time_budget=None) -> None:
+  """Raises ValueError naming the first bad field of ``tc`` (and its
+  ``log``), ``steps`` or ``time_budget``, with what it got and expected."""
+  def need(name, value, ok, expected):
+    if isinstance(value, bool) or not ok(value):
+      raise ValueError(f"{name}: got {value!r}, expected {expected}")
+
+  is_int = lambda v: isinstance(v, (int, np.integer))
+  is_num = lambda v: isinstance(v, (int, float, np.number)) and np.isfinite(v)
+  need("steps", steps, lambda v: is_int(v) and v >= 1, "an int >= 1")
+  need("time_budget", time_budget,
+       lambda v: v is None or (is_num(v) and v > 0),
+       "None or a positive number of seconds")
+  for name in ("batch_size", "halve_every"):
+    need(name, getattr(tc, name), lambda v: is_int(v) and v >= 1,
+         "an int >= 1")
+  for name in ("learning_rate", "max_grad_norm"):
+    need(name, getattr(tc, name), lambda v: is_num(v) and v > 0,
+         "a positive number")
+  need("wn_l2", tc.wn_l2, lambda v: is_num(v) and v >= 0,
+       "a number >= 0")
+  need("seed", tc.seed, is_int, "an int")
+  for f in dataclasses.fields(tc.log):
+    low = 1 if f.name in ("eval_batch", "checkpoint_every",
+                          "log_every") else 0
+    need(f.name, getattr(tc.log, f.name),
+         lambda v, low=low: is_int(v) and v >= low, f"an int >= {low}")
+
+
 def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
           steps: int, time_budget: Optional[float] = None,
           progress: bool = True, on_eval: Optional[Callable] = None,
@@ -233,6 +262,7 @@ def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
   Returns:
     The final ``TrainState``.
   """
+  check_run(tc, steps, time_budget)
   workdir = Path(workdir)
   # One writer per workdir; what killed writers left behind goes first.
   with io_lib.FolderLock(workdir, what="workdir"):
@@ -406,6 +436,9 @@ def train_vae(cfg, x_train, x_test, workdir, steps: int,
   Images are scaled to [0, 1] (x / 255) and scored with the Bernoulli
   likelihood, as in Bora et al.  One process per workdir (a lock).
   """
+  check_run(TrainConfig(batch_size=batch_size, learning_rate=learning_rate,
+                        seed=seed, log=LogSchedule(
+                            checkpoint_every=checkpoint_every)), steps)
   workdir = Path(workdir)
   with io_lib.FolderLock(workdir, what="workdir"):
     for name in ("state", "params"):

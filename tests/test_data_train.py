@@ -220,6 +220,53 @@ def test_unknown_pretrained_name_is_named():
     mf.pretrained.load("imagenet_glow")
 
 
+def test_a_bad_training_setting_is_refused_before_any_work(tmp_path):
+  """Each bad field is named with what it got and what it expected, by
+  the library before the workdir is touched, and by the command lines as
+  their flag, without a traceback."""
+  import dataclasses
+  x = np.zeros((4, 8, 8, 1), np.uint8)
+  log = lambda **kw: dataclasses.replace(TC, log=dataclasses.replace(
+      TC.log, **kw))
+  cases = [
+      (TC, 0, None, r"steps: got 0, expected an int >= 1"),
+      (TC, 2.5, None, r"steps: got 2.5, expected an int >= 1"),
+      (TC, 5, -1.0, r"time_budget: got -1.0"),
+      (dataclasses.replace(TC, batch_size=0), 5, None,
+       r"batch_size: got 0, expected an int >= 1"),
+      (dataclasses.replace(TC, learning_rate=float("nan")), 5, None,
+       r"learning_rate: got nan, expected a positive number"),
+      (dataclasses.replace(TC, wn_l2=-1e-3), 5, None, r"wn_l2: got -0.001"),
+      (log(checkpoint_every=0), 5, None,
+       r"checkpoint_every: got 0, expected an int >= 1"),
+      (log(eval_every=-1), 5, None, r"eval_every: got -1, expected an int"),
+  ]
+  for tc, steps, budget, match in cases:
+    with pytest.raises(ValueError, match=match):
+      training.train(TINY, tc, x, x, tmp_path / "w", steps, budget,
+                     progress=False)
+  with pytest.raises(ValueError, match=r"batch_size: got 0"):
+    training.train_vae(mf.vae.VAEConfig(image_shape=(8, 8, 1)), x, x,
+                       tmp_path / "v", 5, batch_size=0, progress=False)
+  assert not (tmp_path / "w").exists() and not (tmp_path / "v").exists()
+
+  from train import flow, vae
+  work = ["--workdir", str(tmp_path / "cli")]
+  for main, args, match in [
+      (flow.main, ["--steps", "-5"], r"--steps: got -5, expected an int"),
+      (flow.main, ["--batch-size", "0"], r"--batch-size: got 0"),
+      (flow.main, ["--checkpoint-every", "0"], r"--checkpoint-every: got 0"),
+      (flow.main, ["--data", "nope"], r"--data: got 'nope', expected one of"),
+      (flow.main, ["--data-dir", str(tmp_path / "nowhere")],
+       r"--data-dir: got .*nowhere'?, which is not a directory"),
+      (vae.main, ["--learning-rate", "0"], r"--learning-rate: got 0.0"),
+      (vae.main, ["--data", "folder:" + str(tmp_path / "none")],
+       r"--data: folder: .* is not a folder")]:
+    with pytest.raises(SystemExit, match=match):
+      main(work + args)
+  assert not (tmp_path / "cli").exists()
+
+
 def test_sigint_stops_between_steps_and_checkpoints(tmp_path):
   import os
   import signal

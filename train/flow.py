@@ -44,6 +44,28 @@ def parse_args(argv=None):
   return p.parse_args(argv)
 
 
+def flag_error(error: Exception) -> SystemExit:
+  """A library's "field: got ..." as the flag's error, without a
+  traceback."""
+  name, _, rest = str(error).partition(": ")
+  return SystemExit(f"--{name.replace('_', '-')}: {rest}")
+
+
+def load_data(name, data_dir):
+  """The train and test splits; a dataset unknown or missing here ends
+  the command naming --data or --data-dir."""
+  try:
+    return (data.load(name, "train", data_dir),
+            data.load(name, "test", data_dir))
+  except (data.DatasetNotFoundError, ValueError) as e:
+    msg = str(e)
+    if msg.startswith("data_dir: "):
+      raise SystemExit(f"--data-dir: {msg[len('data_dir: '):]}") from None
+    if msg.startswith("name: "):
+      msg = msg[len("name: "):]
+    raise SystemExit(f"--data: {msg}") from None
+
+
 def main(argv=None):
   args = parse_args(argv)
   flow_cfg, data_name, tc = training.train_preset(args.preset)
@@ -56,8 +78,11 @@ def main(argv=None):
   tc = dataclasses.replace(
       tc, log=dataclasses.replace(tc.log, **given(training.LogSchedule)),
       **given(training.TrainConfig))
-  x_train = data.load(data_name, "train", args.data_dir)
-  x_test = data.load(data_name, "test", args.data_dir)
+  try:
+    training.check_run(tc, args.steps, args.time_budget)
+  except ValueError as e:
+    raise flag_error(e) from None
+  x_train, x_test = load_data(data_name, args.data_dir)
   if args.train_limit:
     x_train = x_train[:args.train_limit]
   print(f"training {type(flow_cfg).__name__} on {data_name}: "

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from mapflow import data, training, vae
+from mapflow import training, vae
+from train.flow import flag_error, load_data
 
 
 def main(argv=None):
@@ -23,8 +24,13 @@ def main(argv=None):
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--no-progress", action="store_true")
   args = p.parse_args(argv)
-  x_train = data.load(args.data, "train", args.data_dir)
-  x_test = data.load(args.data, "test", args.data_dir)
+  try:
+    training.check_run(training.TrainConfig(
+        batch_size=args.batch_size, learning_rate=args.learning_rate,
+        seed=args.seed), args.steps)
+  except ValueError as e:
+    raise flag_error(e) from None
+  x_train, x_test = load_data(args.data, args.data_dir)
   cfg = vae.VAEConfig(image_shape=tuple(x_train.shape[1:]))
   _, test_elbo = training.train_vae(cfg, x_train, x_test, args.workdir, args.steps,
                                args.batch_size, args.learning_rate, args.seed,
