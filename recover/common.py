@@ -67,6 +67,32 @@ def _positive(kind):
   return parse
 
 
+def _at_least_zero(kind):
+  def parse(text):
+    try:
+      v = kind(text)
+    except ValueError:
+      v = None
+    if v is None or not v >= 0:
+      raise argparse.ArgumentTypeError(
+          f"got {text!r}, expected an {kind.__name__} >= 0" if kind is int
+          else f"got {text!r}, expected a {kind.__name__} >= 0")
+    return v
+  return parse
+
+
+def _share(text):
+  """A number strictly between 0 and 1 (a rate or a share)."""
+  try:
+    v = float(text)
+  except ValueError:
+    v = None
+  if v is None or not 0 < v < 1:
+    raise argparse.ArgumentTypeError(
+        f"got {text!r}, expected a number in (0, 1)")
+  return v
+
+
 def parse_floats(name: str, text: str, integer: bool = False):
   """A comma-separated list of positive numbers (``--scales``, ``--ms``);
   exits with a message naming the option otherwise."""

@@ -129,22 +129,23 @@ def _tasks(x, digits, key, m, scale, sin_scale):
 
 
 def main(argv=None):
+  from recover.common import _positive
   p = argparse.ArgumentParser(prog="python -m recover.demo",
                               description=__doc__.splitlines()[0])
   p.add_argument("--out", default="out/demo")
-  p.add_argument("--steps", type=int, default=None,
+  p.add_argument("--steps", type=_positive(int), default=None,
                  help="flow methods' steps (default: each chosen start's)")
-  p.add_argument("--bora-steps", type=int, default=BORA.steps,
+  p.add_argument("--bora-steps", type=_positive(int), default=BORA.steps,
                  help=f"Bora et al.'s steps (default {BORA.steps}, its "
                  "protocol)")
   p.add_argument("--results", default=str(RESULTS),
                  help="where the validated choices are read from")
-  p.add_argument("--m", type=int, default=800, help="1-bit measurements")
-  p.add_argument("--scale", type=float, default=1.0,
+  p.add_argument("--m", type=_positive(int), default=800, help="1-bit measurements")
+  p.add_argument("--scale", type=_positive(float), default=1.0,
                  help="noise scale s of 1-bit CS")
-  p.add_argument("--sin-scale", type=float, default=0.4,
+  p.add_argument("--sin-scale", type=_positive(float), default=0.4,
                  help="noise scale s of SINUSOIDAL")
-  p.add_argument("--images", type=int, default=4,
+  p.add_argument("--images", type=_positive(int), default=4,
                  help="how many (<= 8; the figure shows at most 4, and each "
                  "image adds about 10 s on a 2-core CPU)")
   p.add_argument("--prior", default=None,
@@ -156,7 +157,7 @@ def main(argv=None):
                  help="compile at XLA's default optimisation level (the "
                  "demo's time is mostly compilation, so it runs at the "
                  "cheapest level unless asked)")
-  p.add_argument("--threads", type=int, default=3,
+  p.add_argument("--threads", type=_positive(int), default=3,
                  help="tasks run side by side (1: one after another)")
   p.add_argument("--cache", default=None,
                  help="folder for JAX's persistent compilation cache, so a "
@@ -164,8 +165,8 @@ def main(argv=None):
                  "~/.cache/mapflow/jax; 'none' to leave JAX's own setting, off unless "
                  "JAX_COMPILATION_CACHE_DIR is set)")
   args = p.parse_args(argv)
-  if args.threads < 1:
-    p.error(f"--threads: got {args.threads}, expected 1 or more")
+  if args.images > 8:
+    p.error(f"--images: got {args.images}, expected at most 8")
   cache = args.cache or os.environ.get(
       "MAPFLOW_CACHE", str(Path.home() / ".cache" / "mapflow" / "jax"))
   if cache.lower() != "none":
@@ -180,7 +181,7 @@ def main(argv=None):
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   imgs = mf.data.demo_images()
-  n = max(1, min(args.images, 8))
+  n = args.images
   x = jnp.asarray(imgs["fashion_mnist"][:n], jnp.float32) / 255.0
   digits = jnp.asarray(imgs["digits"][:n], jnp.float32) / 255.0
   choices = validated_choices(args.results)

@@ -58,7 +58,7 @@ def _measurements(path):
 
 
 def parse_args(argv=None):
-  from recover.common import DEFAULT_PRIOR
+  from recover.common import DEFAULT_PRIOR, _at_least_zero, _positive
   p = argparse.ArgumentParser(prog="python -m recover.learned_noise",
                               description=__doc__.splitlines()[0])
   p.add_argument("--noise", required=True,
@@ -75,14 +75,14 @@ def parse_args(argv=None):
   p.add_argument("--noise-preset", default="realnvp_fmnist_cpu",
                  help="the noise flow's architecture (a flow preset; its "
                  "image shape becomes the noise's)")
-  p.add_argument("--noise-steps", type=int, default=2000,
+  p.add_argument("--noise-steps", type=_positive(int), default=2000,
                  help="training steps of the noise flow")
-  p.add_argument("--noise-batch", type=int, default=64)
-  p.add_argument("--beta", type=float, default=1.0,
+  p.add_argument("--noise-batch", type=_positive(int), default=64)
+  p.add_argument("--beta", type=_at_least_zero(float), default=1.0,
                  help="β, the prior's weight (1: the posterior's mode)")
-  p.add_argument("--steps", type=int, default=300, help="Adam steps")
+  p.add_argument("--steps", type=_positive(int), default=300, help="Adam steps")
   from mapflow.solve import DEFAULT_LEARNING_RATE
-  p.add_argument("--lr", type=float, default=DEFAULT_LEARNING_RATE,
+  p.add_argument("--lr", type=_positive(float), default=DEFAULT_LEARNING_RATE,
                  help=f"Adam learning rate (default {DEFAULT_LEARNING_RATE:g})")
   p.add_argument("--start", default="noise_latent",
                  choices=("noise_latent", "measurements", "zeros"),

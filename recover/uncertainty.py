@@ -35,27 +35,28 @@ TASKS = ("sinusoidal", "cs")
 
 
 def parse_args(argv=None):
-  from recover.common import DEFAULT_PRIOR
+  from recover.common import DEFAULT_PRIOR, _at_least_zero, _positive, _share
   p = argparse.ArgumentParser(prog="python -m recover.uncertainty",
                               description=__doc__.splitlines()[0])
   p.add_argument("--out", required=True)
   p.add_argument("--prior", default=DEFAULT_PRIOR)
   p.add_argument("--tasks", default=",".join(TASKS),
                  help=f"comma-separated subset of {','.join(TASKS)}")
-  p.add_argument("--scale", type=float, default=0.2,
+  p.add_argument("--scale", type=_positive(float), default=0.2,
                  help="SINUSOIDAL's noise scale s")
-  p.add_argument("--m", type=int, default=400, help="CS measurements")
-  p.add_argument("--sigma", type=float, default=0.05,
+  p.add_argument("--m", type=_positive(int), default=400,
+                 help="CS measurements")
+  p.add_argument("--sigma", type=_positive(float), default=0.05,
                  help="CS's iid Gaussian noise std")
-  p.add_argument("--num-test", type=int, default=64)
-  p.add_argument("--samples", type=int, default=400,
+  p.add_argument("--num-test", type=_positive(int), default=64)
+  p.add_argument("--samples", type=_positive(int), default=400,
                  help="posterior samples per image (pooled over chains)")
-  p.add_argument("--chains", type=int, default=4)
-  p.add_argument("--warmup", type=int, default=400)
-  p.add_argument("--leapfrog", type=int, default=1,
+  p.add_argument("--chains", type=_positive(int), default=4)
+  p.add_argument("--warmup", type=_at_least_zero(int), default=400)
+  p.add_argument("--leapfrog", type=_positive(int), default=1,
                  help="leapfrog steps per draw: 1 is MALA, more is HMC "
                  "(that many gradients a draw)")
-  p.add_argument("--target-accept", type=float, default=None,
+  p.add_argument("--target-accept", type=_share, default=None,
                  help="acceptance rate ε adapts toward (default 0.574 for "
                  "MALA, 0.7 for HMC)")
   p.add_argument("--level", type=float, default=0.9,
@@ -65,7 +66,7 @@ def parse_args(argv=None):
                  "instead of giving the true one")
   p.add_argument("--betas", default="0.001,0.003,0.01,0.03,0.1,0.3,1",
                  help="β grid (at s = 1) of --unknown-scale's held-out choice")
-  p.add_argument("--holdout-steps", type=int, default=100)
+  p.add_argument("--holdout-steps", type=_positive(int), default=100)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--data-dir")
   return p.parse_args(argv)

@@ -607,3 +607,32 @@ def test_a_bad_model_or_data_folder_ends_the_command_naming_its_flag(
     with pytest.raises(SystemExit, match=match):
       main("sinusoidal", base + extra)
   assert not (tmp_path / "out" / "results.csv").exists()
+
+
+@pytest.mark.parametrize("module,args,match", [
+    ("demo", ["--images", "0"], "--images: got '0', expected a positive int"),
+    ("demo", ["--images", "9"], "--images: got 9, expected at most 8"),
+    ("demo", ["--steps", "0"], "--steps: got '0'"),
+    ("demo", ["--m", "-4"], "--m: got '-4', expected a positive int"),
+    ("demo", ["--sin-scale", "0"], "--sin-scale: got '0'"),
+    ("uncertainty", ["--samples", "0"], "--samples: got '0'"),
+    ("uncertainty", ["--warmup", "-3"], "--warmup: got '-3', expected an "
+     "int >= 0"),
+    ("uncertainty", ["--target-accept", "1"], "--target-accept: got '1', "
+     "expected a number in \\(0, 1\\)"),
+    ("learned_noise", ["--noise-batch", "0"], "--noise-batch: got '0'"),
+    ("learned_noise", ["--beta", "-1"], "--beta: got '-1', expected a "
+     "float >= 0"),
+])
+def test_a_bad_number_is_refused_before_any_work(tmp_path, capsys, module,
+                                                 args, match):
+  import importlib
+  mod = importlib.import_module(f"recover.{module}")
+  need = {"demo": [], "uncertainty": [],
+          "learned_noise": ["--noise", "n.npz", "--measurements", "y.npz"]}
+  with pytest.raises(SystemExit) as e:
+    mod.main(["--out", str(tmp_path / "out")] + need[module] + args)
+  assert e.value.code == 2
+  import re
+  assert re.search(match, capsys.readouterr().err)
+  assert not (tmp_path / "out").exists()
