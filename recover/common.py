@@ -54,43 +54,31 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
   return p
 
 
-def _positive(kind):
+def _checked(kind, ok, expected: str):
+  """An argparse type: ``kind(text)`` where ``ok`` holds, else an error
+  saying what was expected."""
   def parse(text):
     try:
       v = kind(text)
     except ValueError:
       v = None
-    if v is None or not v > 0:
-      raise argparse.ArgumentTypeError(
-          f"got {text!r}, expected a positive {kind.__name__}")
+    if v is None or not ok(v):
+      raise argparse.ArgumentTypeError(f"got {text!r}, expected {expected}")
     return v
   return parse
+
+
+def _positive(kind):
+  return _checked(kind, lambda v: v > 0, f"a positive {kind.__name__}")
 
 
 def _at_least_zero(kind):
-  def parse(text):
-    try:
-      v = kind(text)
-    except ValueError:
-      v = None
-    if v is None or not v >= 0:
-      raise argparse.ArgumentTypeError(
-          f"got {text!r}, expected an {kind.__name__} >= 0" if kind is int
-          else f"got {text!r}, expected a {kind.__name__} >= 0")
-    return v
-  return parse
+  article = "an" if kind is int else "a"
+  return _checked(kind, lambda v: v >= 0, f"{article} {kind.__name__} >= 0")
 
 
-def _share(text):
-  """A number strictly between 0 and 1 (a rate or a share)."""
-  try:
-    v = float(text)
-  except ValueError:
-    v = None
-  if v is None or not 0 < v < 1:
-    raise argparse.ArgumentTypeError(
-        f"got {text!r}, expected a number in (0, 1)")
-  return v
+# A number strictly between 0 and 1 (a rate or a share).
+_share = _checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 
 
 def parse_floats(name: str, text: str, integer: bool = False):
