@@ -371,7 +371,7 @@ class _StubCell:
     return t + {0: off, 1: -off, 2: 0.3 * off, 3: -0.3 * off}[draw]
 
   def score(self, method, start, value):
-    return -10 * np.log10(max(self._err(start, value, 0), 1e-10))
+    return cells.error_db(self._err(start, value, 0))
 
   def recorrupted_error(self, method, start, value, draw):
     return self._err(start, value, draw)
@@ -394,30 +394,27 @@ def test_blind_selection_rescores_its_best_few_over_more_draws(tmp_path):
   assert (value, start) == (0.5, starts[0])
   assert score == pytest.approx(30.0, abs=1e-3)
   extra = {(s, v) for s, v, d in cell.fits if d > 0}
-  # Re-scored until the best few by the current scores all are: here the
-  # clamped one and the next two by one draw, then those that moved up.
-  # Exact ties (β 0.25 and 1 by the mean and by one draw) rank by start,
-  # then β.
-  ranked = sorted(((st.label, v) for st in starts for v in scores[st]),
-                  key=lambda c: (-scores[starts[c[0] == "zeros"]][c[1]],
-                                 c[0] == "zeros", c[1]))
-  assert set(ranked[:cells.R2R_REFINED]) <= extra
-  assert extra == {("zeros", 5.0), ("pixels@0.003", 0.25),
-                   ("pixels@0.003", 0.5), ("zeros", 0.5)}
+  # The best three by one draw (the negative estimate first: it keeps its
+  # order above the floor), then β 1, which the mean's choice needed as
+  # its neighbour.
+  single = {(r["start"], float(r["hyper"])): float(r["val_score"])
+            for r in tables.read_rows(tmp_path / "selection.csv")}
+  top = sorted(single, key=lambda c: -single[c])[:cells.R2R_REFINED]
+  assert top == [("zeros", 5.0), ("pixels@0.003", 0.25),
+                 ("pixels@0.003", 0.5)]
+  assert extra == set(top) | {("pixels@0.003", 1.0)}
   assert sorted({d for _, _, d in cell.fits}) == list(range(cells.R2R_DRAWS))
   drawn = tables.read_rows(tmp_path / tables.DRAWS_FILE)
-  # A clamped draw 0 is fitted again, its sign kept, so the mean is exact.
-  assert len(drawn) == len(extra) * (cells.R2R_DRAWS - 1) + 1
-  zero = [r for r in drawn if r["draw"] == "0"]
-  assert [(r["hyper"], r["start"]) for r in zero] == [("5", "zeros")]
-  assert float(zero[0]["est_error"]) < 0
+  assert len(drawn) == len(extra) * (cells.R2R_DRAWS - 1)
+  # The negative estimate is kept in its score, so the mean is exact.
+  assert single[("zeros", 5.0)] > 100
+  assert cells.error_of_db(single[("zeros", 5.0)]) == pytest.approx(
+      -truth(starts[1], 5.0), rel=1e-5)
   assert scores[starts[1]][5.0] == pytest.approx(
       -10 * np.log10(truth(starts[1], 5.0)), abs=1e-3)
   # With one draw (the planted misranking) the choice would be β 0.25.
-  single = {float(r["hyper"]): float(r["val_score"])
-            for r in tables.read_rows(tmp_path / "selection.csv")
-            if r["start"] == "pixels@0.003"}
-  assert methods.choose(single) == 0.25
+  assert methods.choose({v: sc for (st, v), sc in single.items()
+                         if st == "pixels@0.003"}) == 0.25
   again = _StubCell(tmp_path, truth, draw0)
   assert cells.tune(again, ours_hb, starts)[:3] == (value, start, score)
   assert again.fits == []
@@ -505,14 +502,32 @@ def test_blind_selection_killed_anywhere_resumes_on_the_same_path(tmp_path):
     assert got[:3] == want[:3], k
     assert resumed.fits == full.fits[k:], k
   assert want[:2] == (2 * edge, starts[0])
-  assert [(r["start"], r["hyper"]) for r in drawn if r["draw"] == "0"] == [
-      ("zeros", "5")]
+  assert not [r for r in drawn if r["draw"] == "0"]  # read from its score
   # Chosen again with its choice as the recorded one (the same offer):
   # nothing is measured.  Reading the choice first had sent the growth
   # down to the edge before re-scoring, which re-scored the edge.
   again = _StubCell(tmp_path / "full", truth, draw0)
   assert cells.tune(again, m, starts, include=want[:2])[:3] == want[:3]
   assert again.fits == []
+  # A score clamped at the floor by an older version (its estimate lost) is
+  # fitted again once, as draw 0, and the choice stands.
+  legacy = tmp_path / "legacy"
+  legacy.mkdir()
+  (legacy / tables.DRAWS_FILE).write_text(
+      (tmp_path / "full" / tables.DRAWS_FILE).read_text())
+  rows = tables.read_rows(tmp_path / "full" / "selection.csv")
+  for r in rows:
+    if (r["start"], r["hyper"]) == ("zeros", "5"):
+      assert float(r["val_score"]) > 100
+      r["val_score"] = "100"
+  (legacy / "selection.csv").write_text(
+      ",".join(tables.SELECTION_COLUMNS) + "\n" + "".join(
+          ",".join(r[c] for c in tables.SELECTION_COLUMNS) + "\n"
+          for r in rows))
+  for fits in ([("zeros", 5.0, 0)], []):
+    old = _StubCell(legacy, truth, draw0)
+    assert cells.tune(old, m, starts, include=want[:2])[:3] == want[:3]
+    assert old.fits == fits
   # A score measured on other images is measured again; its draws, cached
   # for these images, count at once, as they would have on resume.
   stale = tmp_path / "stale"

@@ -336,8 +336,7 @@ class _Cell:
       x_hat = self.solve(method, start, value, "val")
       return float(jnp.mean(metrics.psnr(self.x["val"], x_hat)))
     if self.refines(method):
-      err = jnp.float32(self.recorrupted_error(method, start, value, 0))
-      return float(-10.0 * jnp.log10(jnp.maximum(err, 1e-10)))
+      return error_db(self.recorrupted_error(method, start, value, 0))
     noise = self.noise_of(method)
     if self._keep is None:
       holdout.check_factorises(noise)
@@ -404,12 +403,38 @@ R2R_ALPHA = 0.5
 # One draw's estimate is noisy where the MAP's error is small (at RADIAL
 # s = 0.1 it scored β 0.25 0.04 dB above β 0.5, whose fit to y + αz is
 # 0.75 dB better), so the R2R_REFINED best by one draw are scored again
-# over R2R_DRAWS draws (two antithetic pairs), until the best few by the
-# current scores all are: a few more fits per cell, not R2R_DRAWS times all.
+# over R2R_DRAWS draws (two antithetic pairs), and the choice is made among
+# them by the mean: a few more fits per cell, not R2R_DRAWS times all.
 R2R_DRAWS = 4
 R2R_REFINED = 3
-# A score this high is the clamp of a non-positive estimate (1e-10).
-R2R_CLAMP_DB = 99.99
+# error_db is -10 log10 down to this error (100 dB), then linear.
+R2R_FLOOR = 1e-10
+# Scores written before error_db clamped every estimate <= R2R_FLOOR here.
+R2R_LEGACY_CLAMP_DB = 100.0
+
+
+def error_db(error: float) -> float:
+  """An estimated mean squared error as a score, higher better:
+  -10 log10(e) for e >= ``R2R_FLOOR`` (at most 100 dB), continued below it
+  by its tangent there, 100 + (10 / ln 10)(1 - e / R2R_FLOOR).  The
+  estimate is unbiased, so it can be 0 or negative (at high noise one
+  draw's often is); this keeps such estimates in their order instead of
+  tying them all at the floor.  Rounded as the tables write it."""
+  e = float(error)
+  if not np.isfinite(e):
+    return float("nan")
+  if e >= R2R_FLOOR:
+    db = -10.0 * np.log10(e)
+  else:
+    db = 100.0 + (10.0 / np.log(10.0)) * (1.0 - e / R2R_FLOOR)
+  return float(tables._fmt(db))
+
+
+def error_of_db(score: float) -> float:
+  """The estimate ``error_db`` scored (inverse up to rounding)."""
+  if score <= 100.0:
+    return 10.0 ** (-score / 10.0)
+  return R2R_FLOOR * (1.0 - (score - 100.0) * np.log(10.0) / 10.0)
 
 
 def blind_score_kind(task: Task) -> str:
@@ -442,16 +467,19 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
   (a recorded choice).  Returns ``(value, start, score, scores)`` with
   ``scores[start][value]``.
 
-  Where the scores are recorrupted estimates (``_Cell.refines``), the
-  ``R2R_REFINED`` best are scored again as the mean over ``R2R_DRAWS``
-  draws, until the best few by the current scores all are.
+  Where the scores are recorrupted estimates (``_Cell.refines``), the grids
+  grow on one draw's scores, the same draw for every configuration (its
+  common error cancels in their order); the ``R2R_REFINED`` best by it are
+  then scored again as the mean over ``R2R_DRAWS`` draws, and the choice
+  is made among those by the mean (``blind_plan``).  One draw's scores are
+  not compared with means: at high noise a draw's common error is larger
+  than the differences between configurations.
 
   Every score cached for ``starts`` is read first; then each step measures
-  one value or re-scores one configuration, chosen from the scores so far,
-  and a score is the mean of its draws once all are cached.  The scores
-  are thus a function of the cached rows: a run killed anywhere resumes on
-  the same path as an uninterrupted one, and a finished one, run again
-  with the same offer, measures nothing."""
+  one value or scores one configuration over more draws, chosen from the
+  scores so far.  The scores are thus a function of the cached rows: a run
+  killed anywhere resumes on the same path as an uninterrupted one, and a
+  finished one, run again with the same offer, measures nothing."""
   ctx, task = cell.ctx, cell.task
   base = dict(experiment=task.experiment, setting=task.setting,
               method=method.name)
@@ -460,7 +488,6 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
     return "" if st is None else st.label
 
   scores: Dict[Optional[Start], Dict[float, float]] = {s: {} for s in starts}
-  refined = set()
 
   def measure(st, values):
     for v in values:
@@ -468,8 +495,6 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
       row = ctx.selection.get(**base, hyper=v, start=label(st))
       if row is not None and row["val_images"] == cell.val_images:
         scores[st][v] = float(row["val_score"])
-        if cell.refines(method):
-          read_refined(st, v)
         continue
       # At the table's precision, so a rerun that reads it back ties and
       # chooses exactly as this run does.
@@ -477,16 +502,14 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
       scores[st][v] = s
       ctx.selection.add([dict(base, hyper=v, start=label(st),
                               val_images=cell.val_images, val_score=s)])
-      if cell.refines(method):  # its draws may be cached all the same
-        read_refined(st, v)
 
   def cached_error(st, v, d, score):
     """Draw ``d``'s raw estimate if known without a fit, else None: draw
-    0's is read back from its dB score unless that was clamped (a negative
-    estimate, fitted again, as the mean needs its sign); the others are
-    cached in ``recorrupted.csv``."""
-    if d == 0 and score < R2R_CLAMP_DB:
-      return 10.0 ** (-score / 10.0)
+    0's is read back from its score, unless that is an old clamp (an
+    estimate at or below the floor, fitted again, as the mean needs its
+    value); the others are cached in ``recorrupted.csv``."""
+    if d == 0 and score != R2R_LEGACY_CLAMP_DB:
+      return error_of_db(score)
     row = ctx.draws.get(**base, hyper=v, start=label(st), draw=d)
     if row is not None and row["val_images"] == cell.val_images:
       return float(row["est_error"])
@@ -500,39 +523,65 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
                           val_images=cell.val_images, est_error=e)])
     return e
 
-  def set_refined(st, v, errs):
-    scores[st][v] = float(tables._fmt(
-        -10.0 * np.log10(max(float(np.mean(errs)), 1e-10))))
-    refined.add((st, v))
+  def screen(st, v) -> float:
+    """One draw's score, the same draw for every configuration (what the
+    grids grow on); an old clamped score is replaced by its draw 0."""
+    sc = scores[st][v]
+    if cell.refines(method) and sc == R2R_LEGACY_CLAMP_DB:
+      sc = scores[st][v] = error_db(draw_error(st, v, 0, sc))
+    return sc
 
-  def read_refined(st, v):
-    # A configuration with every draw cached scores as their mean, as it
-    # did in the run that drew them.
-    errs = [cached_error(st, v, d, scores[st][v]) for d in range(R2R_DRAWS)]
-    if all(e is not None for e in errs):
-      set_refined(st, v, errs)
+  means: Dict[tuple, float] = {}
 
-  def refine_best() -> bool:
-    # The best few, any tie of the best (``choose`` may pick it) and the
-    # recorded choice (judged on the same draws as what may replace it).
-    # Exact ties in the order of the starts, then β: not in the order the
-    # scores were read, which a rerun may not share.
+  def mean_db(st, v, fit: bool):
+    """The mean over ``R2R_DRAWS`` draws, as a score; None where a draw
+    is missing and ``fit`` is False."""
+    if (st, v) not in means:
+      errs = [(draw_error if fit else cached_error)(st, v, d, scores[st][v])
+              for d in range(R2R_DRAWS)]
+      if any(e is None for e in errs):
+        return None
+      means[(st, v)] = error_db(float(np.mean(errs)))
+    return means[(st, v)]
+
+  def blind_plan():
+    """The configurations the blind choice is made among, or the next fit
+    it needs (("measure", st, v) or ("refine", st, v)).  The best
+    ``R2R_REFINED`` by one draw (ties of the best too, and the recorded
+    choice) are scored over ``R2R_DRAWS`` draws; then, for the chosen
+    start, values are added until the choice by the mean is settled (as
+    ``grow`` decides on the means), each scored over as many draws."""
     ranked = sorted(((st, v) for st in starts for v in scores[st]
                      if np.isfinite(scores[st][v])),
                     key=lambda c: (-scores[c[0]][c[1]], starts.index(c[0]),
                                    c[1]))
     top = scores[ranked[0][0]][ranked[0][1]] if ranked else -np.inf
-    want = ranked[:R2R_REFINED] + [
+    among = ranked[:R2R_REFINED] + [
         c for c in ranked if scores[c[0]][c[1]] >= top - TIE_DB]
     if include is not None and include[1] in scores:
       old = (include[1], float(tables._fmt(include[0])))
       if np.isfinite(scores[old[0]].get(old[1], np.nan)):
-        want.append(old)
-    todo = [c for c in dict.fromkeys(want) if c not in refined]
-    for st, v in todo[:1]:  # then rank again
-      set_refined(st, v, [draw_error(st, v, d, scores[st][v])
-                          for d in range(R2R_DRAWS)])
-    return bool(todo)
+        among.append(old)
+    among = list(dict.fromkeys(among))
+    while True:
+      for st, v in among:
+        if mean_db(st, v, fit=False) is None:
+          return ("refine", st, v)
+      if not among:
+        return among
+      by_start = {}
+      for st, v in among:
+        by_start.setdefault(st, {})[v] = means[(st, v)]
+      best = max(by_start, key=lambda st: (_best_score(by_start[st]),
+                                           -starts.index(st)))
+      more = [float(tables._fmt(m)) for m in grow(method.grid,
+                                                  by_start[best])]
+      if not more:
+        return among
+      for m in more:
+        if m not in scores[best]:
+          return ("measure", best, m)
+      among += [(best, m) for m in more]
 
   by_label = {label(st): st for st in starts}
   for row in ctx.selection.rows:
@@ -546,6 +595,9 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
   if include is not None and include[1] in scores:
     measure(include[1], [include[0]])
   while True:
+    for st in starts:
+      for v in list(scores[st]):
+        screen(st, v)
     ranked = sorted(starts, key=lambda st: -_best_score(scores[st]))
     todo = [(st, grow(method.grid, scores[st]))
             for st in ranked[:GROWN_STARTS]]
@@ -553,11 +605,32 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
     if todo:
       st, more = todo[0]
       measure(st, more[:1])  # then grow again from the new scores
-    elif not (cell.refines(method) and refine_best()):
+      continue
+    if not cell.refines(method):
       break
-  best = max(starts, key=lambda st: _best_score(scores[st]))
-  value = choose(scores[best])
-  return value, best, scores[best][value], scores
+    plan = blind_plan()
+    if isinstance(plan, list):
+      break
+    kind, st, v = plan
+    if kind == "measure":
+      measure(st, [v])
+    else:
+      mean_db(st, v, fit=True)
+  if not cell.refines(method):
+    best = max(starts, key=lambda st: _best_score(scores[st]))
+    value = choose(scores[best])
+    return value, best, scores[best][value], scores
+  # The blind choice, by the mean, among the configurations scored so.
+  chosen = {}
+  for st, v in plan:
+    chosen.setdefault(st, {})[v] = means[(st, v)]
+  best = max(chosen, key=lambda st: (_best_score(chosen[st]),
+                                     -starts.index(st)))
+  value = choose(chosen[best])
+  out = {st: dict(d) for st, d in scores.items()}
+  for st, d in chosen.items():
+    out[st].update(d)
+  return value, best, chosen[best][value], out
 
 
 def _best_score(s: Dict[float, float]) -> float:
