@@ -384,7 +384,8 @@ def test_blind_selection_rescores_its_best_few_over_more_draws(tmp_path):
   starts = (methods.Start("pixels", lr=0.003), methods.Start("zeros"))
   truth = lambda st, v: (1e-3 * (1 + abs(np.log2(v / 0.5)))
                          * (1.0 if st.kind == "pixels" else 1.5))
-  # β 0.25 misranked; zeros at β 5 gets a negative estimate (clamped).
+  # β 0.25 misranked; zeros at β 5 gets a negative estimate (below the
+  # floor: it keeps its order).
   draw0 = lambda st, v: {("pixels", 0.25): -1.2e-3,
                          ("zeros", 5.0): -2 * truth(st, v)}.get(
                              (st.kind, v), 0.0)
@@ -465,7 +466,7 @@ def test_blind_selection_killed_anywhere_resumes_on_the_same_path(tmp_path):
       0.004 * k * (1 + k) / 2 if k >= 0 else 0.05 * -k))
   mean = lambda st, v: db(st, v, 26.97, 2 * edge, lambda k: 0.03 * abs(k))
   truth = lambda st, v: 10.0 ** (-mean(st, v) / 10)
-  # zeros at β 5: a negative first estimate, clamped and fitted again.
+  # zeros at β 5: a negative first estimate (first by one draw).
   draw0 = lambda st, v: (-2 * truth(st, v) if (st.kind, v) == ("zeros", 5.0)
                          else 10.0 ** (-single(st, v) / 10) - truth(st, v))
   m = methods.METHODS["ours_heldout"]
@@ -476,15 +477,9 @@ def test_blind_selection_killed_anywhere_resumes_on_the_same_path(tmp_path):
   drawn = tables.read_rows(tmp_path / "full" / tables.DRAWS_FILE)
   assert len(sel) + len(drawn) == len(full.fits) > 20
 
-  def key(fit, seen):
-    # A second fit of (start, β, 0) is a clamped draw 0's refit.
-    label, v, d = fit
-    kind = "draw" if d > 0 or (label, v) in seen else "sel"
-    seen.add((label, v)) if d == 0 else None
-    return kind, label, tables._fmt(v), str(d)
-
-  seen = set()
-  written = [key(f, seen) for f in full.fits]
+  # Draw 0 is the selection row; the others are recorrupted.csv's.
+  written = [("draw" if d else "sel", label, tables._fmt(v), str(d))
+             for label, v, d in full.fits]
   for k in range(len(full.fits) + 1):
     folder = tmp_path / f"killed{k}"
     folder.mkdir()
@@ -542,6 +537,19 @@ def test_blind_selection_killed_anywhere_resumes_on_the_same_path(tmp_path):
   redo = _StubCell(stale, truth, draw0)
   assert cells.tune(redo, m, starts, include=want[:2])[:3] == want[:3]
   assert redo.fits == [("pixels@0.003", 2 * edge, 0)]
+
+
+def test_blind_selection_with_no_finite_score_ends_for_the_warning(
+    tmp_path):
+  """Every recovery diverged (planted NaN estimates): the blind choice
+  returns a non-finite score, which run_cell warns about, not a crash."""
+  starts = (methods.Start("pixels", lr=0.003), methods.Start("zeros"))
+  cell = _StubCell(tmp_path, lambda st, v: float("nan"),
+                   lambda st, v: 0.0)
+  value, start, score, _ = cells.tune(cell, methods.METHODS["ours_heldout"],
+                                      starts)
+  assert not np.isfinite(score)
+  assert {d for _, _, d in cell.fits} == {0}  # nothing to score again
 
 
 def test_recorrupted_draws_come_in_antithetic_pairs():

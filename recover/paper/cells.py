@@ -616,7 +616,9 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
       measure(st, [v])
     else:
       mean_db(st, v, fit=True)
-  if not cell.refines(method):
+  if not cell.refines(method) or not plan:
+    # (A blind method with no finite score at all ends here too, its score
+    # not finite, for run_cell's warning.)
     best = max(starts, key=lambda st: _best_score(scores[st]))
     value = choose(scores[best])
     return value, best, scores[best][value], scores
