@@ -548,9 +548,10 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
     """The configurations the blind choice is made among, or the next fit
     it needs (("measure", st, v) or ("refine", st, v)).  The best
     ``R2R_REFINED`` by one draw (ties of the best too, and the recorded
-    choice) are scored over ``R2R_DRAWS`` draws; then, for the chosen
-    start, values are added until the choice by the mean is settled (as
-    ``grow`` decides on the means), each scored over as many draws."""
+    choice) are scored over ``R2R_DRAWS`` draws and join any already so
+    scored; then, for the chosen start, values are added until the choice
+    by the mean is settled (as ``grow`` decides on the means), each scored
+    over as many draws."""
     ranked = sorted(((st, v) for st in starts for v in scores[st]
                      if np.isfinite(scores[st][v])),
                     key=lambda c: (-scores[c[0]][c[1]], starts.index(c[0]),
@@ -562,6 +563,8 @@ def tune(cell: _Cell, method: Method, starts: Sequence[Optional[Start]],
       old = (include[1], float(tables._fmt(include[0])))
       if np.isfinite(scores[old[0]].get(old[1], np.nan)):
         among.append(old)
+    # Every configuration already scored over all draws competes too.
+    among += [c for c in ranked if mean_db(*c, fit=False) is not None]
     among = list(dict.fromkeys(among))
     while True:
       for st, v in among:
