@@ -222,7 +222,7 @@ def check_run(tc: TrainConfig, steps, time_budget=None) -> None:
   need("steps", steps, lambda v: is_int(v) and v >= 1, "an int >= 1")
   need("time_budget", time_budget,
        lambda v: v is None or (is_num(v) and v > 0),
-       "None or a positive number of seconds")
+       "a positive number of seconds (or None: no budget)")
   for name in ("batch_size", "halve_every"):
     need(name, getattr(tc, name), lambda v: is_int(v) and v >= 1,
          "an int >= 1")
