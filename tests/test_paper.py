@@ -616,3 +616,34 @@ def test_the_two_best_starts_grids_grow(tmp_path):
   # two is a budget, not a guarantee).
   assert set(scores[c]) == set(abl.grid.values)
   assert {0.2} < set(scores[a]) and {0.2} < set(scores[b])
+
+
+def test_a_method_choosing_ours_configuration_reads_its_test_rows(tmp_path):
+  """ours_heldout at ours's recorded configuration is the same computation:
+  its test PSNRs are read from ours's complete rows, never from another
+  method's or an incomplete cell's."""
+  M = methods.METHODS
+  assert cells.same_test_recoveries(M["ours"], M["ours_heldout"])
+  for other in ("ablation", "asim", "bora", "bm3d"):
+    assert not cells.same_test_recoveries(M["ours_heldout"], M[other])
+  ctx = type("Ctx", (), {})()
+  ctx.results = tables.ResultTable(tmp_path / "results.csv",
+                                   tables.RESULT_COLUMNS, tables.RESULT_KEY)
+  task = type("Task", (), {"experiment": "radial", "setting": "0.4"})
+  ids, n_test = ["11", "12", "digit0"], 2
+  ctx.results.add([dict(experiment="radial" if i != "digit0" else
+                        "radial_ood", setting="0.4", method=m, hyper=h,
+                        image=i, psnr=v)
+                   for m, h, v0 in (("ours", "1|pixels@0.01", 25.0),
+                                    ("ablation", "0.5|zeros", 20.0))
+                   for i, v in zip(ids, (v0, v0 + 1, v0 + 2))])
+  proto = protocol.PROTOCOLS["radial"]
+  twin = cells._twin_psnrs(ctx, task, proto, M["ours_heldout"],
+                           "1|pixels@0.01", ids, n_test)
+  assert twin == ("ours", {"11": 25.0, "12": 26.0, "digit0": 27.0})
+  for hyper in ("0.5|pixels@0.01", "0.5|zeros"):
+    assert cells._twin_psnrs(ctx, task, proto, M["ours_heldout"], hyper,
+                             ids, n_test) is None
+  # A cell whose rows do not cover this run's images is not read.
+  assert cells._twin_psnrs(ctx, task, proto, M["ours_heldout"],
+                           "1|pixels@0.01", ids + ["13"], 3) is None

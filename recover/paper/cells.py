@@ -712,6 +712,29 @@ def _rechosen(ctx: Context, task: Task, cell: _Cell, method: Method,
   return None if hyper == was else (value, start, val_score, scores, hyper)
 
 
+def same_test_recoveries(a: Method, b: Method) -> bool:
+  """Whether two methods' test recoveries at one (value, start) are the
+  same computation: flow MAPs with the same loss and noise model, chosen
+  differently (ours and ours_heldout)."""
+  return (a.family == b.family == "flow" and "asim" not in (a.name, b.name)
+          and a.noise == b.noise and a.grid.symbol == b.grid.symbol)
+
+
+def _twin_psnrs(ctx: Context, task: Task, protocol, method: Method, hyper,
+                ids, n_test):
+  """``(name, psnr by image)`` of a method recorded in this cell at
+  ``hyper`` whose test recoveries are ``method``'s own computation
+  (``same_test_recoveries``), or None."""
+  for other in protocol.methods:
+    if other == method.name or not same_test_recoveries(METHODS[other],
+                                                         method):
+      continue
+    rec = _Recorded(ctx, task, ids, n_test, other)
+    if rec.hyper == hyper:
+      return other, {r["image"]: float(r["psnr"]) for r in rec.rows}
+  return None
+
+
 def _draw_cell_figure(ctx: Context, task: Task, cell: _Cell, protocol,
                       shown, n_test: int):
   """The cell's PNG with every method run now (``shown``) or kept from an
@@ -777,23 +800,41 @@ def run_cell(ctx: Context, task: Task, protocol: Optional[Protocol] = None):
             "would leave two choices in one cell.  Rerun with the folder's "
             "--num-test (and without --no-ood if it has out-of-distribution "
             "rows), or use another --out")
-      x_hat = cell.solve(method, start, value, "test")
-      p = np.asarray(metrics.psnr(cell.x["test"], x_hat))
+      # The same computation already recorded here (ours_heldout choosing
+      # ours's configuration) is read, not run again: the same numbers,
+      # and about the cost of a validation score saved.
+      twin = _twin_psnrs(ctx, task, protocol, method, hyper, ids, n_test)
+      kept = (figs.copy_shown(ctx.out, task.experiment, task.setting,
+                              twin[0], name)
+              if twin is not None and opts.figures else None)
+      if twin is not None and (kept is not None or not opts.figures):
+        p = np.asarray([twin[1][i] for i in ids])
+        if kept is not None:
+          shown[name] = kept
+      else:
+        twin = None
+        x_hat = cell.solve(method, start, value, "test")
+        p = np.asarray(metrics.psnr(cell.x["test"], x_hat))
+        if opts.figures:
+          # Kept before the rows, so a kill in between redraws from them.
+          shown[name] = figs.keep_shown(ctx.out, task.experiment,
+                                        task.setting, name, x_hat, n_test)
       rows = [{"experiment": task.experiment if k < n_test
                else f"{task.experiment}_ood", "setting": task.setting,
                "method": name, "hyper": hyper, "image": i, "psnr": float(v)}
               for k, (i, v) in enumerate(zip(ids, p))]
-      if opts.figures:
-        # Kept before the rows, so a kill in between redraws from them.
-        shown[name] = figs.keep_shown(ctx.out, task.experiment,
-                                      task.setting, name, x_hat, n_test)
       ctx.results.add(rows)
       tried = sum(len(s) for s in scores.values())
       ctx.say(f"{task.experiment} {task.setting} {name}: "
               f"{method.grid.symbol} {value:g}"
               + (f" from {start.label}" if start else "") +
-              f" ({tried} tried), val {val_score:.2f} dB, test "
+              f" ({tried} tried), val "
+              + (f"{val_score:.2f} dB" if not val_score > 100.0 else
+                 f"estimated error {error_of_db(val_score):.3g}")
+              + ", test "
               f"{p[:n_test].mean():.2f} dB"
+              + ("" if twin is None else f" (as {twin[0]}'s, the same "
+                 "recoveries)")
               + ("" if rec.hyper is None else
                  f" (re-chosen; was {rec.hyper})"))
       if not np.isfinite(val_score):

@@ -52,6 +52,19 @@ def figure_is_stale(out, experiment, setting, methods) -> bool:
   return not png.is_file() or png.stat().st_mtime_ns < max(kept)
 
 
+def copy_shown(out, experiment, setting, source, method):
+  """``source``'s kept images kept as ``method``'s too (the same
+  recoveries); returns them as floats, or None if ``source`` has none."""
+  path = _shown_path(out, experiment, setting, source)
+  if not path.is_file():
+    return None
+  with np.load(path) as f:
+    u8 = f["images"]
+  io_lib.write_npz_atomic(_shown_path(out, experiment, setting, method),
+                          images=u8)
+  return u8.astype(np.float32) / 255.0
+
+
 def load_shown(out, experiment, setting, method):
   path = _shown_path(out, experiment, setting, method)
   if not path.is_file():
