@@ -17,6 +17,8 @@ ALL_QUICK = {"throughput", "sweep", "restarts", "flops", "time_to_quality",
 SLOW_ONLY = {"scaling", "remat", "time_to_quality", "restarts", "training"}
 
 
+# About 90 s on an AVX2-only 2-core CPU: with -m slow.
+@pytest.mark.slow
 @pytest.mark.parametrize("every_section", [
     False, pytest.param(True, marks=pytest.mark.slow)])
 def test_bench_quick_writes_json_and_report(tmp_path, every_section):

@@ -17,11 +17,11 @@ from recover.paper import tables
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _command(prior, out):
+def _command(prior, out, methods="ours,asim"):
   return [sys.executable, "-m", "recover.sinusoidal", "--out", str(out),
           "--prior", prior, "--inits", "zeros:2,measurements:2",
           "--num-val", "2", "--num-test", "2", "--scales", "0.1,0.4",
-          "--methods", "ours,ours_heldout,asim", "--no-ood", "--no-figures"]
+          "--methods", methods, "--no-ood", "--no-figures"]
 
 
 def _start(cmd):
@@ -42,10 +42,18 @@ def _rows(folder, name, key):
   return {k: r for k, r in zip(keys, rows)}
 
 
+# With ours_heldout, kills land in the blind selection's re-scoring too
+# (about 80 s on an AVX2-only 2-core CPU): -m slow.  The stub test
+# test_blind_selection_killed_anywhere_resumes_on_the_same_path kills it
+# after every fit in the default run.
+@pytest.mark.parametrize("methods", [
+    "ours,asim",
+    pytest.param("ours,ours_heldout,asim", marks=pytest.mark.slow)])
 def test_sigkill_loses_and_duplicates_nothing_and_one_writer_at_a_time(
-    tiny_prior, tmp_path):
+    tiny_prior, tmp_path, methods):
+  _command_m = lambda prior, out: _command(prior, out, methods)
   ref = tmp_path / "ref"
-  proc = _start(_command(tiny_prior, ref))
+  proc = _start(_command_m(tiny_prior, ref))
   t0 = _wait_for_lock(proc, ref)
   assert proc.wait(timeout=300) == 0, proc.stderr.read()
   full = time.time() - t0  # from taking the lock to the end
@@ -54,12 +62,12 @@ def test_sigkill_loses_and_duplicates_nothing_and_one_writer_at_a_time(
   rng = random.Random(0)
   kills = 0
   for attempt in range(2):
-    proc = _start(_command(tiny_prior, out))
+    proc = _start(_command_m(tiny_prior, out))
     t0 = _wait_for_lock(proc, out)
     deadline = t0 + rng.uniform(0.1, 0.8) * full
     if attempt == 0:
       # A second writer on the same folder is refused, naming the holder.
-      other = _start(_command(tiny_prior, out))
+      other = _start(_command_m(tiny_prior, out))
       assert other.wait(timeout=120) != 0
       assert f"in use by process {proc.pid}" in other.stderr.read()
     time.sleep(max(0.0, deadline - time.time()))
@@ -69,23 +77,26 @@ def test_sigkill_loses_and_duplicates_nothing_and_one_writer_at_a_time(
       kills += 1
   assert kills >= 1
   assert (out / ".lock").exists()  # left by the killed process
-  proc = _start(_command(tiny_prior, out))
+  proc = _start(_command_m(tiny_prior, out))
   assert proc.wait(timeout=300) == 0, proc.stderr.read()  # stale lock taken
 
   # ours_heldout's recorrupted draws too: raw error estimates (~1e-3),
   # compared relatively.
+  blind = "ours_heldout" in methods
   for name, key, col, tol in (
       ("results.csv", tables.RESULT_KEY, "psnr", dict(abs=1e-3)),
       ("selection.csv", tables.SELECTION_KEY, "val_score", dict(abs=1e-3)),
       (tables.DRAWS_FILE, tables.DRAWS_KEY, "est_error", dict(rel=1e-3))):
+    if name == tables.DRAWS_FILE and not blind:
+      continue
     want, got = _rows(ref, name, key), _rows(out, name, key)
     assert want, name  # the run wrote some
     assert set(got) == set(want), name
     for k in want:
       assert float(got[k][col]) == pytest.approx(float(want[k][col]),
                                                  **tol), (name, k)
-  assert any(k[2] == "ours_heldout"
-             for k in _rows(out, "selection.csv", tables.SELECTION_KEY))
+  assert blind == any(k[2] == "ours_heldout" for k in _rows(
+      out, "selection.csv", tables.SELECTION_KEY))
   leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
   assert leftovers == [], leftovers
 
@@ -175,7 +186,9 @@ def _train(which, workdir, steps):
       cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("which", ["flow", "vae"])
+# The VAE's run takes the same path as the flow's (about 70 s): -m slow.
+@pytest.mark.parametrize("which", [
+    "flow", pytest.param("vae", marks=pytest.mark.slow)])
 def test_training_killed_at_random_moments_resumes_bit_for_bit(tmp_path,
                                                                 which):
   """SIGKILL during steps, checkpoint saves and log writes, then the same

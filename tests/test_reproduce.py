@@ -37,8 +37,11 @@ slow = pytest.mark.slow
 CELLS = [
     # Bora et al. in each experiment (the engine with the VAE: cheap), and
     # Asim et al. with the small Glow.
-    ("v1/one_bit", "one_bit", "m=800,s=1", "bora", _FMNIST),
-    ("v1/subpixel", "subpixel", "keep=0.75", "asim", "fashion_mnist_glow"),
+    pytest.param("v1/one_bit", "one_bit", "m=800,s=1", "bora", _FMNIST,
+                 marks=slow),
+    # About 60 s, and 0.01 dB holds only on the kind of CPU that made it.
+    pytest.param("v1/subpixel", "subpixel", "keep=0.75", "asim",
+                 "fashion_mnist_glow", marks=slow),
     pytest.param("v1/sinusoidal", "sinusoidal", "0.4", "bora", _FMNIST,
                  marks=slow),
     pytest.param("v1/radial", "radial", "0.8", "bora", _FMNIST, marks=slow),
@@ -147,7 +150,8 @@ def check(folder, experiment, setting, method, prior):
   ids = [str(i) for i in images.test_ids] + list(ood_ids)
   assert sorted(ids) == sorted(want)
   n = len(images.test_ids)
-  assert abs(got[:n].mean() - np.mean([want[i] for i in ids[:n]])) < 0.01
+  gap = abs(got[:n].mean() - np.mean([want[i] for i in ids[:n]]))
+  assert gap < 0.01, (folder, method, "mean off by", float(gap))
   diff = np.abs(got - np.array([want[i] for i in ids]))
   assert diff.max() < 1.0, (folder, method, ids[int(diff.argmax())],
                             float(diff.max()))

@@ -80,6 +80,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # about 70 s on an AVX2-only 2-core CPU
 def test_sharded_results_equal_unsharded():
   env = dict(os.environ)
   env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +

@@ -628,6 +628,7 @@ def test_noise_parametrisation_starts_from_the_measurements_residual():
   np.testing.assert_allclose(res.x, x0, atol=1e-5)
 
 
+@pytest.mark.slow  # about 40 s on an AVX2-only 2-core CPU
 def test_asim_over_pixels_is_asim_over_latents():
   """Asim et al.'s loss moved in pixel space (``asim_loss_x``) equals its
   loss over z at x = G(z) inside the flow's box, stays finite with a

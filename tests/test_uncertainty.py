@@ -23,6 +23,7 @@ def test_calibration_of_exactly_calibrated_samples():
   assert over["coverage"] < 0.5  # overconfident intervals miss
 
 
+@pytest.mark.slow  # about 70 s on an AVX2-only 2-core CPU
 def test_uncertainty_cli_runs(tiny_prior, tmp_path, monkeypatch):
   """End to end; a rerun with the same settings keeps the finished tasks
   (sampling nothing), one with other settings adds its rows to theirs."""
