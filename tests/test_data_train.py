@@ -153,6 +153,7 @@ def test_training_lowers_the_loss(tmp_path):
   assert (tmp_path / "samples_000030.png").is_file()
 
 
+@pytest.mark.slow  # 15-50 s on an AVX2-only 2-core CPU
 def test_resume_in_two_pieces_equals_one_run(tmp_path):
   xtr, xte = tiny_data()
   one = training.train(TINY, TC, xtr, xte, tmp_path / "a", steps=6,

@@ -32,6 +32,7 @@ def _stripes(rng, n):
   return out
 
 
+@pytest.mark.slow  # 15-50 s on an AVX2-only 2-core CPU
 def test_learned_noise_removes_structured_noise(tmp_path, capsys):
   from recover import learned_noise
   rng = np.random.default_rng(0)

@@ -274,6 +274,7 @@ def test_figure_keeps_methods_from_earlier_runs(tiny_prior, tmp_path):
   np.testing.assert_array_equal(second[:, :first.shape[1]], first)
 
 
+@pytest.mark.slow  # 15-50 s on an AVX2-only 2-core CPU
 def test_one_bit_cli_end_to_end(tiny_prior, tmp_path):
   from recover.one_bit import main
   main(["--out", str(tmp_path), "--prior", tiny_prior, "--inits",
@@ -295,6 +296,7 @@ def test_one_bit_cli_end_to_end(tiny_prior, tmp_path):
   assert not (tmp_path / tables.DRAWS_FILE).exists()
 
 
+@pytest.mark.slow  # 15-50 s on an AVX2-only 2-core CPU
 def test_digit_noise_cli_end_to_end(tiny_prior, tmp_path):
   from recover.digit_noise import main
   args = ["--out", str(tmp_path), "--prior", tiny_prior, "--noise-prior",

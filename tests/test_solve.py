@@ -299,6 +299,7 @@ def test_restarts_keep_the_min_loss_restart():
   np.testing.assert_allclose(res.loss, np.min(losses, axis=0), rtol=1e-5)
 
 
+@pytest.mark.slow  # 15-50 s on an AVX2-only 2-core CPU
 def test_z_and_x_parametrisations_agree():
   cfg = mf.flows.RealNVPConfig(image_shape=(4, 4, 1), num_scales=2,
                                num_blocks=1, hidden_channels=8,
