@@ -40,6 +40,26 @@ it sees only the kept pixels, so for imputation hold entries out.  Where pixel h
 a MAP *inpaints* a pixel (on RADIAL it preferred faster learning rates,
 which fill held-out pixels sooner, over better denoisers), this judges the
 denoising itself.
+
+Residual typicality (noise that neither factorises nor can be drawn
+afresh around y, e.g. a flow's: handwritten digits).  With noise-only
+examples δ_1..δ_n the noise model did not train on, the rate
+
+    h = mean_j log p_Δ(δ_j) / d
+
+is the log-density per entry that real noise has.  A MAP's residuals
+r_i = y_i - f(x̂_i) are scored by how far theirs is from it,
+
+    T = | mean_i log p_Δ(r_i) / d - h |,
+
+smaller better.  For Gaussian noise of std σ this is Morozov's discrepancy
+principle, |mean ||r||² / (d σ²) - mean ||δ||² / (d σ²)| / 2: the residual
+should be as large as the noise, not smaller (overfitting: the signal
+absorbs noise) nor larger (the prior's pull too strong).  Like Morozov's
+principle it leans to oversmoothing: at the best β a MAP still fits some
+of the noise, so its residual is more probable than real noise, and T
+prefers a somewhat stronger prior.  It judges the fit in measurement space
+only, so configurations whose residuals are equally typical tie.
 """
 
 from __future__ import annotations
@@ -255,6 +275,33 @@ def recorrupted_error(split: Recorrupted, fx):
   return jnp.mean(r2, axis=tuple(range(1, r2.ndim)))
 
 
+def noise_log_density_rate(noise, examples):
+  """``mean_j log p_Δ(δ_j) / d`` over noise-only ``examples`` (n, *event):
+  the log-density per entry that real noise has under ``noise``."""
+  examples = jnp.asarray(examples)
+  shape = tuple(getattr(noise, "event_shape", ()) or examples.shape[1:])
+  if examples.ndim != len(shape) + 1 or tuple(examples.shape[1:]) != shape:
+    raise ValueError(f"examples: got shape {examples.shape}, expected "
+                     f"(n,) + the noise's event shape {shape}")
+  if examples.shape[0] < 1:
+    raise ValueError("examples: got none, expected at least one noise-only "
+                     "example")
+  d = float(np.prod(shape))
+  return jnp.mean(noise.log_prob(examples)) / d
+
+
+def residual_typicality(noise, y, fx, rate):
+  """``| mean_i log p_Δ(y_i - f(x̂)_i) / d - rate |`` (nats per entry;
+  smaller better): how far the residuals' log-density per entry is from
+  real noise's ``rate`` (``noise_log_density_rate``); see the module's
+  docstring.  ``y`` and ``fx`` are batches (B, *event)."""
+  y, fx = jnp.asarray(y), jnp.asarray(fx)
+  if y.shape != fx.shape:
+    raise ValueError(f"fx: got shape {fx.shape}, expected y's {y.shape}")
+  d = float(np.prod(y.shape[1:]))
+  return jnp.abs(jnp.mean(noise.log_prob(y - fx)) / d - rate)
+
+
 def _lowest_error(per):
   """Per-(β, example) errors with non-finite ones made worst; their mean
   over examples; the index of the smallest."""
@@ -318,6 +365,32 @@ def select_beta(y, *, prior, params, operator, noise, betas, steps=100,
   per, errors, best = _lowest_error(per)
   betas = np.atleast_1d(np.asarray(betas, np.float64))
   return HoldoutChoice(float(betas[best]), errors, per, grid.x[best, 0], keep)
+
+
+def select_beta_typical(y, *, prior, params, operator, noise,
+                        noise_examples, betas, steps=100, optimizer=None,
+                        config=None) -> HoldoutChoice:
+  """The β among ``betas`` whose MAP's residuals are most typical of real
+  noise (smallest ``residual_typicality`` against ``noise_examples``,
+  noise-only examples the noise model did not train on): for noise that
+  neither factorises nor can be redrawn, such as a flow's.  ``errors``
+  (P,) are the gaps; ``per_example`` (P, B) each example's signed
+  ``log p_Δ(r_i) / d - rate`` (the gap is the absolute value of their
+  mean).  Nothing is held out: ``x`` is the chosen β's MAP fitted to y."""
+  from mapflow.solve import api
+  y = jnp.asarray(y)
+  rate = noise_log_density_rate(noise, noise_examples)
+  grid = api.sweep(y, prior=prior, params=params, operator=operator,
+                   noise=noise, betas=betas, steps=steps,
+                   optimizer=optimizer, config=config)
+  d = float(np.prod(y.shape[1:]))
+  per = np.stack([np.asarray(noise.log_prob(y - operator(grid.x[i, 0])) / d
+                             - rate) for i in range(grid.x.shape[0])])
+  gaps = np.abs(per.mean(axis=1))
+  gaps = np.where(np.isfinite(gaps), gaps, np.inf)
+  best = int(np.argmin(gaps))
+  betas = np.atleast_1d(np.asarray(betas, np.float64))
+  return HoldoutChoice(float(betas[best]), gaps, per, grid.x[best, 0])
 
 
 def select_beta_and_scale(y, *, prior, params, operator, unit_noise, betas,

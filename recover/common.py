@@ -172,6 +172,8 @@ def run_info(args, prior) -> dict:
   if "ours_heldout" in args.methods.split(","):
     # What its validation scores mean (``cells.blind_score_kind``).
     info["blind_selection"] = "recorrupted alpha 0.5, else held-out 20% (dB)"
+    if getattr(args, "noise_prior", None):
+      info["blind_selection"] = "residual typicality (dB)"
   if "bora" in args.methods.split(","):
     info.update(vae=args.vae, bora_steps=args.bora_steps,
                 bora_restarts=args.bora_restarts)

@@ -33,12 +33,13 @@ def main(argv=None):
     n_val, n_test = len(ctx.images.x_val), len(ctx.images.x_test)
     digits = data.load("digits", "test").astype(np.float32) / 255.0
     # Held-out digits: the first for validation, the next for the test
-    # images.
+    # images; the rest are noise-only examples for the blind selection.
     rng = np.random.RandomState(args.seed)
     digits = digits[rng.permutation(len(digits))]
     task = cells.digit_noise_task(ctx, noise_prior, noise_params,
                                   digits[:n_val],
-                                  digits[n_val:n_val + n_test])
+                                  digits[n_val:n_val + n_test],
+                                  digits[n_val + n_test:])
     cells.run_cell(ctx, task)
     common.write_summary(out, tables.summarize(out / "results.csv"))
 

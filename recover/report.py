@@ -300,7 +300,9 @@ def _heldout_lines(gaps):
            f"-z, until the {R2R_REFINED} best by the current scores all "
            "are), in 1-bit CS and "
            "sub-pixel imputation by its error predicting 20% of the "
-           "measurements held out; `ours` "
+           "measurements held out, in digit noise by how far the "
+           "residual's log-density per pixel under the noise flow is from "
+           "held-out digits' (a discrepancy principle); `ours` "
            "chooses by validation PSNR against the truth (the oracle). "
            "Goal: within 0.5 dB everywhere.\n",
            "| experiment | setting | ours (oracle) | ours_heldout | gap (dB) "

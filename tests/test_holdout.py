@@ -230,3 +230,77 @@ def test_antithetic_recorruption_stays_unbiased_and_halves_a_comparisons_spread(
   pair = (one + other) / 2
   assert abs(pair.mean()) < 4 * pair.std() / np.sqrt(n)
   assert pair.std() < 0.65 * one.std(), (pair.std(), one.std())
+
+
+def _white_noise_flow(sigma):
+  """N(0, σ² I) on H x H as a flow (linear Gaussian), so its noise model is
+  a ``FlowNoise``: it neither factorises nor can be recorrupted."""
+  flow = mf.flows.linear_gaussian(mf.flows.LinearGaussianConfig((H, H, 1)))
+  params = mf.flows.linear_gaussian_params(np.zeros((H, H, 1)),
+                                           sigma * np.eye(H * H))
+  return mf.noise.from_flow(flow, params)
+
+
+def test_residual_typicality_is_the_discrepancy_principle_for_gaussian_noise():
+  sigma, d = 0.2, H * H
+  noise = mf.noise.gaussian(sigma, (H, H, 1))
+  rng = np.random.default_rng(3)
+  examples = sigma * rng.standard_normal((50, H, H, 1))
+  y = rng.uniform(0, 1, (7, H, H, 1))
+  fx = y - 0.7 * sigma * rng.standard_normal((7, H, H, 1))
+  rate = holdout.noise_log_density_rate(noise, examples)
+  const = -0.5 * np.log(2 * np.pi * sigma ** 2)
+  np.testing.assert_allclose(
+      rate, const - np.mean(np.sum(examples ** 2, (1, 2, 3))) / (2 * d
+                                                                 * sigma ** 2),
+      rtol=1e-5)
+  gap = holdout.residual_typicality(noise, y, fx, rate)
+  # Morozov's form: half the difference of the mean squared norms per entry
+  # in units of σ².
+  sq = lambda a: np.mean(np.sum(a ** 2, (1, 2, 3))) / (d * sigma ** 2)
+  np.testing.assert_allclose(gap, 0.5 * abs(sq(y - fx) - sq(examples)),
+                             rtol=1e-4)
+  # The same through a flow's density (a linear Gaussian flow).
+  flow_noise = _white_noise_flow(sigma)
+  np.testing.assert_allclose(
+      holdout.residual_typicality(flow_noise, y, fx,
+                                  holdout.noise_log_density_rate(flow_noise,
+                                                                 examples)),
+      gap, rtol=1e-4)
+  with pytest.raises(ValueError, match=r"examples: got shape \(50, 8, 8\)"):
+    holdout.noise_log_density_rate(noise, examples[..., 0])
+  with pytest.raises(ValueError, match="fx: got shape"):
+    holdout.residual_typicality(noise, y, fx[:3], rate)
+
+
+def test_typical_residual_choice_is_near_the_oracle_for_flow_noise():
+  """A flow's noise (white, as a linear Gaussian flow) admits neither
+  held-out entries nor recorruption; the β whose residuals are as
+  probable as held-out noise's recovers within 0.5 dB of the best (here
+  0.24 dB).  As Morozov's principle does, it leans to a stronger prior."""
+  prior, params, x = _problem()
+  sigma = 0.1
+  noise = _white_noise_flow(sigma)
+  with pytest.raises(ValueError, match="noise: got FlowNoise"):
+    holdout.check_factorises(noise)
+  with pytest.raises(ValueError, match="noise: got FlowNoise"):
+    holdout.gaussian_std(noise)
+  y = x + noise.sample(seed=jax.random.PRNGKey(1), sample_shape=(16,))
+  examples = noise.sample(seed=jax.random.PRNGKey(2), sample_shape=(64,))
+  betas = [0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0]
+  kw = dict(prior=prior, params=params, operator=mf.operators.identity(),
+            noise=noise, betas=betas, steps=300, optimizer=optax.adam(0.03))
+  choice = holdout.select_beta_typical(y, noise_examples=examples, **kw)
+  assert choice.errors.shape == (7,) and choice.per_example.shape == (7, 16)
+  grid = mf.sweep(y, **kw)
+  psnr = [float(jnp.mean(mf.metrics.psnr(x, grid.x[k, 0])))
+          for k in range(len(betas))]
+  assert psnr[betas.index(choice.beta)] > max(psnr) - 0.5, (choice.beta, psnr)
+  assert choice.beta >= betas[int(np.argmax(psnr))]
+  # Too weak a prior overfits (residuals too probable), too strong a one
+  # underfits (too improbable): the grid's ends are the least typical.
+  assert choice.per_example[0].mean() > 0 > choice.per_example[-1].mean()
+  assert choice.errors[0] > choice.errors.min() < choice.errors[-1]
+  np.testing.assert_allclose(np.asarray(choice.x),
+                             np.asarray(grid.x[betas.index(choice.beta), 0]),
+                             atol=1e-5)

@@ -586,6 +586,66 @@ def test_recorrupted_draws_come_in_antithetic_pairs():
                                                  abs=1e-4)
 
 
+def test_flow_noise_is_scored_blind_by_its_residuals_typicality(
+    monkeypatch):
+  """Noise that neither factorises nor can be redrawn (a flow's) is
+  scored by how typical of the task's noise-only examples the residual
+  is (``holdout.residual_typicality``, in dB); without examples a blind
+  selection is refused, naming what is missing."""
+  from mapflow import holdout
+  rng = np.random.default_rng(0)
+  flow = mf.flows.linear_gaussian(mf.flows.LinearGaussianConfig((4, 4, 1)))
+  noise = mf.noise.from_flow(flow, mf.flows.linear_gaussian_params(
+      np.zeros((4, 4, 1)), 0.1 * np.eye(16)))
+  x = rng.uniform(size=(3, 4, 4, 1)).astype(np.float32)
+  examples = 0.1 * rng.standard_normal((20, 4, 4, 1)).astype(np.float32)
+  y = 0.5 * x + 0.1 * rng.standard_normal((3, 4, 4, 1)).astype(np.float32)
+  ctx = type("Ctx", (), {})()
+  ctx.images = cells.Images(x, x, (0, 1, 2), (0, 1, 2))
+  ctx.options = cells.Options(methods=("ours_heldout",), seed=5)
+  op = mf.operators.scale(0.5)
+  bare = cells.Task("digits", "0.5x+digit", op, noise, y, y)
+  with pytest.raises(ValueError, match="digits: its noise \\(FlowNoise\\) "
+                     "neither factorises.*needs noise_examples"):
+    cells.blind_score_kind(bare)
+  task = bare._replace(noise_examples=examples)
+  assert cells.blind_score_kind(task) == "typical"
+  cell = cells._Cell(ctx, task, protocol.PROTOCOLS["digits"])
+  m = methods.METHODS["ours_heldout"]
+  assert not cell.refines(m)
+  for shrink in (1.0, 0.5):
+    cell.solve = lambda method, start, value, which: shrink * x
+    rate = holdout.noise_log_density_rate(noise, examples)
+    gap = holdout.residual_typicality(noise, y, op(shrink * x), rate)
+    assert cell.score(m, methods.Start("noise_latent"), 1.0) == pytest.approx(
+        -10 * np.log10(float(gap)), abs=1e-4)
+  # The truth leaves a typical residual; a shrunken image does not.
+  assert holdout.residual_typicality(noise, y, op(x), rate) < gap
+  # ours and ours_heldout share one objective: one validation MAP each.
+  from mapflow import solve as solve_lib
+  fits = []
+
+  def fake_recover(y, **kw):
+    fits.append(kw["beta"])
+    return type("R", (), {"x": jnp.asarray(y) * 2.0})()
+
+  cell = cells._Cell(ctx, task, protocol.PROTOCOLS["digits"])
+  cell.ctx.models = cells.Models(None, None, None, None)
+  cell.ctx.options = cells.Options(methods=("ours", "ours_heldout"), seed=5)
+  monkeypatch.setattr(solve_lib, "recover", fake_recover)
+  st = methods.Start("noise_latent")
+  for name in ("ours", "ours_heldout", "ours"):
+    cell.solve(methods.METHODS[name], st, 1.0, "val")
+  cell.solve(methods.METHODS["ours"], st, 5.0, "val")
+  cell.solve(methods.METHODS["ours"], st, 1.0, "test")
+  cell.solve(methods.METHODS["ours_heldout"], st, 1.0, "test")
+  assert fits == [1.0, 5.0, 1.0, 1.0]
+  # The other protocols' blind scores are unchanged.
+  assert cells.blind_score_kind(cells.Task(
+      "radial", "0.2", mf.operators.identity(),
+      mf.noise.radial((4, 4, 1), 0.2), y, y)) == "recorrupted"
+
+
 def test_the_two_best_starts_grids_grow(tmp_path):
   """A start whose peak lies between the base grid's values (β 0.2, 20 dB;
   18.3 dB at β 0.1 on the base grid) wins over the start whose grid alone

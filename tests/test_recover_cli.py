@@ -317,8 +317,11 @@ def test_digit_noise_cli_end_to_end(tiny_prior, tmp_path):
   # Ours also tries moving the digit flow's latent; the others cannot.
   sel = _selection(tmp_path)
   starts = lambda m: _chosen_starts(sel, m)
-  assert starts("ours") == {"measurements:2", "noise_latent:2"}
+  assert starts("ours") == starts("ours_heldout") == {"measurements:2",
+                                                     "noise_latent:2"}
   assert starts("ablation") == starts("asim") == {"measurements:2"}
+  info = json.loads((tmp_path / "run.json").read_text())
+  assert info["blind_selection"] == "residual typicality (dB)"
 
 
 def test_noise_latent_start_needs_flow_noise(tiny_prior, tmp_path):

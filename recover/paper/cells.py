@@ -164,7 +164,10 @@ class Task(NamedTuple):
   BM3D's reference std.  ``y_ood``: measurements of the context's
   out-of-distribution images.  ``test_operator`` (None: ``operator``) is
   the test images' operator where each image has its own
-  (``operators.batched``).
+  (``operators.batched``).  ``noise_examples``: noise-only examples the
+  noise model did not train on and the measurements do not use (the blind
+  score of noise that neither factorises nor can be redrawn,
+  ``blind_score_kind``).
   """
 
   experiment: str
@@ -177,6 +180,7 @@ class Task(NamedTuple):
   ablation_noise: object = None
   bm3d_scale: Optional[float] = None
   test_operator: object = None
+  noise_examples: object = None
 
 
 def bm3d_denoise(y, sigma: float) -> np.ndarray:
@@ -254,6 +258,8 @@ class _Cell:
     self.op = {"val": task.operator,
                "test": task.test_operator or task.operator}
     self._keep = None  # held-out entries of the validation measurements
+    self._rate = None  # real noise's log-density per entry
+    self._val_maps = {}  # (noise, start, value) -> validation MAPs
     self._splits = {}  # draw -> recorrupted validation measurements
     self._iso = {}  # (which, β, lr, steps) -> the isotropic MAP's latents
 
@@ -306,8 +312,16 @@ class _Cell:
                   steps=start.steps, optimizer=adam(start.lr), config=cfg)
     if method.name == "asim":
       return solve.recover_asim(y, gamma=value, **common).x
-    return solve.recover(y, noise=self.noise_of(method, which), beta=value,
-                         **common).x
+    # Methods with one objective (ours, ours_heldout scored by its residual)
+    # share their validation MAPs.
+    memo = (method.noise, start, value) if which == "val" else None
+    if memo not in self._val_maps:
+      x = solve.recover(y, noise=self.noise_of(method, which), beta=value,
+                        **common).x
+      if memo is None:
+        return x
+      self._val_maps[memo] = x
+    return self._val_maps[memo]
 
   def _isotropic_latents(self, start: Start, beta: float, which: str):
     """The ablation's MAP from z = 0 at the same β, rate and steps."""
@@ -338,6 +352,15 @@ class _Cell:
     if self.refines(method):
       return error_db(self.recorrupted_error(method, start, value, 0))
     noise = self.noise_of(method)
+    if blind_score_kind(self.task) == "typical":
+      if self._rate is None:
+        self._rate = holdout.noise_log_density_rate(
+            noise, self.task.noise_examples)
+      x_hat = self.solve(method, start, value, "val")
+      gap = holdout.residual_typicality(noise, self.y["val"],
+                                        self.op["val"](x_hat), self._rate)
+      # In dB as the other scores are: -10 log10 of the gap.
+      return float(-10.0 * jnp.log10(jnp.maximum(gap, 1e-10)))
     if self._keep is None:
       holdout.check_factorises(noise)
       self._keep = holdout.holdout_keep(self.y["val"].shape[1:])
@@ -441,12 +464,24 @@ def blind_score_kind(task: Task) -> str:
   """How ``ours_heldout`` scores a configuration without ground truth:
   "recorrupted" for Gaussian noise under an invertible operator
   (denoising), where the measurement-space error it estimates is the
-  image's; else "heldout" (held-out entries: 1-bit CS, and sub-pixel
-  imputation, whose measurement-space error sees only the kept pixels)."""
+  image's; "heldout" (held-out entries) for other noise that factorises
+  over entries (1-bit CS, and sub-pixel imputation, whose
+  measurement-space error sees only the kept pixels); "typical" for noise
+  that does neither (a flow's: digit noise), by how typical the residual
+  is of the task's ``noise_examples`` (``holdout.residual_typicality``)."""
   from mapflow import holdout
   try:
     holdout.gaussian_std(task.noise)
   except ValueError:
+    try:
+      holdout.check_factorises(task.noise)
+    except ValueError:
+      if task.noise_examples is None:
+        raise ValueError(
+            f"{task.experiment}: its noise ({type(task.noise).__name__}) "
+            "neither factorises nor can be redrawn, so a blind selection "
+            "needs noise_examples (noise-only examples); got none") from None
+      return "typical"
     return "heldout"
   return "recorrupted" if hasattr(task.operator, "inverse") else "heldout"
 
@@ -886,10 +921,12 @@ def denoising_tasks(ctx: Context, kind: str, scales: Sequence[float]):
 
 
 def digit_noise_task(ctx: Context, noise_prior, noise_params, digits_val,
-                     digits_test) -> Task:
+                     digits_test, digits_spare=None) -> Task:
   """``y = 0.5 x + delta``, delta a held-out handwritten digit.  The
   ablation's iid N(0, σ²) has the digits' mean squared pixel value as σ²
-  (the same average power); BM3D denoises y and rescales by 1/0.5."""
+  (the same average power); BM3D denoises y and rescales by 1/0.5.
+  ``digits_spare``: further held-out digits that no measurement uses, the
+  noise-only examples of a blind selection (``Task.noise_examples``)."""
   from mapflow import noise as noise_lib
   from mapflow import operators as ops
   img = ctx.images
@@ -904,7 +941,9 @@ def digit_noise_task(ctx: Context, noise_prior, noise_params, digits_val,
               0.5 * img.x_val + dv[:len(img.x_val)],
               0.5 * img.x_test + dt[:len(img.x_test)],
               ablation_noise=noise_lib.gaussian(sigma, shape),
-              bm3d_scale=sigma)
+              bm3d_scale=sigma,
+              noise_examples=(None if digits_spare is None
+                              else np.asarray(digits_spare)))
 
 
 def subpixel_task(ctx: Context, keep: float = 0.75, sigma: float = 0.01,

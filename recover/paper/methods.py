@@ -232,9 +232,10 @@ METHODS: Dict[str, Method] = {m.name: m for m in (
     Method("ours", "ours", "flow", Grid("β", PAPER_BETAS),
            _LATENT + ("pixels", "noise_latent", "isotropic"), "true"),
     # Ours with β and the start chosen from the validation measurements
-    # alone (held-out likelihood), not from their ground truth.
+    # alone (``cells.blind_score_kind``), not from their ground truth.
     Method("ours_heldout", "ours, chosen without ground truth", "flow",
-           Grid("β", PAPER_BETAS), _LATENT + ("pixels", "isotropic"), "true",
+           Grid("β", PAPER_BETAS),
+           _LATENT + ("pixels", "noise_latent", "isotropic"), "true",
            "heldout"),
     Method("ablation", "ablation (isotropic noise)", "flow",
            Grid("β", PAPER_BETAS), _LATENT + ("pixels",), "isotropic"),

@@ -63,8 +63,10 @@ PROTOCOLS = {p.experiment: p for p in (
     Protocol("radial", _DENOISING, _DENOISING_STARTS, (0.0, 1.0)),
     Protocol("one_bit", ("ours", "ours_heldout", "ablation", "asim", "bora"),
              parse_starts("zeros,zeros@0.01,random,random@0.01")),
-    # Flow noise does not factorise over pixels: no held-out likelihood.
-    Protocol("digits", ("ours", "ablation", "asim", "bora", "bm3d"),
+    # Flow noise neither factorises nor can be redrawn: ours_heldout scores
+    # how typical of held-out digits the residual is.
+    Protocol("digits", ("ours", "ours_heldout", "ablation", "asim", "bora",
+                        "bm3d"),
              parse_starts("measurements,measurements@0.01,noise_latent,"
                           "noise_latent@0.01,pixels,pixels@0.01,"
                           "pixels@0.003")),
