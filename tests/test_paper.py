@@ -328,7 +328,8 @@ def test_a_claim_over_a_partial_curve_says_how_far_it_reaches():
 
 def test_a_cell_figure_is_stale_until_drawn_after_its_kept_images(tmp_path):
   """A run killed after keeping a method's images but before drawing the
-  PNG leaves it older than them (or missing): the next run redraws it."""
+  PNG leaves it showing other images (or missing): the next run redraws
+  it, and only then."""
   import os
   from recover.paper import figures
   x = np.full((3, 4, 4, 1), 0.5, np.float32)
@@ -340,6 +341,19 @@ def test_a_cell_figure_is_stale_until_drawn_after_its_kept_images(tmp_path):
   assert not figures.figure_is_stale(tmp_path, "radial", "0.1", ["ours"])
   kept = tmp_path / "figures" / "shown" / "radial_0.1_ours.npz"
   later = (tmp_path / "figures" / "radial_0.1.png").stat().st_mtime_ns + 10**9
+  # A fresh checkout's arbitrary file times: the PNG records what it drew.
+  os.utime(kept, ns=(later, later))
+  assert not figures.figure_is_stale(tmp_path, "radial", "0.1", ["ours"])
+  figures.keep_shown(tmp_path, "radial", "0.1", "ours", x * 0.5, 2)
+  assert figures.figure_is_stale(tmp_path, "radial", "0.1", ["ours"])
+  # A method kept but not yet drawn.
+  figures.save_cell_figure(tmp_path, "radial", "0.1", x[:3], x[:3],
+                           {"ours": x[:3] * 0.5}, ["ours"])
+  assert not figures.figure_is_stale(tmp_path, "radial", "0.1", ["ours"])
+  figures.keep_shown(tmp_path, "radial", "0.1", "bm3d", x, 2)
+  assert figures.figure_is_stale(tmp_path, "radial", "0.1", ["ours", "bm3d"])
+  # A PNG drawn before the record existed: stale if older than its images.
+  (tmp_path / "figures" / "shown" / "radial_0.1.drawn.json").unlink()
   os.utime(kept, ns=(later, later))
   assert figures.figure_is_stale(tmp_path, "radial", "0.1", ["ours"])
 

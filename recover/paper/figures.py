@@ -7,6 +7,8 @@ method redraws the figure with every method recorded in the folder.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Dict, Sequence
 
@@ -41,15 +43,50 @@ def keep_shown(out, experiment, setting, method, x_hat, n_test):
   return u8.astype(np.float32) / 255.0
 
 
+def _drawn_path(out, experiment, setting) -> Path:
+  return (Path(out) / "figures" / "shown" /
+          f"{cell_name(experiment, setting)}.drawn.json")
+
+
+def kept_digests(out, experiment, setting, methods) -> Dict[str, str]:
+  """SHA-256 of each of ``methods``' kept 8-bit images (shape and bytes),
+  for the methods that have some."""
+  digests = {}
+  for m in methods:
+    path = _shown_path(out, experiment, setting, m)
+    if path.is_file():
+      with np.load(path) as f:
+        u8 = np.ascontiguousarray(f["images"])
+      h = hashlib.sha256(repr(u8.shape).encode())
+      h.update(u8.tobytes())
+      digests[m] = h.hexdigest()
+  return digests
+
+
 def figure_is_stale(out, experiment, setting, methods) -> bool:
-  """Whether the cell's PNG is missing or older than some method's kept
-  images (a run killed between keeping them and drawing it)."""
+  """Whether the cell's PNG is missing or shows other images than the
+  methods' kept ones (a run killed between keeping them and drawing it).
+  The PNG records what it drew (``.drawn.json``), so a fresh checkout,
+  whose files' times are arbitrary, redraws nothing; a PNG drawn before
+  that record existed is stale if older than some kept images."""
   png = Path(out) / "figures" / f"{cell_name(experiment, setting)}.png"
-  kept = [_shown_path(out, experiment, setting, m) for m in methods]
-  kept = [k.stat().st_mtime_ns for k in kept if k.is_file()]
+  kept = kept_digests(out, experiment, setting, methods)
   if not kept:
     return False
-  return not png.is_file() or png.stat().st_mtime_ns < max(kept)
+  if not png.is_file():
+    return True
+  drawn = _drawn_path(out, experiment, setting)
+  if drawn.is_file():
+    return json.loads(drawn.read_text()) != kept
+  times = [_shown_path(out, experiment, setting, m).stat().st_mtime_ns
+           for m in kept]
+  return png.stat().st_mtime_ns < max(times)
+
+
+def record_drawn(out, experiment, setting, methods):
+  """Records the kept images the cell's PNG now shows (after drawing it)."""
+  io_lib.write_json_atomic(_drawn_path(out, experiment, setting),
+                           kept_digests(out, experiment, setting, methods))
 
 
 def copy_shown(out, experiment, setting, source, method):
@@ -108,3 +145,4 @@ def save_cell_figure(out, experiment: str, setting: str, x, y,
                          row_labels=list(row_labels), scale=3)
   io_lib.write_text_atomic(Path(out) / "figures" / f"{name}.txt",
                            "columns: " + ", ".join(titles) + "\n")
+  record_drawn(out, experiment, setting, methods)
