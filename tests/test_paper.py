@@ -618,7 +618,8 @@ def test_flow_noise_is_scored_blind_by_its_residuals_typicality(
   ctx.images = cells.Images(x, x, (0, 1, 2), (0, 1, 2))
   ctx.options = cells.Options(methods=("ours_heldout",), seed=5)
   op = mf.operators.scale(0.5)
-  bare = cells.Task("digits", "0.5x+digit", op, noise, y, y)
+  bare = cells.Task("digits", "0.5x+digit", op, noise, y, y,
+                    ablation_noise=mf.noise.gaussian(0.1, (4, 4, 1)))
   with pytest.raises(ValueError, match="digits: its noise \\(FlowNoise\\) "
                      "neither factorises.*needs noise_examples"):
     cells.blind_score_kind(bare)
@@ -653,7 +654,10 @@ def test_flow_noise_is_scored_blind_by_its_residuals_typicality(
   cell.solve(methods.METHODS["ours"], st, 5.0, "val")
   cell.solve(methods.METHODS["ours"], st, 1.0, "test")
   cell.solve(methods.METHODS["ours_heldout"], st, 1.0, "test")
-  assert fits == [1.0, 5.0, 1.0, 1.0]
+  # The ablation's objective is another (isotropic noise).
+  cell.solve(methods.METHODS["ablation"], methods.Start("measurements"), 1.0,
+             "val")
+  assert fits == [1.0, 5.0, 1.0, 1.0, 1.0]
   # The other protocols' blind scores are unchanged.
   assert cells.blind_score_kind(cells.Task(
       "radial", "0.2", mf.operators.identity(),

@@ -641,3 +641,14 @@ def test_a_bad_number_is_refused_before_any_work(tmp_path, capsys, module,
   import re
   assert re.search(match, capsys.readouterr().err)
   assert not (tmp_path / "out").exists()
+
+
+def test_digit_noise_blind_selection_keeps_its_noise_examples_apart(tmp_path):
+  """ours_heldout's noise-only digits are a fixed slice; more validation
+  and test images than fit before it are refused before any work."""
+  from recover.digit_noise import NOISE_EXAMPLES_FROM, main
+  with pytest.raises(SystemExit, match="--num-test: got 65 with --num-val "
+                     f"16, expected them to add up to at most "
+                     f"{NOISE_EXAMPLES_FROM}"):
+    main(["--out", str(tmp_path / "out"), "--num-test", "65"])
+  assert not (tmp_path / "out").exists()

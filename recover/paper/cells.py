@@ -259,7 +259,10 @@ class _Cell:
                "test": task.test_operator or task.operator}
     self._keep = None  # held-out entries of the validation measurements
     self._rate = None  # real noise's log-density per entry
-    self._val_maps = {}  # (noise, start, value) -> validation MAPs
+    self._val_maps = {}  # (objective, start, value) -> validation MAPs
+    self._shares_val_maps = (
+        "ours_heldout" in ctx.options.methods
+        and blind_score_kind(task) == "typical")
     self._splits = {}  # draw -> recorrupted validation measurements
     self._iso = {}  # (which, β, lr, steps) -> the isotropic MAP's latents
 
@@ -312,9 +315,10 @@ class _Cell:
                   steps=start.steps, optimizer=adam(start.lr), config=cfg)
     if method.name == "asim":
       return solve.recover_asim(y, gamma=value, **common).x
-    # Methods with one objective (ours, ours_heldout scored by its residual)
-    # share their validation MAPs.
-    memo = (method.noise, start, value) if which == "val" else None
+    # Where a blind score reads the validation MAP itself ("typical"), ours
+    # and ours_heldout minimise one objective: they share those MAPs.
+    memo = ((method.family, method.noise, method.grid.symbol, start, value)
+            if which == "val" and self._shares_val_maps else None)
     if memo not in self._val_maps:
       x = solve.recover(y, noise=self.noise_of(method, which), beta=value,
                         **common).x
@@ -340,9 +344,11 @@ class _Cell:
     or (``select="heldout"``, no truth; ``blind_score_kind``) in
     denoising the PSNR that recorrupted measurements estimate
     (``holdout.recorrupted_error``: -10 log10 of the MAP's estimated mean
-    squared error); otherwise -10 log10 of the mean squared error with
-    which a MAP fitted without them predicts held-out validation
-    measurements.  Every score is in dB, higher better."""
+    squared error); under flow noise -10 log10 of the residual's
+    typicality gap (``holdout.residual_typicality``, nats per entry);
+    otherwise -10 log10 of the mean squared error with which a MAP fitted
+    without them predicts held-out validation measurements.  Every score
+    is -10 log10 of something smaller-better (dB), higher better."""
     import jax.numpy as jnp
     from mapflow import holdout, metrics
     from mapflow import operators as ops
@@ -476,7 +482,7 @@ def blind_score_kind(task: Task) -> str:
     try:
       holdout.check_factorises(task.noise)
     except ValueError:
-      if task.noise_examples is None:
+      if task.noise_examples is None or len(task.noise_examples) == 0:
         raise ValueError(
             f"{task.experiment}: its noise ({type(task.noise).__name__}) "
             "neither factorises nor can be redrawn, so a blind selection "

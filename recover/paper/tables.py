@@ -5,7 +5,8 @@
 the validation images it was measured on; ``val_score`` is in dB: the mean
 PSNR against the truth, or for a method that chooses from the measurements
 alone -10 log10 of an estimated squared error, from recorrupted or
-held-out measurements) and ``recorrupted.csv`` (further draws of the
+held-out measurements, or under flow noise of the residual's typicality
+gap) and ``recorrupted.csv`` (further draws of the
 recorrupted estimates) are ``ResultTable`` files: keyed rows, rewritten
 atomically after every addition, a row with a key already present
 replacing the old one.  A killed and rerun experiment therefore loses no
