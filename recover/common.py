@@ -177,12 +177,41 @@ def run_info(args, prior) -> dict:
   if "bora" in args.methods.split(","):
     info.update(vae=args.vae, bora_steps=args.bora_steps,
                 bora_restarts=args.bora_restarts)
+  # Not a setting: which machines added to the folder (XLA:CPU results
+  # differ in the last bits across CPU kinds, which 100-200 Adam steps can
+  # carry to ~0.3 dB on an image).
+  info["hosts"] = [host_description()]
   if not Path(args.prior).is_dir():
     import mapflow as mf
     meta = mf.pretrained.info(args.prior)
     info["prior_step"] = meta.get("step")
     info["prior_test_bpd"] = meta.get("eval", {}).get("test_bpd")
   return info
+
+
+def host_description() -> str:
+  """The machine kind results come from: CPU model, its widest vector
+  extension, core count, and jax's version and device."""
+  import os
+  import platform
+  import jax
+  model, flags = platform.processor() or platform.machine(), set()
+  try:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+      key, _, value = line.partition(":")
+      if key.strip() == "model name":
+        model = value.strip()
+      elif key.strip() == "flags":
+        flags = set(value.split())
+      if flags and model:
+        break
+  except OSError:
+    pass
+  vec = next((f for f in ("avx512f", "avx2", "avx") if f in flags), "")
+  dev = jax.devices()[0]
+  kind = dev.platform if dev.platform == "cpu" else dev.device_kind
+  return (f"{model}{' ' + vec if vec else ''}, {os.cpu_count()} cores; "
+          f"jax {jax.__version__} on {kind}")
 
 
 def cli_error(flag: str, error: Exception) -> SystemExit:

@@ -170,6 +170,24 @@ def test_start_config_and_context_checks(tmp_path):
   with pytest.raises(ValueError, match="methods: got \\['dip'\\]"):
     cells.Context(tmp_path, models, images, cells.Options(("dip",)))
 
+  # run.json: a setting that changes scores must match; the machines that
+  # added to the folder are listed, each once.
+  import json
+  run = lambda info: cells.Context(tmp_path / "run", models, images,
+                                   cells.Options(("ours",)), run_info=info)
+  with run({"seed": 0, "hosts": ["cpu A"]}):
+    pass
+  with run({"seed": 0, "hosts": ["cpu B"]}):
+    pass
+  with run({"seed": 0, "hosts": ["cpu A"]}):
+    pass
+  info = json.loads((tmp_path / "run" / "run.json").read_text())
+  assert info == {"seed": 0, "hosts": ["cpu A", "cpu B"]}
+  with pytest.raises(ValueError, match="--seed: got 1"):
+    with run({"seed": 1, "hosts": ["cpu A"]}):
+      pass
+  assert "cores; jax" in common.host_description()
+
 
 def _grown(grid, score, values=None):
   """Grows ``grid`` against a score function until settled."""

@@ -141,7 +141,8 @@ class Context:
       # Every setting that changes a score must match, or results of two
       # configurations would mix (cached scores, finished cells).
       for k in sorted(set(have) & set(self.run_info)):
-        if k.startswith("prior_") or have[k] == self.run_info[k]:
+        if (k.startswith("prior_") or k == "hosts"
+            or have[k] == self.run_info[k]):
           continue
         what = (f"the starts' default {k[6:]} (recover/paper/methods.py)"
                 if k in ("start_lr", "start_steps") else
@@ -151,7 +152,11 @@ class Context:
         raise ValueError(
             f"{what}: got {self.run_info[k]!r}, but the results in "
             f"{self.out} were made with {have[k]!r}; use another --out")
+      hosts = list(have.get("hosts", []))
+      hosts += [h for h in self.run_info.get("hosts", []) if h not in hosts]
       self.run_info = {**have, **self.run_info}
+      if hosts:
+        self.run_info["hosts"] = hosts
     if self.run_info:
       io_lib.write_json_atomic(f, self.run_info)
 
