@@ -314,6 +314,61 @@ def _heldout_lines(gaps):
   return lines + [""]
 
 
+def mean_image_floor(cells, data_dir=None):
+  """``[(experiment, setting, n, floor, best, below)]`` per main cell: the
+  mean of the prior's training images, one image whatever y is, scored
+  on the cell's reported images (``floor``, mean PSNR); the best method
+  ``(name, PSNR)``; the methods whose mean PSNR is below it.  Empty if
+  Fashion-MNIST is not installed."""
+  from mapflow import data
+  try:
+    train = data.load("fashion_mnist", "train", data_dir=data_dir)
+    test = data.load("fashion_mnist", "test", data_dir=data_dir)
+  except data.DatasetNotFoundError:
+    return []
+  mean = train.astype(np.float64).mean(axis=0) / 255.0
+  by_cell = {}
+  for (exp, setting, m), per in cells.items():
+    if not exp.endswith("_ood"):
+      by_cell.setdefault((exp, setting), {})[m] = per
+  rows = []
+  for (exp, setting), methods in sorted(by_cell.items(), key=lambda kv: (
+      kv[0][0], tables.setting_key(kv[0][1]))):
+    ids = sorted({int(i) for per in methods.values() for i in per})
+    x = test[ids].astype(np.float64) / 255.0
+    floor = float(np.mean(metrics.psnr(x, np.broadcast_to(mean, x.shape))))
+    means = {m: float(np.mean(list(per.values())))
+             for m, per in methods.items()}
+    best = max(means, key=means.get)
+    below = sorted((m for m, v in means.items() if v < floor),
+                   key=means.get)
+    rows.append((exp, setting, len(ids), floor, (best, means[best]), below))
+  return rows
+
+
+def _floor_lines(floor):
+  if not floor:
+    return []
+  floors = sorted({round(fl, 2) for _, _, _, fl, _, _ in floor})
+  same = (f"scores {floors[0]:.2f} dB on the reported images (the same "
+          "in every cell)" if len(floors) == 1 else
+          f"scores {floors[0]:.2f} to {floors[-1]:.2f} dB on the cells' "
+          "reported images")
+  lines = ["## A floor: the training images' mean (main folders)\n",
+           "The mean of the prior's training images, one image for every "
+           f"measurement (it ignores y), {same}. A method below it "
+           "recovers less, by PSNR, than the average garment.\n"]
+  low = [f for f in floor if f[5]]
+  if not low:
+    return lines + ["Every method in every cell is above it.\n"]
+  lines += ["| experiment | setting | training mean | best method | "
+            "methods below the mean |", "|---|---|---|---|---|"]
+  for exp, setting, n, fl, (bm, bv), below in low:
+    lines.append(f"| {exp} | {setting} | {fl:.2f} | {bm} {bv:.2f} | "
+                 f"{', '.join(below)} |")
+  return lines + [""]
+
+
 def folder_edges(folder: Path):
   """``tables.edge_choices`` of a results folder (its reported cells)."""
   res, sel = folder / "results.csv", folder / "selection.csv"
@@ -464,6 +519,8 @@ def main(argv=None):
            ] + _narrow_lines(narrow)
   gaps = heldout_gaps(main_cells)
   text += _heldout_lines(gaps)
+  floor = mean_image_floor(main_cells)
+  text += _floor_lines(floor)
   text += ["## Tables\n"] + main_text
   supplementary = []
   for folder, kind, base, command, what in found_sup:
@@ -497,6 +554,11 @@ def main(argv=None):
                      "heldout": [{"experiment": e, "setting": st,
                                   "ours_heldout": h, "ours": o}
                                  for e, st, h, o in gaps],
+                     "training_mean_floor": [
+                         {"experiment": e, "setting": st, "images": n,
+                          "psnr": fl, "best": bm, "best_psnr": bv,
+                          "below": below}
+                         for e, st, n, fl, (bm, bv), below in floor],
                      "supplementary": supplementary})
   print("\n".join(text))
 

@@ -475,6 +475,34 @@ def test_report_computes_the_claims_from_results_csv(tmp_path):
   assert "(0.5, from zeros)" in row and row.count("|") == 4
 
 
+
+def test_report_sets_each_cell_beside_the_training_mean_image(tmp_path):
+  """The training images' mean, one image whatever y is, scored on a
+  cell's reported images: a method below it is named."""
+  from recover import report
+  try:
+    train = data.load("fashion_mnist", "train").astype(np.float64) / 255
+    test = data.load("fashion_mnist", "test").astype(np.float64) / 255
+  except data.DatasetNotFoundError:
+    pytest.skip("Fashion-MNIST IDX files not installed")
+  ids = [3, 7, 11]
+  mse = [np.mean((test[i] - train.mean(0)) ** 2) for i in ids]
+  floor = float(np.mean([10 * np.log10(1 / e) for e in mse]))
+  folder = tmp_path / "digit_noise"
+  folder.mkdir()
+  lines = ["experiment,setting,method,hyper,image,psnr"]
+  for i in ids:
+    lines += [f"digits,0.5x+digit,ours,1|zeros,{i},{floor - 0.3}",
+              f"digits,0.5x+digit,bora,1,{i},{floor + 0.2}"]
+  (folder / "results.csv").write_text("\n".join(lines) + "\n")
+  report.main(["--results", str(tmp_path), "--out", str(tmp_path / "R.md")])
+  got = json.loads((tmp_path / "headline.json").read_text())
+  (row,) = got["training_mean_floor"]
+  assert row["psnr"] == pytest.approx(floor, abs=1e-6)
+  assert (row["images"], row["best"], row["below"]) == (3, "bora", ["ours"])
+  md = (tmp_path / "R.md").read_text()
+  assert f"| digits | 0.5x+digit | {floor:.2f} | bora {floor + 0.2:.2f} | ours |" in md
+
 def test_report_flags_cells_chosen_under_a_narrower_offer(tmp_path):
   """A reported flow cell whose selection.csv lacks a start the protocol
   now offers it is listed (with what it lacks) until a rerun scores it."""
