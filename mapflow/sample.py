@@ -390,3 +390,30 @@ def sample_posterior(y, *, prior, params, operator, noise, num_samples: int,
                       else np.zeros(pooled.shape[1:])),
       acceptance=accepted[:, :b] / max(1, total - cfg.warmup),
       ess=ess, step_size=np.exp(np.asarray(state[3]))[:, :b])
+
+
+def conformal_std_scale(x, mean, std, level: float = 0.9) -> float:
+  """Split-conformal width for intervals ``mean ± q · std``.
+
+  On calibration examples with known truth ``x``, the scores are
+  ``r = |x - mean| / std`` per entry, n of them; ``q`` is their
+  ⌈(n + 1) · level⌉-th smallest (``inf`` if that exceeds n).  For a new
+  example exchangeable with the calibration ones, an entry then falls
+  inside ``mean ± q · std`` with probability at least ``level`` on
+  average over entries, whether or not the sampler's std is right:
+  under-dispersed chains (poor mixing, a misspecified prior) only make q
+  large.  ``std`` is floored at 1e-12 of its largest value so that a
+  pixel the posterior pins exactly does not divide by zero.
+  """
+  if not 0.0 < level < 1.0:
+    raise ValueError(f"level: got {level!r}, expected a share in (0, 1)")
+  x, mean, std = (np.asarray(a, np.float64) for a in (x, mean, std))
+  if not x.shape == mean.shape == std.shape or x.size == 0:
+    raise ValueError(f"x, mean, std: got shapes {x.shape}, {mean.shape}, "
+                     f"{std.shape}, expected one non-empty shape")
+  if not (np.all(np.isfinite(std)) and np.all(std >= 0)):
+    raise ValueError("std: expected finite values >= 0")
+  floor = 1e-12 * max(float(std.max()), 1e-30)
+  r = np.sort((np.abs(x - mean) / np.maximum(std, floor)).ravel())
+  k = int(np.ceil((r.size + 1) * level))
+  return float("inf") if k > r.size else float(r[k - 1])

@@ -11,7 +11,14 @@ sample_posterior``, β = 1, from the MAP) and reports:
 * the correlation, over all pixels, between the predicted std and the
   actual error of the posterior mean;
 * mean PSNR of the MAP and of the posterior mean;
-* the chains' acceptance rates and effective sample sizes.
+* the chains' acceptance rates and effective sample sizes;
+* with ``--calibration-images N`` (default 16, the protocol's validation
+  images), split-conformal intervals ``mean ± q·std``: q is fitted on
+  those images' truth (``mapflow.conformal_std_scale``), and their
+  coverage on the test images is reported beside the raw one.
+
+Images are sampled ``--chunk`` at a time, and each finished chunk is kept
+under ``parts/``: a killed run resumes from its last chunk.
 
 With ``--unknown-scale`` the noise's scale is not given to the sampler: it
 is estimated from the measurements alone (``mapflow.holdout.
@@ -67,9 +74,19 @@ def parse_args(argv=None):
   p.add_argument("--betas", default="0.001,0.003,0.01,0.03,0.1,0.3,1",
                  help="β grid (at s = 1) of --unknown-scale's held-out choice")
   p.add_argument("--holdout-steps", type=_positive(int), default=100)
+  p.add_argument("--calibration-images", type=_at_least_zero(int),
+                 default=16, help="validation images (the protocol's) the "
+                 "conformal width is fitted on; 0 for none")
+  p.add_argument("--chunk", type=_positive(int), default=16,
+                 help="images per sampler call; each finished chunk is kept, "
+                 "so a killed run resumes")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--data-dir")
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  if args.calibration_images > 16:
+    p.error(f"--calibration-images: got {args.calibration_images}, "
+            "expected at most 16 (the protocol's validation images)")
+  return args
 
 
 def calibration(x, samples, level=0.9):
@@ -109,7 +126,7 @@ def _estimate_scale(mf, task, y, prior, params, op, shape, args):
 # What makes a summary row: a rerun with all of these the same reuses it.
 RUN_KEYS = ("task", "setting", "images", "prior", "seed", "samples",
             "chains", "warmup", "leapfrog", "target_accept", "level",
-            "scale_estimated")
+            "scale_estimated", "calibration_images", "chunk")
 
 
 def main(argv=None):
@@ -120,6 +137,56 @@ def main(argv=None):
   # rerun with the same settings skips them.
   with io_lib.FolderLock(out, what="--out"):
     return _run(args, out)
+
+
+def _chunk_path(out, ident, index: int) -> Path:
+  import hashlib
+  import json
+  tag = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+  return out / "parts" / f"{ident['task']}-{tag[:12]}" / f"chunk{index:03d}.npz"
+
+
+def _sample_chunk(mf, args, ident, x, y, ids, role, prior, params, op, noise,
+                  key, bar):
+  """One chunk's per-image results (kept under ``parts/``)."""
+  import jax.numpy as jnp
+  target = ident["target_accept"]
+  cfg = mf.SamplerConfig(chains=args.chains, warmup=args.warmup,
+                         target_accept=target,
+                         progress=lambda i, n: bar.update(1))
+  post = mf.sample_posterior(y, prior=prior, params=params, operator=op,
+                             noise=noise, num_samples=args.samples, key=key,
+                             config=cfg, leapfrog_steps=args.leapfrog)
+  map_x = mf.recover(y, prior=prior, params=params, operator=op, noise=noise,
+                     beta=1.0, steps=200).x
+  s = np.asarray(post.samples)
+  tail = (1.0 - args.level) / 2.0
+  lo, hi = np.quantile(s, [tail, 1.0 - tail], axis=0)
+  xn = np.asarray(x)
+  return {"ids": np.asarray(ids), "role": np.asarray(role),
+          "mean": np.asarray(post.mean, np.float32),
+          "std": np.asarray(s.std(axis=0, ddof=1), np.float32),
+          "inside": ((xn >= lo) & (xn <= hi)).astype(np.uint8),
+          "map": np.asarray(map_x, np.float32),
+          "psnr_map": np.asarray(mf.metrics.psnr(x, map_x)),
+          "psnr_mean": np.asarray(mf.metrics.psnr(x, post.mean)),
+          "acceptance": np.asarray(post.acceptance),
+          "ess": np.asarray(post.ess)}
+
+
+def _load_chunk(path, ids, role):
+  """A kept chunk, if it is the one asked for (else None: sampled again)."""
+  if not path.is_file():
+    return None
+  try:
+    with np.load(path) as f:
+      got = {k: f[k] for k in f.files}
+  except (OSError, ValueError):
+    return None
+  if (list(got.get("ids", [])) != list(ids)
+      or str(got.get("role")) != role):
+    return None
+  return got
 
 
 def _run(args, out):
@@ -141,9 +208,14 @@ def _run(args, out):
     done = json.loads((out / "summary.json").read_text())
   prior, params = common.load_prior(args.prior)
   x_all = mf.data.load("fashion_mnist", "test", args.data_dir)
-  _, test = protocol.protocol_indices(len(x_all))
+  val, test = protocol.protocol_indices(len(x_all))
   test = test[:args.num_test]
-  x = jnp.asarray(x_all[test].astype(np.float32) / 255.0)
+  cal = val[:args.calibration_images]
+  n_cal = len(cal)
+  # Calibration images first; each image's noise is its own whatever the
+  # chunking.
+  ids = np.concatenate([cal, test]).astype(int)
+  x = jnp.asarray(x_all[ids].astype(np.float32) / 255.0)
   shape = tuple(x.shape[1:])
   key = jax.random.PRNGKey(args.seed)
   rows = []
@@ -158,15 +230,19 @@ def _run(args, out):
       op = mf.operators.gaussian(k_op, args.m, shape)
       noise = mf.noise.gaussian(args.sigma, (args.m,))
       setting = f"m={args.m},sigma={args.sigma:g}"
-    y = op(x) + noise.sample(seed=k_noise, sample_shape=(len(x),))
+    y = op(x) + jnp.concatenate([
+        noise.sample(seed=jax.random.fold_in(k_noise, 1),
+                     sample_shape=(n_cal,)),
+        noise.sample(seed=k_noise, sample_shape=(len(test),))])
     true_scale = args.scale if task == "sinusoidal" else args.sigma
     target = args.target_accept or (0.574 if args.leapfrog == 1 else 0.7)
-    ident = {"task": task, "setting": setting, "images": int(len(x)),
+    ident = {"task": task, "setting": setting, "images": int(len(test)),
              "prior": args.prior, "seed": args.seed,
              "samples": args.samples, "chains": args.chains,
              "warmup": args.warmup, "leapfrog": args.leapfrog,
              "target_accept": target, "level": args.level,
-             "scale_estimated": bool(args.unknown_scale)}
+             "scale_estimated": bool(args.unknown_scale),
+             "calibration_images": n_cal, "chunk": args.chunk}
     kept = [r for r in done if all(r.get(k) == ident[k] for k in RUN_KEYS)]
     if kept:
       common.say(f"{task} {setting}: kept from {out / 'summary.json'}")
@@ -175,57 +251,81 @@ def _run(args, out):
     t0 = time.time()
     est = None
     if args.unknown_scale:
-      est = _estimate_scale(mf, task, y, prior, params, op, shape, args)
+      est = _estimate_scale(mf, task, y[n_cal:], prior, params, op, shape,
+                            args)
       noise = (mf.noise.sinusoidal(shape, est.scale) if task == "sinusoidal"
                else mf.noise.gaussian(est.scale, (args.m,)))
       common.say(f"{task}: noise scale estimated {est.scale:.4f} (true "
                  f"{true_scale:g}{'' if est.identifiable else ', an upper bound'})")
     from tqdm.auto import tqdm
-    bar = tqdm(total=args.warmup + -(-args.samples // args.chains),
-               desc=f"{task} sampling", unit="step")
-    cfg = mf.SamplerConfig(chains=args.chains, warmup=args.warmup,
-                           target_accept=target,
-                           progress=lambda i, n: bar.update(1))
-    post = mf.sample_posterior(y, prior=prior, params=params, operator=op,
-                               noise=noise, num_samples=args.samples,
-                               key=k_s, config=cfg,
-                               leapfrog_steps=args.leapfrog)
+    # Calibration and test images are chunked apart.
+    spans = [(a, min(a + args.chunk, n_cal), "cal")
+             for a in range(0, n_cal, args.chunk)]
+    spans += [(a, min(a + args.chunk, len(ids)), "test")
+              for a in range(n_cal, len(ids), args.chunk)]
+    per_chunk = args.warmup + -(-args.samples // args.chains)
+    bar = tqdm(total=per_chunk * len(spans), desc=f"{task} sampling",
+               unit="step")
+    parts = []
+    for i, (a, b, role) in enumerate(spans):
+      path = _chunk_path(out, ident, i)
+      got = _load_chunk(path, ids[a:b], role)
+      if got is None:
+        got = _sample_chunk(mf, args, ident, x[a:b], y[a:b], ids[a:b], role,
+                            prior, params, op, noise,
+                            jax.random.fold_in(k_s, i), bar)
+        mf.io.write_npz_atomic(path, **got)
+      else:
+        bar.update(per_chunk)
+      parts.append(got)
     bar.close()
-    map_x = mf.recover(y, prior=prior, params=params, operator=op,
-                       noise=noise, beta=1.0, steps=200).x
-    cal = calibration(x, post.samples, args.level)
+    cat = lambda k, r: np.concatenate([p[k] for p in parts
+                                       if str(p["role"]) == r])
+    xt = np.asarray(x[n_cal:])
+    mean, std = cat("mean", "test"), cat("std", "test")
+    err = np.abs(mean - xt)
     row = {**ident, "true_scale": true_scale,
            "scale_used": true_scale if est is None else est.scale,
            "scale_identifiable": None if est is None else est.identifiable,
-           "coverage": cal["coverage"],
-           "std_error_corr": cal["std_error_corr"],
-           "mean_std": cal["mean_std"],
-           "mean_abs_error": cal["mean_abs_error"],
-           "psnr_map": float(jnp.mean(mf.metrics.psnr(x, map_x))),
-           "psnr_posterior_mean": float(jnp.mean(mf.metrics.psnr(
-               x, post.mean))),
-           "acceptance_mean": float(np.mean(post.acceptance)),
-           "ess_median": float(np.median(post.ess)),
-           "ess_min": float(np.min(post.ess)),
-           "gradients_per_chain": (args.warmup + -(-args.samples //
-                                                    args.chains))
-           * args.leapfrog,
+           "coverage": float(cat("inside", "test").mean()),
+           "std_error_corr": float(np.corrcoef(std.ravel(),
+                                               err.ravel())[0, 1]),
+           "mean_std": float(std.mean()),
+           "mean_abs_error": float(err.mean()),
+           "psnr_map": float(np.mean(cat("psnr_map", "test"))),
+           "psnr_posterior_mean": float(np.mean(cat("psnr_mean", "test"))),
+           "acceptance_mean": float(np.mean(np.concatenate(
+               [p["acceptance"] for p in parts if str(p["role"]) == "test"],
+               axis=1))),
+           "ess_median": float(np.median(np.concatenate(
+               [p["ess"] for p in parts if str(p["role"]) == "test"],
+               axis=1))),
+           "ess_min": float(np.min(np.concatenate(
+               [p["ess"] for p in parts if str(p["role"]) == "test"],
+               axis=1))),
+           "gradients_per_chain": per_chunk * args.leapfrog,
            "seconds": time.time() - t0}
+    if n_cal:
+      q = mf.conformal_std_scale(np.asarray(x[:n_cal]), cat("mean", "cal"),
+                                 cat("std", "cal"), args.level)
+      row.update(conformal_scale=q,
+                 coverage_conformal=float(np.mean(err <= q * std)))
     rows.append(row)
+    conf = (f", conformal ({n_cal} images, q {row['conformal_scale']:.2f}) "
+            f"{row['coverage_conformal']:.3f}" if n_cal else "")
     common.say(f"{task} {setting}: coverage {row['coverage']:.3f} (nominal "
-               f"{args.level:g}), std-error correlation "
+               f"{args.level:g}){conf}, std-error correlation "
                f"{row['std_error_corr']:.3f}, PSNR MAP {row['psnr_map']:.2f}"
                f" / posterior mean {row['psnr_posterior_mean']:.2f} dB, "
                f"acceptance {row['acceptance_mean']:.2f}, ESS median "
                f"{row['ess_median']:.0f}")
-    k = min(6, len(x))
-    shown = figures.y_shown(op, y[:k], shape) if task == "cs" else jnp.clip(
-        y[:k], 0, 1)
-    std = np.asarray(post.std[:k])
-    err = np.abs(np.asarray(post.mean[:k]) - np.asarray(x[:k]))
-    top = max(float(std.max()), float(err.max()), 1e-6)
-    cols = [np.asarray(x[:k]), np.asarray(shown), np.clip(map_x[:k], 0, 1),
-            np.clip(post.mean[:k], 0, 1), std / top, err / top]
+    k = min(6, len(test))
+    yt = y[n_cal:n_cal + k]
+    shown = figures.y_shown(op, yt, shape) if task == "cs" else jnp.clip(
+        yt, 0, 1)
+    top = max(float(std[:k].max()), float(err[:k].max()), 1e-6)
+    cols = [xt[:k], np.asarray(shown), np.clip(cat("map", "test")[:k], 0, 1),
+            np.clip(mean[:k], 0, 1), std[:k] / top, err[:k] / top]
     grid = np.stack(cols, axis=1)
     mf.viz.save_labelled_grid(
         out / f"{task}.png", grid.reshape((-1,) + grid.shape[2:]),

@@ -651,6 +651,8 @@ def test_a_bad_model_or_data_folder_ends_the_command_naming_its_flag(
     ("uncertainty", ["--samples", "0"], "--samples: got '0'"),
     ("uncertainty", ["--warmup", "-3"], "--warmup: got '-3', expected an "
      "int >= 0"),
+    ("uncertainty", ["--calibration-images", "17"], "--calibration-images: "
+     "got 17, expected at most 16"),
     ("uncertainty", ["--target-accept", "1"], "--target-accept: got '1', "
      "expected a number in \\(0, 1\\)"),
     ("learned_noise", ["--noise-batch", "0"], "--noise-batch: got '0'"),

@@ -138,3 +138,33 @@ def test_one_leapfrog_step_is_the_mala_step():
     for x, w in zip(a[:4], b[:4]):
       np.testing.assert_allclose(x, w, rtol=1e-4, atol=1e-5)
     z, u, g = a[0], a[1], a[2]
+
+
+def test_conformal_scale_covers_what_an_overconfident_std_misses():
+  """Truth ~ N(mean, (5 std)²): the stated std's 90% intervals cover ~26%;
+  scaled by q from 2,000 calibration entries they cover 90% of fresh
+  ones, and q is near 5 · 1.645."""
+  rng = np.random.default_rng(0)
+  def draw(n):
+    std = rng.uniform(0.01, 0.1, (n, 6, 6, 1))
+    mean = rng.uniform(0.2, 0.8, std.shape)
+    return mean + 5.0 * std * rng.normal(size=std.shape), mean, std
+  x, mean, std = draw(56)
+  q = mf.conformal_std_scale(x, mean, std, 0.9)
+  r = np.abs(x - mean) / std
+  # The ⌈(n + 1) 0.9⌉-th smallest score: at least 90% of them at or below.
+  k = int(np.ceil((r.size + 1) * 0.9))
+  assert np.sum(r < q) == k - 1 and np.sum(r <= q) == k
+  assert np.mean(r <= q) >= 0.9
+  assert q == pytest.approx(5.0 * 1.6449, rel=0.08)
+  x2, mean2, std2 = draw(2000)
+  inside = lambda s: np.mean(np.abs(x2 - mean2) <= s * std2)
+  assert inside(1.6449) == pytest.approx(0.26, abs=0.02)
+  assert inside(q) == pytest.approx(0.9, abs=0.02)
+  # Too few entries for the level: no finite interval.
+  assert mf.conformal_std_scale(x[:1, :2, :2], mean[:1, :2, :2],
+                                std[:1, :2, :2], 0.9) == float("inf")
+  with pytest.raises(ValueError, match="level: got 1.5"):
+    mf.conformal_std_scale(x, mean, std, 1.5)
+  with pytest.raises(ValueError, match="x, mean, std: got shapes"):
+    mf.conformal_std_scale(x, mean[:3], std, 0.9)

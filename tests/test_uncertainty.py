@@ -32,12 +32,13 @@ def test_uncertainty_cli_runs(tiny_prior, tmp_path, monkeypatch):
   args = ["--out", str(tmp_path), "--prior", tiny_prior, "--num-test",
           "2", "--samples", "8", "--chains", "2", "--warmup", "6",
           "--m", "50", "--unknown-scale", "--betas", "0.1,1",
-          "--holdout-steps", "2"]
+          "--holdout-steps", "2", "--calibration-images", "2"]
   rows = main(args)
   assert [r["task"] for r in rows] == ["sinusoidal", "cs"]
   for r in rows:
     assert 0.0 <= r["coverage"] <= 1.0 and np.isfinite(r["psnr_map"])
     assert r["scale_estimated"] and r["scale_used"] > 0
+    assert r["conformal_scale"] > 0 and 0 <= r["coverage_conformal"] <= 1
   assert json.loads((tmp_path / "summary.json").read_text()) == rows
   assert (tmp_path / "sinusoidal.png").is_file()
   assert (tmp_path / "cs.png").is_file()
@@ -48,8 +49,72 @@ def test_uncertainty_cli_runs(tiny_prior, tmp_path, monkeypatch):
   monkeypatch.setattr(mf, "sample_posterior", lambda *a, **k: (
       sampled.append(1), real(*a, **k))[1])
   assert main(args) == rows and sampled == []
-  more = main(args[:-7] + ["--tasks", "sinusoidal", "--samples", "4", "--m",
+  more = main(args[:-9] + ["--tasks", "sinusoidal", "--samples", "4", "--m",
                            "50", "--unknown-scale", "--betas", "0.1,1",
-                           "--holdout-steps", "2"])
-  assert sampled == [1] and more[0]["samples"] == 4
+                           "--holdout-steps", "2", "--calibration-images",
+                           "2"])
+  # One sampler call per chunk: the calibration images, then the test ones.
+  assert sampled == [1, 1] and more[0]["samples"] == 4
   assert json.loads((tmp_path / "summary.json").read_text()) == more + rows
+
+
+def _fake_sampler(calls, fail_at=None):
+  """A stand-in for ``mf.sample_posterior``: draws around y with std 0.01
+  (overconfident for SINUSOIDAL s = 0.2), deterministic in y."""
+  import mapflow as mf
+
+  def sample(y, *, num_samples, config, **_):
+    calls.append(len(y))
+    if fail_at is not None and len(calls) == fail_at:
+      raise KeyboardInterrupt("killed")
+    y = np.asarray(y)
+    rng = np.random.default_rng(int(1e6 * float(np.abs(y).sum())) % 2**32)
+    s = y[None] + 0.01 * rng.normal(size=(num_samples,) + y.shape)
+    ones = np.ones((config.chains, len(y)))
+    return mf.PosteriorSamples(s, s.mean(0), s.std(0, ddof=1), ones, ones,
+                               ones)
+  return sample
+
+
+def test_uncertainty_resumes_from_its_last_chunk_and_calibrates(
+    tiny_prior, tmp_path, monkeypatch):
+  """Chunks of images are kept as they finish: a run killed in its third
+  chunk resumes there and ends as an uninterrupted one; the conformal
+  width fitted on the calibration images covers ~90% of the test pixels
+  where the sampler's own intervals cover few."""
+  import mapflow as mf
+  from recover.uncertainty import main
+  monkeypatch.setattr(mf, "recover", lambda y, **k: type(
+      "R", (), {"x": np.clip(np.asarray(y), 0, 1)})())
+  args = ["--prior", tiny_prior, "--tasks", "sinusoidal", "--num-test", "3",
+          "--calibration-images", "4", "--chunk", "2", "--samples", "40",
+          "--chains", "2", "--warmup", "1"]
+  calls = []
+  monkeypatch.setattr(mf, "sample_posterior", _fake_sampler(calls))
+  (whole,) = main(["--out", str(tmp_path / "whole")] + args)
+  assert calls == [2, 2, 2, 1]  # calibration chunks, then test chunks
+  calls = []
+  monkeypatch.setattr(mf, "sample_posterior", _fake_sampler(calls, 3))
+  with pytest.raises(KeyboardInterrupt):
+    main(["--out", str(tmp_path / "killed")] + args)
+  parts = sorted((tmp_path / "killed" / "parts").rglob("chunk*.npz"))
+  assert [p.name for p in parts] == ["chunk000.npz", "chunk001.npz"]
+  calls = []
+  monkeypatch.setattr(mf, "sample_posterior", _fake_sampler(calls))
+  (resumed,) = main(["--out", str(tmp_path / "killed")] + args)
+  assert calls == [2, 1]
+  drop = lambda r: {k: v for k, v in r.items() if k != "seconds"}
+  assert drop(resumed) == drop(whole)
+  assert whole["calibration_images"] == 4 and whole["images"] == 3
+  assert whole["coverage"] < 0.5
+  assert whole["coverage_conformal"] == pytest.approx(0.9, abs=0.05)
+  assert whole["conformal_scale"] > 2.0
+  # A chunk file holding other images is not read as this one: sampled
+  # again, and the result is unchanged.
+  (tmp_path / "killed" / "summary.json").unlink()
+  (part,) = {p.parent for p in parts}
+  (part / "chunk003.npz").write_bytes((part / "chunk002.npz").read_bytes())
+  calls = []
+  monkeypatch.setattr(mf, "sample_posterior", _fake_sampler(calls))
+  (again,) = main(["--out", str(tmp_path / "killed")] + args)
+  assert calls == [1] and drop(again) == drop(whole)
