@@ -8,8 +8,8 @@ from mapflow import (checkpoint, data, flows, io, metrics, noise, objectives,
                      operators, optim, pretrained, sample, sharding, solve,
                      training, vae, viz)
 from mapflow.objectives import Objective
-from mapflow.sample import (PosteriorSamples, SamplerConfig, conformal_std_scale,
-                            sample_posterior)
+from mapflow.sample import (PosteriorSamples, SamplerConfig, conformal_inside,
+                            conformal_std_scale, sample_posterior)
 from mapflow.solve import (RecoveryResult, SolverConfig, minimize, recover,
                            recover_asim, recover_bora, sweep)
 
@@ -20,6 +20,6 @@ __all__ = [
     "operators", "optim", "pretrained", "sample", "sharding", "solve",
     "training", "vae", "viz",
     "Objective", "PosteriorSamples", "RecoveryResult", "SamplerConfig",
-    "SolverConfig", "conformal_std_scale", "minimize", "recover", "recover_asim", "recover_bora",
+    "SolverConfig", "conformal_inside", "conformal_std_scale", "minimize", "recover", "recover_asim", "recover_bora",
     "sample_posterior", "sweep",
 ]

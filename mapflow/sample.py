@@ -392,28 +392,50 @@ def sample_posterior(y, *, prior, params, operator, noise, num_samples: int,
       ess=ess, step_size=np.exp(np.asarray(state[3]))[:, :b])
 
 
+def _std_floor(std):
+  """``std`` floored at 1e-12 of its largest value: a pixel the posterior
+  pins exactly does not divide by zero."""
+  std = np.asarray(std, np.float64)
+  return np.maximum(std, 1e-12 * max(float(std.max(initial=0.0)), 1e-30))
+
+
 def conformal_std_scale(x, mean, std, level: float = 0.9) -> float:
   """Split-conformal width for intervals ``mean ± q · std``.
 
-  On calibration examples with known truth ``x``, the scores are
-  ``r = |x - mean| / std`` per entry, n of them; ``q`` is their
-  ⌈(n + 1) · level⌉-th smallest (``inf`` if that exceeds n).  For a new
-  example exchangeable with the calibration ones, an entry then falls
-  inside ``mean ± q · std`` with probability at least ``level`` on
-  average over entries, whether or not the sampler's std is right:
-  under-dispersed chains (poor mixing, a misspecified prior) only make q
-  large.  ``std`` is floored at 1e-12 of its largest value so that a
-  pixel the posterior pins exactly does not divide by zero.
+  The examples (axis 0: n images of P entries each) are the exchangeable
+  units; entries within one are not.  On calibration examples with known
+  truth ``x``, the scores are ``r = |x - mean| / std``, n·P of them, and
+  q is the k-th smallest with k = ⌈level · (n + 1) · P⌉ (``inf`` if
+  k > n·P).  For a new example exchangeable with the calibration ones,
+  the expected share of its entries inside ``mean ± q · std`` is then at
+  least ``level``, however wrong the sampler's std is: under-dispersed
+  chains (poor mixing, a misspecified prior) only make q large.  (Pool the
+  new example's P scores with the calibration ones: the k-th smallest of
+  all (n + 1)·P is at most q, and by exchangeability each example's
+  expected share at or below it is the pool's, at least ``level``.)  The
+  guarantee is on average over examples and entries, not per entry.
+  ``std`` is floored as ``conformal_inside`` floors it.
   """
   if not 0.0 < level < 1.0:
     raise ValueError(f"level: got {level!r}, expected a share in (0, 1)")
   x, mean, std = (np.asarray(a, np.float64) for a in (x, mean, std))
-  if not x.shape == mean.shape == std.shape or x.size == 0:
+  if not x.shape == mean.shape == std.shape or x.ndim < 1 or x.size == 0:
     raise ValueError(f"x, mean, std: got shapes {x.shape}, {mean.shape}, "
-                     f"{std.shape}, expected one non-empty shape")
+                     f"{std.shape}, expected one non-empty shape (n, ...)")
   if not (np.all(np.isfinite(std)) and np.all(std >= 0)):
     raise ValueError("std: expected finite values >= 0")
-  floor = 1e-12 * max(float(std.max()), 1e-30)
-  r = np.sort((np.abs(x - mean) / np.maximum(std, floor)).ravel())
-  k = int(np.ceil((r.size + 1) * level))
+  n, per = x.shape[0], x.size // x.shape[0]
+  r = np.sort((np.abs(x - mean) / _std_floor(std)).ravel())
+  # The small slack keeps float error (0.9 * 75 = 67.50000000000001) from
+  # raising the rank.
+  k = int(np.ceil(level * (n + 1) * per - 1e-9))
   return float("inf") if k > r.size else float(r[k - 1])
+
+
+def conformal_inside(x, mean, std, q: float):
+  """Whether each entry of ``x`` lies in ``mean ± q · std`` (std floored
+  as in ``conformal_std_scale``; q = inf takes in everything)."""
+  x, mean = np.asarray(x, np.float64), np.asarray(mean, np.float64)
+  if np.isinf(q):
+    return np.ones(x.shape, bool)
+  return np.abs(x - mean) <= q * _std_floor(std)

@@ -124,9 +124,14 @@ def _estimate_scale(mf, task, y, prior, params, op, shape, args):
 
 
 # What makes a summary row: a rerun with all of these the same reuses it.
-RUN_KEYS = ("task", "setting", "images", "prior", "seed", "samples",
-            "chains", "warmup", "leapfrog", "target_accept", "level",
-            "scale_estimated", "calibration_images", "chunk")
+# What a kept chunk was sampled with (its folder's name hashes them).
+CHUNK_KEYS = ("task", "setting", "images", "prior", "seed", "samples",
+              "chains", "warmup", "leapfrog", "target_accept", "level",
+              "scale_estimated", "calibration_images", "chunk")
+# How the conformal width is ranked (``mf.conformal_std_scale``): rows made
+# under the first rule (over pixels) are not reused, their chunks are.
+CONFORMAL_RANK = "images"
+RUN_KEYS = CHUNK_KEYS + ("conformal_rank",)
 
 
 def main(argv=None):
@@ -139,10 +144,14 @@ def main(argv=None):
     return _run(args, out)
 
 
-def _chunk_path(out, ident, index: int) -> Path:
+def _chunk_path(out, ident, index: int, extra=None) -> Path:
+  """``extra``: what else the samples depend on (an estimated scale)."""
   import hashlib
   import json
-  tag = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+  what = {k: ident[k] for k in CHUNK_KEYS}
+  if extra:
+    what["extra"] = extra
+  tag = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
   return out / "parts" / f"{ident['task']}-{tag[:12]}" / f"chunk{index:03d}.npz"
 
 
@@ -174,17 +183,27 @@ def _sample_chunk(mf, args, ident, x, y, ids, role, prior, params, op, noise,
           "ess": np.asarray(post.ess)}
 
 
-def _load_chunk(path, ids, role):
-  """A kept chunk, if it is the one asked for (else None: sampled again)."""
+CHUNK_ARRAYS = ("ids", "role", "mean", "std", "inside", "map", "psnr_map",
+                "psnr_mean", "acceptance", "ess")
+
+
+def _load_chunk(path, ids, role, chains: int, shape):
+  """A kept chunk, if it is whole and the one asked for (else None: it is
+  sampled again)."""
   if not path.is_file():
     return None
   try:
     with np.load(path) as f:
       got = {k: f[k] for k in f.files}
-  except (OSError, ValueError):
+  except Exception:  # truncated or not an npz: sample it again
     return None
-  if (list(got.get("ids", [])) != list(ids)
-      or str(got.get("role")) != role):
+  n = len(ids)
+  if (set(CHUNK_ARRAYS) - set(got) or list(got["ids"]) != list(ids)
+      or str(got["role"]) != role
+      or any(got[k].shape != (n,) + tuple(shape)
+             for k in ("mean", "std", "inside", "map"))
+      or any(got[k].shape != (n,) for k in ("psnr_map", "psnr_mean"))
+      or any(got[k].shape != (chains, n) for k in ("acceptance", "ess"))):
     return None
   return got
 
@@ -242,17 +261,21 @@ def _run(args, out):
              "warmup": args.warmup, "leapfrog": args.leapfrog,
              "target_accept": target, "level": args.level,
              "scale_estimated": bool(args.unknown_scale),
-             "calibration_images": n_cal, "chunk": args.chunk}
+             "calibration_images": n_cal, "chunk": args.chunk,
+             "conformal_rank": CONFORMAL_RANK}
     kept = [r for r in done if all(r.get(k) == ident[k] for k in RUN_KEYS)]
     if kept:
       common.say(f"{task} {setting}: kept from {out / 'summary.json'}")
       rows.append(kept[0])
       continue
     t0 = time.time()
-    est = None
+    est, extra = None, None
     if args.unknown_scale:
-      est = _estimate_scale(mf, task, y[n_cal:], prior, params, op, shape,
-                            args)
+      # From every measurement, calibration images' too: the two stay
+      # exchangeable.
+      est = _estimate_scale(mf, task, y, prior, params, op, shape, args)
+      extra = {"scale": round(float(est.scale), 6), "betas": args.betas,
+               "holdout_steps": args.holdout_steps}
       noise = (mf.noise.sinusoidal(shape, est.scale) if task == "sinusoidal"
                else mf.noise.gaussian(est.scale, (args.m,)))
       common.say(f"{task}: noise scale estimated {est.scale:.4f} (true "
@@ -268,8 +291,10 @@ def _run(args, out):
                unit="step")
     parts = []
     for i, (a, b, role) in enumerate(spans):
-      path = _chunk_path(out, ident, i)
-      got = _load_chunk(path, ids[a:b], role)
+      path = _chunk_path(out, ident, i, extra)
+      # A killed writer's temporary (this process holds the folder's lock).
+      mf.io.remove_orphans(path.parent, [path.name])
+      got = _load_chunk(path, ids[a:b], role, args.chains, shape)
       if got is None:
         got = _sample_chunk(mf, args, ident, x[a:b], y[a:b], ids[a:b], role,
                             prior, params, op, noise,
@@ -308,10 +333,14 @@ def _run(args, out):
     if n_cal:
       q = mf.conformal_std_scale(np.asarray(x[:n_cal]), cat("mean", "cal"),
                                  cat("std", "cal"), args.level)
-      row.update(conformal_scale=q,
-                 coverage_conformal=float(np.mean(err <= q * std)))
+      # JSON has no inf: q is None where the images are too few.
+      row.update(conformal_scale=None if np.isinf(q) else q,
+                 coverage_conformal=float(np.mean(mf.conformal_inside(
+                     xt, mean, std, q))))
     rows.append(row)
-    conf = (f", conformal ({n_cal} images, q {row['conformal_scale']:.2f}) "
+    q_say = ("inf (too few images)" if row.get("conformal_scale") is None
+             else f"{row['conformal_scale']:.2f}")
+    conf = (f", conformal ({n_cal} images, q {q_say}) "
             f"{row['coverage_conformal']:.3f}" if n_cal else "")
     common.say(f"{task} {setting}: coverage {row['coverage']:.3f} (nominal "
                f"{args.level:g}){conf}, std-error correlation "
