@@ -107,9 +107,11 @@ def test_uncertainty_resumes_from_its_last_chunk_and_calibrates(
   monkeypatch.setattr(mf, "sample_posterior", _fake_sampler(calls))
   (resumed,) = main(["--out", str(tmp_path / "killed")] + args)
   assert calls == [3]
-  drop = lambda r: {k: v for k, v in r.items() if k != "seconds"}
+  drop = lambda r: {k: v for k, v in r.items()
+                    if k not in ("seconds", "sampling_seconds")}
   assert drop(resumed) == drop(whole)
   assert whole["calibration_images"] == 9 and whole["images"] == 3
+  assert whole["sampling_seconds"] >= 0.0
   assert whole["coverage"] < 0.5
   assert 0.85 < whole["coverage_conformal"] <= 1.0
   assert 2.0 < whole["conformal_scale"] < 100.0
