@@ -185,8 +185,14 @@ def main(argv=None):
   x = jnp.asarray(imgs["fashion_mnist"][:n], jnp.float32) / 255.0
   digits = jnp.asarray(imgs["digits"][:n], jnp.float32) / 255.0
   choices = validated_choices(args.results)
-  prior, params = load_prior(args.prior or results_prior(
-      args.results, choices["sinusoidal"]["ours"].source))
+  # Each task runs with the prior its choices were made with (the folders
+  # it reads may come from different priors while a rerun is under way).
+  loaded, priors = {}, {}
+  for name, ch in choices.items():
+    which = args.prior or results_prior(args.results, ch["ours"].source)
+    if which not in loaded:
+      loaded[which] = load_prior(which)
+    priors[name] = loaded[which]
   noise_prior, noise_params = load_prior(args.noise_prior, "--noise-prior")
   decode, decode_params = load_prior(args.vae, "--vae", "vae")
   have_bm3d = True
@@ -207,6 +213,7 @@ def main(argv=None):
   def run_task(task):
     name, op, noise, y, shown, bm3d_ref = task
     ch = choices[name]
+    prior, params = priors[name]
     start = {m: parse_start(ch[m].start) for m in ("ours", "asim")}
     if isinstance(noise, str):
       noise = mf.noise.from_flow(noise_prior, noise_params)
