@@ -89,16 +89,22 @@ def parse_args(argv=None):
   return args
 
 
+def _inside(x, samples, level):
+  """Whether each pixel of ``x`` lies in its samples' central ``level``
+  interval."""
+  tail = (1.0 - level) / 2.0
+  lo, hi = np.quantile(samples, [tail, 1.0 - tail], axis=0)
+  return (x >= lo) & (x <= hi)
+
+
 def calibration(x, samples, level=0.9):
   """Coverage of the per-pixel central ``level`` intervals and the
   correlation between predicted std and the posterior mean's error."""
   x = np.asarray(x)
   s = np.asarray(samples)                       # (S, B, H, W, C)
-  tail = (1.0 - level) / 2.0
-  lo, hi = np.quantile(s, [tail, 1.0 - tail], axis=0)
   mean, std = s.mean(axis=0), s.std(axis=0, ddof=1)
   err = np.abs(mean - x)
-  inside = (x >= lo) & (x <= hi)
+  inside = _inside(x, s, level)
   corr = float(np.corrcoef(std.ravel(), err.ravel())[0, 1])
   return {"coverage": float(inside.mean()), "std_error_corr": corr,
           "mean_std": float(std.mean()), "mean_abs_error": float(err.mean()),
@@ -170,13 +176,10 @@ def _sample_chunk(mf, args, ident, x, y, ids, role, prior, params, op, noise,
   map_x = mf.recover(y, prior=prior, params=params, operator=op, noise=noise,
                      beta=1.0, steps=200).x
   s = np.asarray(post.samples)
-  tail = (1.0 - args.level) / 2.0
-  lo, hi = np.quantile(s, [tail, 1.0 - tail], axis=0)
-  xn = np.asarray(x)
   return {"ids": np.asarray(ids), "role": np.asarray(role),
           "mean": np.asarray(post.mean, np.float32),
           "std": np.asarray(s.std(axis=0, ddof=1), np.float32),
-          "inside": ((xn >= lo) & (xn <= hi)).astype(np.uint8),
+          "inside": _inside(np.asarray(x), s, args.level).astype(np.uint8),
           "map": np.asarray(map_x, np.float32),
           "psnr_map": np.asarray(mf.metrics.psnr(x, map_x)),
           "psnr_mean": np.asarray(mf.metrics.psnr(x, post.mean)),
