@@ -215,17 +215,24 @@ def compiled(objective: Objective, optimizer, chunk: int):
     (v, s), vals = jax.lax.scan(masked, (v, s), jnp.arange(chunk))
     return v, s, vals
 
-  def init(v):
-    """Optimiser state, the last finite iterate, its loss, and the count
-    of steps with a non-finite loss or gradient."""
+  def init(v0, points):
+    """The first iterate (P, R, B, ...): a fresh copy of the starts ``v0``,
+    which are (R, B, ...) shared by ``points`` grid points, or already
+    (P, R, B, ...) where ``points`` is None; and the state: the optimiser's,
+    the last finite iterate, its loss, and the count of steps with a
+    non-finite loss or gradient.  One program, so that the broadcast and
+    the copy compile nothing of their own."""
+    v = jnp.copy(v0 if points is None
+                 else jnp.broadcast_to(v0, (points,) + v0.shape))
     f = jax.vmap(jax.vmap(jax.vmap(opt.init)))
-    return (f(v), v, jnp.full(v.shape[:3], jnp.inf, v.dtype),
-            jnp.zeros(v.shape[:3], jnp.int32))
+    return v, (f(v), v, jnp.full(v.shape[:3], jnp.inf, v.dtype),
+               jnp.zeros(v.shape[:3], jnp.int32))
 
-  def finish(v, state, final):
+  def finish(v, state, vals, i):
     """The best restart per example, and its variable, given the final
-    iterate's losses ``final`` (P, R, B)."""
+    iterate's losses ``vals[i]`` (P, R, B)."""
     _, v_ok, l_ok, notfinite = state
+    final = vals[i]
     fin = jnp.isfinite(final)
     v = _where_rows(fin, v, v_ok)
     final = jnp.where(fin, final, l_ok)
@@ -243,8 +250,15 @@ def compiled(objective: Objective, optimizer, chunk: int):
       step, donate_argnums=(0, 1),
       out_shardings=(sharding.along(mesh, 2), sharding.along(mesh, 2),
                      sharding.along(mesh, 3))))
+  # The examples stay split over the mesh from init to finish.
   once = functools.partial(jax.jit, compiler_options=run_once_options())
-  return once(init), step_for_mesh, once(finish), once(_over_p(losses))
+  init_for_mesh = _PerMesh(lambda mesh: once(
+      init, static_argnums=(1,), out_shardings=sharding.along(mesh, 2)))
+  finish_for_mesh = _PerMesh(lambda mesh: once(
+      finish, out_shardings=sharding.along(mesh, 1)))
+  final_losses = once(
+      lambda v, y, h, data: _over_p(losses)(v, y, h, data)[None])
+  return init_for_mesh, step_for_mesh, finish_for_mesh, final_losses
 
 
 # Largest gradient entry whose square (in an optimiser's statistics) stays
@@ -278,11 +292,29 @@ def _to_image(fn):
   return jax.jit(fn, compiler_options=run_once_options())
 
 
+@functools.lru_cache(maxsize=64)
+def _decode(fn):
+  """``(v (P, B, ...), y (B, ...), data) -> x (P, B, ...)``: the jitted
+  ``to_image`` of every grid point's chosen variable, flattening and
+  broadcasting inside the program (objectives over one flow share it)."""
+
+  def decode(v, y, data):
+    p, b = v.shape[:2]
+    flat = v.reshape((p * b,) + v.shape[2:])
+    yy = None if y is None else jnp.broadcast_to(
+        y[None], (p,) + y.shape).reshape((p * b,) + y.shape[1:])
+    x = fn(flat, yy, data)
+    return x.reshape((p, b) + x.shape[1:])
+
+  return jax.jit(decode, compiler_options=run_once_options())
+
+
 def _grid(hyper: Dict[str, Any]):
   """The grid's values as (P,) arrays (``"active"`` int32, the rest
   float32; None stays None) and P."""
-  h = {k: (None if v is None else jnp.atleast_1d(jnp.asarray(
-      v, jnp.int32 if k == "active" else jnp.float32)))
+  # On the host: eager device ops would each compile a program.
+  h = {k: (None if v is None else np.atleast_1d(np.asarray(
+      v, np.int32 if k == "active" else np.float32)))
        for k, v in hyper.items()}
   sizes = [v.shape[0] for v in h.values() if v is not None]
   for k, v in h.items():
@@ -294,7 +326,7 @@ def _grid(hyper: Dict[str, Any]):
     raise ValueError(f"hyper: got grids of lengths "
                      f"{ {k: int(v.shape[0]) for k, v in h.items() if v is not None} }"
                      ", expected one common length (or scalars)")
-  return {k: (None if v is None else jnp.broadcast_to(v, (p,)))
+  return {k: (None if v is None else np.broadcast_to(v, (p,)))
           for k, v in h.items()}, p
 
 
@@ -356,16 +388,16 @@ def minimize(objective: Objective, y, data, *, hyper=None, steps: int = 1000,
   y = sharding.shard_along(y, mesh, 0)
   data = sharding.replicate(data, mesh)
   per = p if points_per_call is None else max(1, min(p, points_per_call))
-  to_image = _to_image(objective.to_image)
+  decode = _decode(objective.to_image)
   parts = []
   for start in range(0, p, per):
     idx = np.minimum(np.arange(start, start + per), p - 1)
     hp = sharding.replicate(
         {k: None if v is None else v[idx] for k, v in h.items()}, mesh)
-    v0_h = (v0[idx] if per_point
-            else jnp.broadcast_to(v0, (len(idx),) + v0.shape))
-    part = _run_points(fns, to_image, v0_h, y, hp, data, steps, chunk,
-                       config.progress, mesh)
+    # Shared starts are broadcast over the group's points inside init.
+    v0_h = v0[idx] if per_point else v0
+    part = _run_points(fns, decode, v0_h, None if per_point else len(idx),
+                       y, hp, data, steps, chunk, config.progress, mesh)
     keep = min(per, p - start)
     x, z, loss, trace, skipped = part
     parts.append((x[:keep, :n_real], z[:keep, :n_real], loss[:keep, :n_real],
@@ -419,21 +451,23 @@ def _warn_if_stalled(skipped, steps):
         StalledWarning, stacklevel=3)
 
 
-def _run_points(fns, to_image, v0, y, h, data, steps, chunk, progress, mesh):
+def _run_points(fns, decode, v0, points, y, h, data, steps, chunk, progress,
+                mesh):
   """The step loop and finish for one group of grid points, from starts
-  ``v0`` (P, R, B+pad, ...).  Returns x, z, loss (P, B+pad, ...), the
-  chosen restart's trace (P, steps, B+pad) as numpy, and the non-finite
-  step count."""
+  ``v0``: (R, B+pad, ...) shared by ``points`` grid points, or
+  (P, R, B+pad, ...) where ``points`` is None.  Returns x, z, loss
+  (P, B+pad, ...), the chosen restart's trace (P, steps, B+pad) as numpy,
+  and the non-finite step count."""
   init_fn, step_fn, finish_fn, losses_fn = fns
-  v = jnp.array(v0)  # a copy: the step donates it
-  v = sharding.shard_along(v, mesh, 2)
-  # Laid out like the step's output state, so the step compiles only once.
-  state = sharding.shard_along(init_fn(v), mesh, 2)
+  v0 = sharding.shard_along(v0, mesh, 1 if points is not None else 2)
+  # A fresh copy (the step donates it), laid out like the step's output
+  # state, so the step compiles only once.
+  v, state = init_fn(v0, points, mesh=mesh)
   trace = []
   done = 0
   while done < steps:
     n = min(chunk, steps - done)
-    v, state, vals = step_fn(v, state, jnp.int32(n), y, h, data, mesh=mesh)
+    v, state, vals = step_fn(v, state, np.int32(n), y, h, data, mesh=mesh)
     trace.append(vals[:n])
     done += n
     if progress is not None:
@@ -447,18 +481,15 @@ def _run_points(fns, to_image, v0, y, h, data, steps, chunk, progress, mesh):
   # them before its update, which is dropped.  Either way no loss-only
   # program is compiled (it took a quarter of recover's compile time).
   if n < chunk:
-    final = vals[n]
+    final, at = vals, n
   elif chunk == 1:
-    spare = jax.tree_util.tree_map(jnp.copy, (v, state))
-    final = step_fn(*spare, jnp.int32(1), y, h, data, mesh=mesh)[2][0]
+    spare = jax.device_put((v, state), may_alias=False)
+    final, at = step_fn(*spare, np.int32(1), y, h, data, mesh=mesh)[2], 0
   else:
-    final = losses_fn(v, y, h, data)
-  best, v_best, loss, skipped = finish_fn(v, state, final)
-  flat = v_best.reshape((-1,) + v_best.shape[2:])
-  yy = jnp.broadcast_to(y[None], v_best.shape[:1] + y.shape).reshape(
-      (-1,) + y.shape[1:])
-  x = to_image(flat, yy, data)
-  x = x.reshape(v_best.shape[:2] + x.shape[1:])
+    final, at = losses_fn(v, y, h, data), 0
+  best, v_best, loss, skipped = finish_fn(v, state, final, np.int32(at),
+                                          mesh=mesh)
+  x = decode(v_best, y, data)
   best_h = np.asarray(best)
   trace_best = np.take_along_axis(
       trace, np.broadcast_to(best_h[None, :, None], (trace.shape[0],) +

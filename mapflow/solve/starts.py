@@ -79,7 +79,9 @@ def initial(objective, config, y, data, points: int = 1,
     to_var = (None if objective.from_latent is None
               else _jitted(objective.from_latent))
     if init in ("zeros", "random"):
-      z = jnp.zeros(shape) if init == "zeros" else draws()
+      # Zeros from the host compile nothing.
+      z = jnp.asarray(np.zeros(shape, np.float32)) if init == "zeros" \
+          else draws()
       if to_var is None:
         return z
       if init == "zeros":
