@@ -129,6 +129,11 @@ def _curve_ratio(cells, exp, a, b, x_of, keep=lambda s: True):
     return sorted((x_of(s), (e, s, m)) for (e, s, m) in cells
                   if e == exp and m == method and keep(s))
   pa, pb = pts(a), pts(b)
+  # Only where both curves have cells: a point that one method has reached
+  # and the other not yet would stretch the curves past what the claim's
+  # row says it covers (``_settings_of``).
+  both = {x for x, _ in pa} & {x for x, _ in pb}
+  pa, pb = [q for q in pa if q[0] in both], [q for q in pb if q[0] in both]
   if len(pa) < 2 or len(pb) < 2:
     return None
   data, n = _paired(cells, [k for _, k in pa + pb])

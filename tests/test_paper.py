@@ -342,6 +342,12 @@ def test_a_claim_over_a_partial_curve_says_how_far_it_reaches():
   assert c["over"] == "s ∈ {0.1, 0.2, 0.4}"
   (row,) = report._claim_rows([c])
   assert "(over s ∈ {0.1, 0.2, 0.4})" in row
+  # ours's s = 0.8 cell, which BM3D lacks, takes no part: the figure is
+  # the one without it (with it, BM3D's 0.4 point would read about 1.9x).
+  (alone,) = report.claims({k: v for k, v in cells_.items()
+                            if k[1] != "0.8"})
+  assert c["measured"] == alone["measured"]
+  assert (c["lo"], c["hi"]) == (alone["lo"], alone["hi"])
 
 
 def test_a_cell_figure_is_stale_until_drawn_after_its_kept_images(tmp_path):
