@@ -154,7 +154,13 @@ def _where_rows(keep, a, b):
 def compiled(objective: Objective, optimizer, chunk: int):
   """Jitted ``(init, step, finish, final_losses)`` of an objective and
   optimiser, cached on them (so reuse one object of each to reuse compiled
-  code).  ``step._cache_size()`` counts the step's compiles."""
+  code).  ``step._cache_size()`` counts the step's compiles.
+
+  Calls: ``init(v0, points, mesh=)`` -> ``(v, state)``;
+  ``step(v, state, n, y, h, data, mesh=)`` -> ``(v, state, vals)``;
+  ``finish(v, state, vals, i, mesh=)`` -> ``(best, v_best, loss,
+  skipped)`` with the final losses ``vals[i]``; ``final_losses(v, y, h,
+  data)`` -> (1, P, R, B)."""
   losses = _batched_losses(objective)
   # One example, as a batch of one (for optimisers' line searches).
   example_loss = lambda v, y, h, data: losses(v[None, None], y[None], h,
@@ -425,6 +431,7 @@ def clear_caches():
   from mapflow.solve import starts
   compiled.cache_clear()
   _to_image.cache_clear()
+  _decode.cache_clear()
   starts._jitted.cache_clear()
   starts._normal.cache_clear()
   objectives._flow_maps.cache_clear()
