@@ -166,7 +166,9 @@ def run_info(args, prior) -> dict:
           "start_lr": BASE_LR, "start_steps": BASE_STEPS}
   if getattr(args, "noise_prior", None):
     info["noise_prior"] = args.noise_prior
-  for k in ("keep", "sigma", "m", "scale"):
+  # matrix_rows: the matrix (and noise draw) every 1-bit setting shares;
+  # a folder's cells made with two of them would mix two designs.
+  for k in ("keep", "sigma", "m", "scale", "matrix_rows"):
     if hasattr(args, k):
       info[k] = getattr(args, k)
   if "ours_heldout" in args.methods.split(","):

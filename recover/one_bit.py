@@ -31,6 +31,11 @@ def main(argv=None):
                  help="noise scales for the PSNR-vs-s curve ('' for none)")
   p.add_argument("--m", type=int, default=800,
                  help="measurements of the PSNR-vs-s curve")
+  p.add_argument("--matrix-rows", type=int, default=None,
+                 help="rows of the one Gaussian matrix (and noise draw) "
+                 "every setting takes its first m rows from (default: the "
+                 "largest m); a run split over folders (then merged with "
+                 "python -m recover.merge) passes the whole run's")
   common.add_method_args(p, protocol.PROTOCOLS["one_bit"].methods)
   args = p.parse_args(argv)
   out = Path(args.out)
@@ -41,9 +46,14 @@ def main(argv=None):
       [(m, args.scale) for m in ms]]
   if not settings:
     p.error("--ms and --scales: got none, expected at least one setting")
+  largest = max(m for m, _ in settings)
+  if args.matrix_rows is None:
+    args.matrix_rows = largest
+  elif args.matrix_rows < largest:
+    p.error(f"--matrix-rows: got {args.matrix_rows}, expected at least "
+            f"the largest m ({largest})")
   with common.make_context(args, "one_bit") as ctx:
-    for task in cells.one_bit_tasks(ctx, settings,
-                                    max([m for m, _ in settings])):
+    for task in cells.one_bit_tasks(ctx, settings, args.matrix_rows):
       cells.run_cell(ctx, task)
     rows = tables.summarize(out / "results.csv")
     common.write_summary(out, rows)

@@ -1,0 +1,165 @@
+"""Merge an experiment's results folder into another made by the same run.
+
+python -m recover.merge --into results/one_bit results/one_bit_scales
+
+A long experiment can be split over workers or machines by settings, each
+writing its own folder (for 1-bit CS: ``--ms`` on one, ``--scales`` on the
+other, both with the whole run's ``--matrix-rows``).  This puts the rows
+of each FROM folder into INTO:
+
+* ``run.json``: every setting both folders record must be equal (the
+  machines that worked on them are pooled), or nothing is merged;
+* ``results.csv``, ``selection.csv``, ``recorrupted.csv``: rows whose key
+  INTO lacks are added; a key both hold must hold the same row, or nothing
+  is merged;
+* ``figures/`` (each cell's figure and its kept images): files INTO lacks
+  are copied; one both hold must be the same bytes, or nothing is merged;
+* ``summary.json`` is recomputed from the merged ``results.csv``.
+
+Both folders are locked while this runs.  The curves drawn over all
+settings (e.g. ``one_bit_psnr_vs_m.png``) are left as they were: the
+experiment's next run on INTO finds every cell done, fits nothing and
+redraws them.  FROM is left in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import List
+
+from mapflow import io as io_lib
+from recover.paper import tables
+
+# (file, columns, key)
+TABLES = (("results.csv", tables.RESULT_COLUMNS, tables.RESULT_KEY),
+          ("selection.csv", tables.SELECTION_COLUMNS, tables.SELECTION_KEY),
+          (tables.DRAWS_FILE, tables.DRAWS_COLUMNS, tables.DRAWS_KEY))
+
+
+class MergeError(ValueError):
+  """The folders disagree; nothing was written."""
+
+
+def _run_info(folder: Path) -> dict:
+  f = folder / "run.json"
+  return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def merged_run_info(into: dict, src: dict, src_name: str) -> dict:
+  """``into``'s run record with ``src``'s added: a key both hold must be
+  equal (``hosts`` are pooled; the prior's step and figure are facts about
+  a shipped model, compared by its name)."""
+  for k in sorted(set(into) & set(src)):
+    if k == "hosts" or k.startswith("prior_"):
+      continue
+    if into[k] != src[k]:
+      raise MergeError(f"{src_name}: run.json has {k} = {src[k]!r}, but "
+                       f"the folder merged into has {into[k]!r}: they are "
+                       "not parts of one run")
+  hosts = list(into.get("hosts", []))
+  hosts += [h for h in src.get("hosts", []) if h not in hosts]
+  out = {**src, **into}
+  if hosts:
+    out["hosts"] = hosts
+  return out
+
+
+def _figure_files(folder: Path) -> List[Path]:
+  root = folder / "figures"
+  if not root.is_dir():
+    return []
+  return sorted(p.relative_to(folder) for p in root.rglob("*")
+                if p.is_file() and not p.name.startswith("."))
+
+
+def plan(into: Path, src: Path):
+  """What merging ``src`` into ``into`` adds: ``(run_info, {file: rows},
+  [figure paths])``.  Raises ``MergeError`` on any disagreement; reads
+  only."""
+  info = merged_run_info(_run_info(into), _run_info(src), str(src))
+  rows = {}
+  for name, columns, key in TABLES:
+    if not (src / name).is_file():
+      continue
+    have = tables.ResultTable(into / name, columns, key)
+    new = []
+    for r in tables.ResultTable(src / name, columns, key).rows:
+      old = have.get(**{k: r[k] for k in key})
+      if old is None:
+        new.append(r)
+      elif old != r:
+        k = ", ".join(f"{c}={r[c]}" for c in key)
+        raise MergeError(f"{src / name}: the row ({k}) differs from the one "
+                         f"in {into / name}")
+    rows[name] = new
+  figures = []
+  for rel in _figure_files(src):
+    dst = into / rel
+    if not dst.exists():
+      figures.append(rel)
+    elif dst.read_bytes() != (src / rel).read_bytes():
+      raise MergeError(f"{src / rel}: differs from {dst}")
+  return info, rows, figures
+
+
+def merge(into, sources) -> dict:
+  """Merges each folder of ``sources`` into ``into`` (all locked); returns
+  ``{file: rows added}`` (figures counted under ``"figures"``)."""
+  into = Path(into)
+  if not into.is_dir():
+    raise MergeError(f"--into: {into} is not a folder")
+  for s in map(Path, sources):
+    if not s.is_dir():
+      raise MergeError(f"{s}: is not a folder")
+    if s.resolve() == into.resolve():
+      raise MergeError(f"{s}: is the folder merged into")
+  locks = []
+  try:
+    for folder, what in [(into, "--into")] + [(Path(s), str(s))
+                                              for s in sources]:
+      locks.append(io_lib.FolderLock(folder, what=what).acquire())
+    # Every source checked before anything is written.
+    plans = [(Path(s), plan(into, Path(s))) for s in sources]
+    added = {name: 0 for name, _, _ in TABLES}
+    added["figures"] = 0
+    info = _run_info(into)
+    for s, (_, rows, figures) in plans:
+      info = merged_run_info(info, _run_info(s), str(s))
+      for name, columns, key in TABLES:
+        if rows.get(name):
+          tables.ResultTable(into / name, columns, key).add(rows[name])
+          added[name] += len(rows[name])
+      for rel in figures:
+        io_lib.write_bytes_atomic(into / rel, (s / rel).read_bytes())
+        added["figures"] += 1
+    if info:
+      io_lib.write_json_atomic(into / "run.json", info)
+    if (into / "results.csv").is_file():
+      io_lib.write_json_atomic(into / "summary.json",
+                               tables.summarize(into / "results.csv"))
+    return added
+  finally:
+    for lock in reversed(locks):
+      lock.release()
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(prog="python -m recover.merge",
+                              description=__doc__.splitlines()[0])
+  p.add_argument("--into", required=True,
+                 help="the results folder that receives the rows")
+  p.add_argument("sources", nargs="+", help="folders made by the same run "
+                 "with other settings")
+  args = p.parse_args(argv)
+  try:
+    added = merge(args.into, args.sources)
+  except (MergeError, io_lib.LockedError) as e:
+    raise SystemExit(f"error: {e}") from None
+  print(", ".join(f"{n} +{k}" for n, k in added.items()) +
+        f" -> {args.into}; rerun the experiment on it to redraw its curves")
+
+
+if __name__ == "__main__":
+  main()

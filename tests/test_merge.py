@@ -1,0 +1,128 @@
+"""``python -m recover.merge``: a run split over folders by settings, then
+merged, holds every row exactly once, and disagreeing folders are refused
+with nothing written."""
+
+import json
+
+import pytest
+
+from mapflow import io as io_lib
+from recover import merge
+from recover.paper import tables
+
+INFO = {"prior": "p", "seed": 0, "num_val": 2, "matrix_rows": 100,
+        "hosts": ["cpu A"]}
+
+
+def _folder(path, settings, info=INFO, psnr=20.0):
+  path.mkdir(parents=True, exist_ok=True)
+  io_lib.write_json_atomic(path / "run.json", info)
+  res = tables.ResultTable(path / "results.csv", tables.RESULT_COLUMNS,
+                           tables.RESULT_KEY)
+  sel = tables.ResultTable(path / "selection.csv", tables.SELECTION_COLUMNS,
+                           tables.SELECTION_KEY)
+  for st in settings:
+    res.add([{"experiment": "one_bit", "setting": st, "method": "ours",
+              "hyper": "0.5|zeros", "image": i, "psnr": psnr + i}
+             for i in range(3)])
+    sel.add([{"experiment": "one_bit", "setting": st, "method": "ours",
+              "hyper": 0.5, "start": "zeros", "val_images": "1 2",
+              "val_score": 11.0}])
+    shown = path / "figures" / "shown"
+    shown.mkdir(parents=True, exist_ok=True)
+    (path / "figures" / f"{st}.png").write_bytes(st.encode())
+    (shown / f"{st}_ours.npz").write_bytes(b"kept " + st.encode())
+  return path
+
+
+def _bytes(folder):
+  return {p.relative_to(folder): p.read_bytes()
+          for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_split_folders_merge_into_one_with_every_row_once(tmp_path):
+  into = _folder(tmp_path / "a", ["m=50,s=1", "m=100,s=1"])
+  # The source also holds one setting both made (identical rows): skipped.
+  src = _folder(tmp_path / "b", ["m=100,s=1", "m=100,s=0.5"],
+                {**INFO, "hosts": ["cpu B"]})
+  added = merge.merge(into, [src])
+  assert added == {"results.csv": 3, "selection.csv": 1,
+                   tables.DRAWS_FILE: 0, "figures": 2}
+  rows = tables.read_rows(into / "results.csv")
+  keys = [tuple(r[k] for k in tables.RESULT_KEY) for r in rows]
+  assert len(keys) == len(set(keys)) == 9
+  assert {r["setting"] for r in rows} == {"m=50,s=1", "m=100,s=1",
+                                          "m=100,s=0.5"}
+  assert (into / "figures" / "shown" / "m=100,s=0.5_ours.npz").read_bytes() \
+      == b"kept m=100,s=0.5"
+  info = json.loads((into / "run.json").read_text())
+  assert info["hosts"] == ["cpu A", "cpu B"]
+  summary = json.loads((into / "summary.json").read_text())
+  assert {(r["setting"], r["n"]) for r in summary} == {
+      ("m=50,s=1", 3), ("m=100,s=1", 3), ("m=100,s=0.5", 3)}
+  assert not (into / ".lock").exists() and not (src / ".lock").exists()
+  # Merging again adds nothing.
+  before = _bytes(into)
+  assert sum(merge.merge(into, [src]).values()) == 0
+  assert _bytes(into) == before
+
+
+@pytest.mark.parametrize("fault", ["run_info", "row", "figure", "locked"])
+def test_a_disagreeing_or_busy_folder_is_refused_and_nothing_written(
+    tmp_path, fault):
+  into = _folder(tmp_path / "a", ["m=50,s=1"])
+  info = {**INFO, "matrix_rows": 3200} if fault == "run_info" else INFO
+  src = _folder(tmp_path / "b", ["m=50,s=1", "m=200,s=1"], info,
+                psnr=21.0 if fault == "row" else 20.0)
+  if fault == "figure":
+    (src / "figures" / "m=50,s=1.png").write_bytes(b"redrawn")
+  before = _bytes(into)
+  held = (io_lib.FolderLock(src, what="other").acquire()
+          if fault == "locked" else None)
+  want = {"run_info": "matrix_rows = 3200", "row": "differs",
+          "figure": "differs", "locked": "in use"}[fault]
+  err = io_lib.LockedError if fault == "locked" else merge.MergeError
+  with pytest.raises(err, match=want):
+    merge.merge(into, [src])
+  if held:
+    held.release()
+  assert _bytes(into) == before
+  with pytest.raises(merge.MergeError, match="is the folder merged into"):
+    merge.merge(into, [into])
+
+
+@pytest.mark.slow  # three small runs of the 1-bit command: about a minute
+def test_a_one_bit_run_split_by_settings_merges_into_the_whole_run(
+    tiny_prior, tmp_path):
+  """The m-sweep in one folder and the s-sweep in another (the whole
+  run's --matrix-rows), merged, equal one run of both, row for row; the
+  whole command on the merged folder then fits nothing."""
+  from recover.one_bit import main
+  common = ["--prior", tiny_prior, "--inits", "zeros:2", "--no-ood",
+            "--methods", "ours,asim", "--num-val", "2", "--num-test", "2",
+            "--m", "100"]
+  main(["--out", str(tmp_path / "whole"), "--ms", "50,200", "--scales",
+        "0.5"] + common)
+  main(["--out", str(tmp_path / "part_m"), "--ms", "50,200", "--scales",
+        ""] + common)
+  # Alone, the s-sweep at m = 100 would draw a 100-row matrix: another
+  # design, which the merge refuses.
+  main(["--out", str(tmp_path / "alone"), "--ms", "", "--scales", "0.5"]
+       + common)
+  with pytest.raises(merge.MergeError, match="matrix_rows = 100"):
+    merge.merge(tmp_path / "part_m", [tmp_path / "alone"])
+  main(["--out", str(tmp_path / "part_s"), "--ms", "", "--scales", "0.5",
+        "--matrix-rows", "200"] + common)
+  merge.merge(tmp_path / "part_m", [tmp_path / "part_s"])
+  for name, key in (("results.csv", tables.RESULT_KEY),
+                    ("selection.csv", tables.SELECTION_KEY)):
+    want = {tuple(r[k] for k in key): r
+            for r in tables.read_rows(tmp_path / "whole" / name)}
+    got = {tuple(r[k] for k in key): r
+           for r in tables.read_rows(tmp_path / "part_m" / name)}
+    assert got == want, name
+  folder = tmp_path / "part_m"
+  before = {f: (folder / f).read_bytes()
+            for f in ("results.csv", "selection.csv")}
+  main(["--out", str(folder), "--ms", "50,200", "--scales", "0.5"] + common)
+  assert {f: (folder / f).read_bytes() for f in before} == before
