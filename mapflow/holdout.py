@@ -137,13 +137,21 @@ def noise_mean(noise):
     return 0.0
 
 
-def heldout_error(noise, y, fx, keep):
+def heldout_error(noise, y, fx, keep, mask=None):
   """Per example: the mean squared prediction error of the entries
   ``keep`` leaves out (0), ``(y - f(x̂) - μ)²`` over them, μ the noise's
-  mean."""
+  mean.  Only entries that are measurements count: ``mask`` is the
+  operator's ``measurement_mask()`` (0 on rows past a Gaussian matrix's
+  ``active`` count, or on pixels an imputation never observes; None:
+  every entry).  Counting the others would add the same noise-only term
+  to every configuration's error and squeeze their differences in dB (at
+  1-bit CS m = 100 of 3,200 rows, 0.95 dB between configurations read
+  0.12)."""
   check_factorises(noise)
   mean = noise_mean(noise)
   held = jnp.broadcast_to(1.0 - keep, jnp.shape(y))
+  if mask is not None:
+    held = held * jnp.broadcast_to(mask, jnp.shape(y))
   r2 = jnp.square(y - fx - mean) * held
   axes = tuple(range(1, r2.ndim))
   return jnp.sum(r2, axis=axes) / jnp.maximum(jnp.sum(held, axis=axes), 1.0)
@@ -360,7 +368,8 @@ def select_beta(y, *, prior, params, operator, noise, betas, steps=100,
                    betas=betas, steps=steps, optimizer=optimizer,
                    config=config)
   per = np.stack([np.asarray(heldout_error(
-      noise, y, operator(grid.x[i, 0]), keep))
+      noise, y, operator(grid.x[i, 0]), keep,
+      getattr(operator, "measurement_mask", lambda: None)()))
                   for i in range(grid.x.shape[0])])
   per, errors, best = _lowest_error(per)
   betas = np.atleast_1d(np.asarray(betas, np.float64))

@@ -173,7 +173,10 @@ def run_info(args, prior) -> dict:
       info[k] = getattr(args, k)
   if "ours_heldout" in args.methods.split(","):
     # What its validation scores mean (``cells.blind_score_kind``).
-    info["blind_selection"] = "recorrupted alpha 0.5, else held-out 20% (dB)"
+    # "measured entries": since 2026-12-07 rows past m and unobserved
+    # pixels no longer count (``holdout.heldout_error``'s mask).
+    info["blind_selection"] = ("recorrupted alpha 0.5, else held-out 20% of "
+                               "the measured entries (dB)")
     if getattr(args, "noise_prior", None):
       info["blind_selection"] = "residual typicality (dB)"
   if "bora" in args.methods.split(","):

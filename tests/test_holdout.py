@@ -304,3 +304,35 @@ def test_typical_residual_choice_is_near_the_oracle_for_flow_noise():
   np.testing.assert_allclose(np.asarray(choice.x),
                              np.asarray(grid.x[betas.index(choice.beta), 0]),
                              atol=1e-5)
+
+
+def test_heldout_error_counts_only_measured_entries():
+  """Rows past a Gaussian matrix's ``active`` count are not measurements:
+  with the operator's mask the held-out error equals the one computed on
+  the active rows alone; without it the same noise-only term joins every
+  configuration's error and squeezes their ratio toward 1."""
+  key = jax.random.PRNGKey(0)
+  shape = (4, 4, 1)
+  full = mf.operators.gaussian(key, 64, shape)
+  op = mf.operators.with_active(full, 8)
+  noise = mf.noise.sinusoidal_1d(64, 1.0)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (3,) + shape)
+  y = op(x) + noise.sample(seed=jax.random.PRNGKey(2), sample_shape=(3,))
+  keep = holdout.holdout_keep((64,))
+  mask = op.measurement_mask()
+  assert float(jnp.sum((1 - keep) * mask)) >= 1  # some active rows held out
+  good, bad = x, 1.0 - x
+  with_mask = [holdout.heldout_error(noise, y, op(v), keep, mask)
+               for v in (good, bad)]
+  # The same error, by hand, over the active rows alone.
+  act = np.arange(64) < 8
+  held = (1 - np.asarray(keep))[act]
+  mu = np.broadcast_to(np.asarray(holdout.noise_mean(noise)), (64,))[act]
+  for v, got in zip((good, bad), with_mask):
+    r2 = np.square(np.asarray(y)[:, act] - np.asarray(op(v))[:, act] - mu)
+    np.testing.assert_allclose(got, (r2 * held).sum(1) / held.sum(),
+                               rtol=1e-5)
+  without = [holdout.heldout_error(noise, y, op(v), keep) for v in (good, bad)]
+  ratio = lambda e: float(jnp.mean(e[1]) / jnp.mean(e[0]))
+  assert ratio(with_mask) > ratio(without) > 1.0, (ratio(with_mask),
+                                                   ratio(without))

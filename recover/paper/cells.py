@@ -378,8 +378,9 @@ class _Cell:
       self.op["val_fit"] = ops.masked(self.op["val"], self._keep)
       self.y["val_fit"] = self.y["val"]
     x_hat = self.solve(method, start, value, "val_fit")
+    measured = getattr(self.op["val"], "measurement_mask", lambda: None)()
     err = holdout.heldout_error(noise, self.y["val"], self.op["val"](x_hat),
-                                self._keep)
+                                self._keep, measured)
     # In dB as the other scores are (so TIE_DB means 0.01 dB here too):
     # -10 log10 of the held-out mean squared prediction error.
     return float(-10.0 * jnp.log10(jnp.maximum(jnp.mean(err), 1e-10)))
