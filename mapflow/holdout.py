@@ -142,7 +142,7 @@ def heldout_error(noise, y, fx, keep, mask=None):
   ``keep`` leaves out (0), ``(y - f(x̂) - μ)²`` over them, μ the noise's
   mean.  Only entries that are measurements count: ``mask`` is the
   operator's ``measurement_mask()`` (0 on rows past a Gaussian matrix's
-  ``active`` count, or on pixels an imputation never observes; None:
+  ``active`` count, or on entries ``operators.masked`` leaves out; None:
   every entry).  Counting the others would add the same noise-only term
   to every configuration's error and squeeze their differences in dB (at
   1-bit CS m = 100 of 3,200 rows, 0.95 dB between configurations read
@@ -152,6 +152,14 @@ def heldout_error(noise, y, fx, keep, mask=None):
   held = jnp.broadcast_to(1.0 - keep, jnp.shape(y))
   if mask is not None:
     held = held * jnp.broadcast_to(mask, jnp.shape(y))
+    if not isinstance(held, jax.core.Tracer) and not bool(jnp.all(
+        jnp.sum(held, axis=tuple(range(1, held.ndim))) > 0)):
+      # Every configuration would score 0 error: a silent tie.
+      raise ValueError(
+          f"keep: no measured entry is held out ({int(jnp.sum(mask))} "
+          f"measured of {int(np.prod(jnp.shape(mask)))}); expected a hold-out "
+          "that leaves out some measured entries (more measurements, or a "
+          "larger fraction)")
   r2 = jnp.square(y - fx - mean) * held
   axes = tuple(range(1, r2.ndim))
   return jnp.sum(r2, axis=axes) / jnp.maximum(jnp.sum(held, axis=axes), 1.0)

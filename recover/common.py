@@ -173,8 +173,8 @@ def run_info(args, prior) -> dict:
       info[k] = getattr(args, k)
   if "ours_heldout" in args.methods.split(","):
     # What its validation scores mean (``cells.blind_score_kind``).
-    # "measured entries": since 2026-12-07 rows past m and unobserved
-    # pixels no longer count (``holdout.heldout_error``'s mask).
+    # "measured entries": since 2026-12-07 1-bit CS rows past m no longer
+    # count (``holdout.heldout_error``'s mask).
     info["blind_selection"] = ("recorrupted alpha 0.5, else held-out 20% of "
                                "the measured entries (dB)")
     if getattr(args, "noise_prior", None):

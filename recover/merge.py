@@ -74,66 +74,72 @@ def _figure_files(folder: Path) -> List[Path]:
                 if p.is_file() and not p.name.startswith("."))
 
 
-def plan(into: Path, src: Path):
-  """What merging ``src`` into ``into`` adds: ``(run_info, {file: rows},
-  [figure paths])``.  Raises ``MergeError`` on any disagreement; reads
-  only."""
-  info = merged_run_info(_run_info(into), _run_info(src), str(src))
-  rows = {}
+def plan(into: Path, sources) -> tuple:
+  """What merging ``sources`` into ``into`` adds: ``(run_info, {file:
+  rows}, [(source, figure path)])``.  Each source is checked against
+  ``into`` and against the sources before it, so two sources that
+  disagree are refused too.  Raises ``MergeError`` on any disagreement;
+  reads only."""
+  info = _run_info(into)
+  rows = {name: {} for name, _, _ in TABLES}   # key -> (row, where from)
   for name, columns, key in TABLES:
-    if not (src / name).is_file():
-      continue
-    have = tables.ResultTable(into / name, columns, key)
-    new = []
-    for r in tables.ResultTable(src / name, columns, key).rows:
-      old = have.get(**{k: r[k] for k in key})
-      if old is None:
-        new.append(r)
-      elif old != r:
-        k = ", ".join(f"{c}={r[c]}" for c in key)
-        raise MergeError(f"{src / name}: the row ({k}) differs from the one "
-                         f"in {into / name}")
-    rows[name] = new
-  figures = []
-  for rel in _figure_files(src):
-    dst = into / rel
-    if not dst.exists():
-      figures.append(rel)
-    elif dst.read_bytes() != (src / rel).read_bytes():
-      raise MergeError(f"{src / rel}: differs from {dst}")
-  return info, rows, figures
+    for r in tables.ResultTable(into / name, columns, key).rows:
+      rows[name][tuple(r[k] for k in key)] = (r, into / name)
+  new_rows = {name: [] for name, _, _ in TABLES}
+  figures = {}  # relative path -> the folder it comes from
+  for src in sources:
+    info = merged_run_info(info, _run_info(src), str(src))
+    for name, columns, key in TABLES:
+      if not (src / name).is_file():
+        continue
+      for r in tables.ResultTable(src / name, columns, key).rows:
+        k = tuple(r[c] for c in key)
+        if k not in rows[name]:
+          rows[name][k] = (r, src / name)
+          new_rows[name].append(r)
+        elif rows[name][k][0] != r:
+          shown = ", ".join(f"{c}={v}" for c, v in zip(key, k))
+          raise MergeError(f"{src / name}: the row ({shown}) differs from "
+                           f"the one in {rows[name][k][1]}")
+    for rel in _figure_files(src):
+      first = into if (into / rel).exists() else figures.get(rel)
+      if first is None:
+        figures[rel] = src
+      elif (first / rel).read_bytes() != (src / rel).read_bytes():
+        raise MergeError(f"{src / rel}: differs from {first / rel}")
+  return info, new_rows, sorted(figures.items())
 
 
 def merge(into, sources) -> dict:
-  """Merges each folder of ``sources`` into ``into`` (all locked); returns
-  ``{file: rows added}`` (figures counted under ``"figures"``)."""
+  """Merges each folder of ``sources`` into ``into`` (all locked, all
+  checked before anything is written); returns ``{file: rows added}``
+  (figures counted under ``"figures"``)."""
   into = Path(into)
   if not into.is_dir():
     raise MergeError(f"--into: {into} is not a folder")
-  for s in map(Path, sources):
+  sources = [Path(s) for s in sources]
+  seen = {}
+  for s in sources:
     if not s.is_dir():
       raise MergeError(f"{s}: is not a folder")
     if s.resolve() == into.resolve():
       raise MergeError(f"{s}: is the folder merged into")
+    if s.resolve() in seen:
+      raise MergeError(f"{s}: is listed twice (also as {seen[s.resolve()]})")
+    seen[s.resolve()] = s
   locks = []
   try:
-    for folder, what in [(into, "--into")] + [(Path(s), str(s))
-                                              for s in sources]:
+    for folder, what in [(into, "--into")] + [(s, str(s)) for s in sources]:
       locks.append(io_lib.FolderLock(folder, what=what).acquire())
-    # Every source checked before anything is written.
-    plans = [(Path(s), plan(into, Path(s))) for s in sources]
-    added = {name: 0 for name, _, _ in TABLES}
-    added["figures"] = 0
-    info = _run_info(into)
-    for s, (_, rows, figures) in plans:
-      info = merged_run_info(info, _run_info(s), str(s))
-      for name, columns, key in TABLES:
-        if rows.get(name):
-          tables.ResultTable(into / name, columns, key).add(rows[name])
-          added[name] += len(rows[name])
-      for rel in figures:
-        io_lib.write_bytes_atomic(into / rel, (s / rel).read_bytes())
-        added["figures"] += 1
+    info, rows, figures = plan(into, sources)
+    added = {name: len(rows[name]) for name, _, _ in TABLES}
+    added["figures"] = len(figures)
+    for name, columns, key in TABLES:
+      if rows[name]:
+        tables.ResultTable(into / name, columns, key).add(rows[name])
+    for rel, src in figures:
+      (into / rel).parent.mkdir(parents=True, exist_ok=True)
+      io_lib.write_bytes_atomic(into / rel, (src / rel).read_bytes())
     if info:
       io_lib.write_json_atomic(into / "run.json", info)
     if (into / "results.csv").is_file():

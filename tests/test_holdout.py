@@ -336,3 +336,17 @@ def test_heldout_error_counts_only_measured_entries():
   ratio = lambda e: float(jnp.mean(e[1]) / jnp.mean(e[0]))
   assert ratio(with_mask) > ratio(without) > 1.0, (ratio(with_mask),
                                                    ratio(without))
+
+
+def test_heldout_error_refuses_a_holdout_of_no_measured_entry():
+  """With 3 active rows of 64, a 20% hold-out may hold none of them out:
+  every configuration would score 0 error, a silent tie."""
+  shape = (4, 4, 1)
+  op = mf.operators.with_active(
+      mf.operators.gaussian(jax.random.PRNGKey(0), 64, shape), 3)
+  keep = jnp.ones((64,)).at[10:23].set(0.0)  # rows 10-22 held out
+  noise = mf.noise.sinusoidal_1d(64, 1.0)
+  x = jnp.full((2,) + shape, 0.5)
+  y = op(x)
+  with pytest.raises(ValueError, match="no measured entry is held out"):
+    holdout.heldout_error(noise, y, op(x), keep, op.measurement_mask())

@@ -91,6 +91,28 @@ def test_a_disagreeing_or_busy_folder_is_refused_and_nothing_written(
     merge.merge(into, [into])
 
 
+@pytest.mark.parametrize("clash", ["run_info", "row", "figure", "twice"])
+def test_two_sources_that_disagree_with_each_other_are_refused(tmp_path,
+                                                               clash):
+  """INTO lacks what both sources hold, and they hold it differently: the
+  merge is refused before anything is written (not the last one kept)."""
+  into = _folder(tmp_path / "into", ["m=50,s=1"], {**INFO, "matrix_rows": 0})
+  (into / "run.json").write_text(json.dumps({"prior": "p", "seed": 0}))
+  a = _folder(tmp_path / "a", ["m=200,s=1"])
+  b = _folder(tmp_path / "b", ["m=200,s=1"],
+              {**INFO, "matrix_rows": 3200} if clash == "run_info" else INFO,
+              psnr=21.0 if clash == "row" else 20.0)
+  if clash == "figure":
+    (b / "figures" / "m=200,s=1.png").write_bytes(b"redrawn")
+  before = _bytes(into)
+  sources = [a, tmp_path / "a" / ".." / "a"] if clash == "twice" else [a, b]
+  want = {"run_info": "matrix_rows = 3200", "row": "differs",
+          "figure": "differs", "twice": "listed twice"}[clash]
+  with pytest.raises(merge.MergeError, match=want):
+    merge.merge(into, sources)
+  assert _bytes(into) == before
+
+
 @pytest.mark.slow  # three small runs of the 1-bit command: about a minute
 def test_a_one_bit_run_split_by_settings_merges_into_the_whole_run(
     tiny_prior, tmp_path):
