@@ -5,7 +5,7 @@ score's choice."""
 import csv, json, sys
 import numpy as np
 import jax.numpy as jnp
-sys.path.insert(0, "/work/main")
+sys.path.insert(0, ".")  # run from the repository root
 from recover import common
 from recover.paper import cells, methods, protocol
 from mapflow import holdout, metrics, noise as noise_lib
@@ -17,9 +17,9 @@ common.add_method_args(p, protocol.PROTOCOLS["one_bit"].methods)
 args = p.parse_args(["--out", f"/tmp/probe_ob{M}", "--methods", "ours,ours_heldout", "--no-ood", "--no-figures"])
 for k, v in dict(m=800, scale=1.0, matrix_rows=3200).items():
   setattr(args, k, v)
-sel = [r for r in csv.DictReader(open("/work/main/results/one_bit/selection.csv"))
+sel = [r for r in csv.DictReader(open("results/one_bit/selection.csv"))
        if r["setting"] == f"m={M},s=1" and r["method"] == "ours_heldout"]
-res = [r for r in csv.DictReader(open("/work/main/results/one_bit/results.csv"))
+res = [r for r in csv.DictReader(open("results/one_bit/results.csv"))
        if r["setting"] == f"m={M},s=1"]
 out = []
 with common.make_context(args, "one_bit") as ctx:
@@ -60,4 +60,4 @@ with common.make_context(args, "one_bit") as ctx:
     x = cell.solve(methods.METHODS["ours"], methods.parse_start(b["start"]), b["hyper"], "test")
     ps = np.asarray(metrics.psnr(cell.x["test"], x))[:64]
     print(tag, b["start"], b["hyper"], "test PSNR", float(ps.mean()), flush=True)
-json.dump(out, open(f"/work/probe/weighted_heldout_m{M}.json", "w"), indent=1)
+json.dump(out, open(f"/tmp/heldout_scores_m{M}.json", "w"), indent=1)
