@@ -8,8 +8,10 @@ from mapflow import (checkpoint, data, flows, io, metrics, noise, objectives,
                      operators, optim, pretrained, sample, sharding, solve,
                      training, vae, viz)
 from mapflow.objectives import Objective
-from mapflow.sample import (PosteriorSamples, SamplerConfig, conformal_inside,
-                            conformal_std_scale, sample_posterior)
+from mapflow.sample import (LaplaceApproximation, PosteriorSamples,
+                            SamplerConfig, conformal_inside,
+                            conformal_std_scale, laplace_approximation,
+                            sample_posterior)
 from mapflow.solve import (RecoveryResult, SolverConfig, minimize, recover,
                            recover_asim, recover_bora, sweep)
 
@@ -19,7 +21,8 @@ __all__ = [
     "checkpoint", "data", "flows", "io", "metrics", "noise", "objectives",
     "operators", "optim", "pretrained", "sample", "sharding", "solve",
     "training", "vae", "viz",
-    "Objective", "PosteriorSamples", "RecoveryResult", "SamplerConfig",
-    "SolverConfig", "conformal_inside", "conformal_std_scale", "minimize", "recover", "recover_asim", "recover_bora",
-    "sample_posterior", "sweep",
+    "LaplaceApproximation", "Objective", "PosteriorSamples",
+    "RecoveryResult", "SamplerConfig", "SolverConfig", "conformal_inside",
+    "conformal_std_scale", "laplace_approximation", "minimize", "recover",
+    "recover_asim", "recover_bora", "sample_posterior", "sweep",
 ]

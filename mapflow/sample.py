@@ -30,6 +30,23 @@ costs L gradients and moves about L times as far, which is what a chain
 whose draws are strongly correlated (MALA's ESS of ~3 per 100 draws in
 784-d) needs.
 
+With ``preconditioner="laplace"`` the chains move in whitened
+coordinates instead.  At the start ẑ (the MAP), the Gauss-Newton
+precision of the latent posterior is
+
+    H = Kᵀ W K + I,     K = ∂f(G(z))/∂z at ẑ,   W = diag(mask / σ²),
+
+(the noise's per-entry precision, for Gaussian noise), and with
+``L Lᵀ = H⁻¹`` (L = C⁻ᵀ, C the Cholesky factor of H) the chains sample u
+in ``z = ẑ + L u``.  The map is linear and fixed, so its Jacobian is a
+constant and the target in u is ``U(ẑ + L u)``, still exact.  Where the
+posterior is near Gaussian around the MAP, u's is near N(0, I): one step
+size fits every direction, where the diagonal adaptation above cannot
+follow a posterior whose narrow directions (the ones the measurements
+pin) are not the coordinate axes.  Its image-space counterpart, the
+Laplace approximation ``x ≈ G(ẑ) + J L u`` (J = ∂G/∂z), gives a
+per-pixel std with no sampling at all (``laplace_approximation``).
+
 The 1-bit operator's straight-through gradient is not the gradient of any
 likelihood (``sign`` has gradient 0 almost everywhere), so a sampler
 driven by it would target no posterior: ``sample_posterior`` refuses it.
@@ -69,6 +86,10 @@ class SamplerConfig(NamedTuple):
     init_std: std of the jitter between chains' starts.
     progress: ``callback(steps_done, steps_total)``, e.g. to drive tqdm.
     devices: devices to split the examples over (default all).
+    preconditioner: "adaptive" (a diagonal mass from the warmup's iterates)
+      or "laplace" (chains move in ``z = ẑ + L u``, L Lᵀ the inverse
+      Gauss-Newton precision at the start ẑ; Gaussian noise only; chains
+      after the first start at draws of u ~ N(0, I)).
   """
 
   chains: int = 4
@@ -81,6 +102,7 @@ class SamplerConfig(NamedTuple):
   init_std: float = 0.01
   progress: Optional[Callable[[int, int], None]] = None
   devices: Optional[Sequence[Any]] = None
+  preconditioner: str = "adaptive"
 
 
 class PosteriorSamples(NamedTuple):
@@ -94,6 +116,8 @@ class PosteriorSamples(NamedTuple):
     ess: each chain's effective sample size (chains, B): the smallest over
       pixels of its kept draws' ESS (Geyer's initial positive sequence).
     step_size: each chain's adapted ε (chains, B).
+    laplace: the ``LaplaceApproximation`` the chains were whitened with
+      (preconditioner "laplace"), else None.
   """
 
   samples: jax.Array
@@ -102,6 +126,7 @@ class PosteriorSamples(NamedTuple):
   acceptance: np.ndarray
   ess: np.ndarray
   step_size: np.ndarray
+  laplace: Optional["LaplaceApproximation"] = None
 
 
 @functools.lru_cache(maxsize=None)
@@ -118,6 +143,124 @@ def latent_posterior_objective(prior) -> objectives.Objective:
 
   shape = tuple(prior.config.image_shape)
   return objectives.Objective(loss, forward, shape, shape, inverse)
+
+
+class LaplaceApproximation(NamedTuple):
+  """The Gauss-Newton Laplace approximation of ``p(z | y)`` at ``center``.
+
+  Attributes:
+    center: ẑ (B, ...), the latents it is taken at.
+    whitening: L (B, d, d), d the latent size, with ``L Lᵀ = H⁻¹``
+      (upper triangular): ``z ≈ ẑ + L u``, u ~ N(0, I).
+    image: G(ẑ) (B, H, W, C).
+    image_std: the per-pixel std of the linearised ``x ≈ G(ẑ) + J L u``
+      (B, H, W, C).
+  """
+
+  center: jax.Array
+  whitening: jax.Array
+  image: jax.Array
+  image_std: jax.Array
+
+
+def noise_precision(noise, shape) -> jax.Array:
+  """The per-entry precision ``1 / σ²`` of Gaussian noise, broadcast to
+  ``shape`` (the measurements')."""
+  return jnp.broadcast_to(1.0 / jnp.square(_gaussian_std(noise)), shape)
+
+
+def _gaussian_std(noise):
+  if isinstance(noise, noise_lib.DiagonalGaussian):
+    return noise.stddev()
+  if isinstance(noise, noise_lib.IsotropicGaussian):
+    return noise.sigma
+  raise ValueError(
+      f"noise: got {type(noise).__name__}; the Laplace approximation's "
+      "Gauss-Newton precision needs Gaussian noise with a per-entry std "
+      "(mapflow.noise.gaussian, diagonal, sinusoidal, radial, "
+      "sinusoidal_1d)")
+
+
+@functools.lru_cache(maxsize=16)
+def _jacobian_columns(prior, chunk: int):
+  """Jitted ``(z0 (B, ...), start, data) -> (x0, jx, kx)``: G(ẑ) and the
+  columns ``start .. start + chunk`` of J = ∂G/∂z and K = ∂f(G(z))/∂z at
+  ẑ, (chunk, B, ...) each (columns past the latent size are 0)."""
+  forward = objectives._flow_maps(prior)[0]
+
+  def columns(z0, start, data):
+    op = objectives.data_operator(data)
+    shape = z0.shape[1:]
+    d = int(np.prod(shape))
+    x0, g_lin = jax.linearize(lambda z: forward(z, None, data), z0)
+    _, f_lin = jax.linearize(op, x0)
+    e = jax.nn.one_hot(start + jnp.arange(chunk), d, dtype=z0.dtype)
+    t = jnp.broadcast_to(e.reshape((chunk, 1) + shape),
+                         (chunk,) + z0.shape)
+    jx = jax.vmap(g_lin)(t)
+    return x0, jx, jax.vmap(f_lin)(jx)
+
+  return jax.jit(columns)
+
+
+def laplace_approximation(z0, y, *, prior, params, operator,
+                          noise) -> LaplaceApproximation:
+  """The Gauss-Newton Laplace approximation of the β = 1 latent posterior
+  at ``z0`` (B, ...), usually the MAP:
+
+      H = Kᵀ W K + I,   K = ∂f(G(z))/∂z at z0,   W = diag(mask / σ²),
+
+  ``L = C⁻ᵀ`` for the Cholesky factor C of H (so ``L Lᵀ = H⁻¹``), and the
+  image std ``sqrt(diag(J L Lᵀ Jᵀ))``, J = ∂G/∂z.  For an affine flow, a
+  linear operator and Gaussian noise it is the exact posterior.  Costs d
+  forward-mode passes of the flow per example (d the latent size: 784 at
+  28x28) and a d x d Cholesky factorisation each.
+  """
+  solve_api._check_params(prior, params)
+  y = solve_api._check_inputs(y, operator, noise, prior.config.image_shape,
+                              {})
+  z0 = jnp.asarray(z0, jnp.float32)
+  shape = tuple(prior.config.image_shape)
+  b = y.shape[0]
+  if z0.shape != (b,) + shape or not bool(jnp.all(jnp.isfinite(z0))):
+    raise ValueError(f"z0: got shape {z0.shape}, expected finite latents of "
+                     f"shape {(b,) + shape}")
+  w = noise_precision(noise, y.shape)
+  mask = operator.measurement_mask()
+  if mask is not None:
+    w = w * jnp.broadcast_to(mask, y.shape)
+  d = int(np.prod(shape))
+  chunk = max(1, min(d, 2048 // max(b, 1)))
+  cols = _jacobian_columns(prior, chunk)
+  data = {"params": params, "operator": operator}
+  jx, kx = [], []
+  for start in range(0, d, chunk):
+    x0, j, k = cols(z0, jnp.int32(start), data)
+    jx.append(np.asarray(j, np.float64))
+    kx.append(np.asarray(k, np.float64))
+  # (B, entries, d): the chunks stack columns first, so move them last.
+  jmat = np.moveaxis(np.concatenate(jx)[:d], 0, -1).reshape(b, -1, d)
+  kmat = np.moveaxis(np.concatenate(kx)[:d], 0, -1).reshape(b, -1, d)
+  wk = np.asarray(w, np.float64).reshape(b, -1, 1) * kmat
+  h = np.einsum("bnd,bne->bde", kmat, wk) + np.eye(d)
+  lmat = np.empty_like(h)
+  for i in range(b):
+    c = np.linalg.cholesky(h[i])
+    lmat[i] = np.linalg.inv(c).T
+  jl = np.einsum("bnd,bde->bne", jmat, lmat)
+  std = np.sqrt(np.sum(np.square(jl), axis=-1)).reshape((b,) + shape)
+  return LaplaceApproximation(
+      center=z0, whitening=jnp.asarray(lmat, jnp.float32), image=x0,
+      image_std=jnp.asarray(std, jnp.float32))
+
+
+def _from_whitened(u, z0, lmat):
+  """``z = ẑ + L u`` for chains u (C, B, ...), ẑ (B, ...), L (B, d, d)."""
+  c, b = u.shape[:2]
+  flat = u.reshape(c, b, -1)
+  z = z0.reshape(1, b, -1) + jnp.einsum(
+      "bij,cbj->cbi", lmat, flat, precision=jax.lax.Precision.HIGHEST)
+  return z.reshape(u.shape)
 
 
 def _sq(a):
@@ -149,8 +292,12 @@ def _compiled(objective, target_accept):
   losses = engine._batched_losses(objective)
 
   def value_grad(z, y, data):
+    # With data["_laplace"] = (ẑ, L) the chains' variable is u, z = ẑ + L u.
+    data = dict(data)
+    lap = data.pop("_laplace", None)
+
     def total(v):
-      l = losses(v, y, {}, data)
+      l = losses(v if lap is None else _from_whitened(v, *lap), y, {}, data)
       return jnp.sum(l), l
     (_, u), g = jax.value_and_grad(total, has_aux=True)(z)
     return u, g
@@ -282,7 +429,12 @@ def sample_posterior(y, *, prior, params, operator, noise, num_samples: int,
   if not (math.isfinite(cfg.step_size) and cfg.step_size > 0):
     raise ValueError(f"step_size: got {cfg.step_size!r}, expected a "
                      "positive float")
+  if cfg.preconditioner not in ("adaptive", "laplace"):
+    raise ValueError(f"preconditioner: got {cfg.preconditioner!r}, expected "
+                     "'adaptive' or 'laplace'")
   _check(operator)
+  if cfg.preconditioner == "laplace":
+    _gaussian_std(noise)  # refuses non-Gaussian noise before any work
   solve_api._check_params(prior, params)
   y = solve_api._check_inputs(y, operator, noise, prior.config.image_shape,
                               {})
@@ -308,8 +460,17 @@ def sample_posterior(y, *, prior, params, operator, noise, num_samples: int,
     if z0.shape != (b,) + shape or not bool(jnp.all(jnp.isfinite(z0))):
       raise ValueError(f"init: got latents of shape {z0.shape}, expected "
                        f"finite latents of shape {(b,) + shape}")
-  z = z0[None] + cfg.init_std * jax.random.normal(k_init, (c,) + z0.shape)
-  z = z.at[0].set(z0)
+  lap = None
+  if cfg.preconditioner == "laplace":
+    # The chains move u, z = ẑ + L u: the first starts at the MAP (u = 0),
+    # the others at draws of the Laplace approximation.
+    lap = laplace_approximation(z0, y, prior=prior, params=params,
+                                operator=operator, noise=noise)
+    z = jax.random.normal(k_init, (c,) + z0.shape).at[0].set(0.0)
+  else:
+    z = z0[None] + cfg.init_std * jax.random.normal(k_init,
+                                                    (c,) + z0.shape)
+    z = z.at[0].set(z0)
   mesh = sharding.batch_mesh(cfg.devices)
   y_p, n_pad = sharding.pad_along(y, mesh.size, 0)
   data = {**data, "operator": ops_lib.pad_examples(operator, n_pad)}
@@ -317,6 +478,10 @@ def sample_posterior(y, *, prior, params, operator, noise, num_samples: int,
   y_p = sharding.shard_along(y_p, mesh, 0)
   z = sharding.shard_along(z, mesh, 1)
   data = sharding.replicate(data, mesh)
+  if lap is not None:
+    data["_laplace"] = tuple(
+        sharding.shard_along(sharding.pad_along(a, mesh.size, 0)[0], mesh, 0)
+        for a in (lap.center, lap.whitening))
   step, value_grad = _compiled(obj, float(cfg.target_accept))
   if leapfrog_steps > 1:
     begin, leap, end = _compiled_hmc(obj, float(cfg.target_accept))
@@ -368,6 +533,10 @@ def sample_posterior(y, *, prior, params, operator, noise, num_samples: int,
     if cfg.progress is not None:
       cfg.progress(t + 1, total)
   zs = np.stack(kept)                                   # (S, C, B, ...)
+  if lap is not None:
+    zs = np.asarray(_from_whitened(
+        jnp.asarray(zs.reshape((-1, b) + shape)), lap.center,
+        lap.whitening)).reshape(zs.shape)
   n_kept = zs.shape[0]
   forward = objectives._flow_maps(prior)[0]
   to_x = engine._to_image(forward)
@@ -389,7 +558,7 @@ def sample_posterior(y, *, prior, params, operator, noise, num_samples: int,
       std=jnp.asarray(pooled.std(axis=0, ddof=1) if num_samples > 1
                       else np.zeros(pooled.shape[1:])),
       acceptance=accepted[:, :b] / max(1, total - cfg.warmup),
-      ess=ess, step_size=np.exp(np.asarray(state[3]))[:, :b])
+      ess=ess, step_size=np.exp(np.asarray(state[3]))[:, :b], laplace=lap)
 
 
 def _std_floor(std):

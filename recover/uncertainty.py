@@ -63,6 +63,11 @@ def parse_args(argv=None):
   p.add_argument("--leapfrog", type=_positive(int), default=1,
                  help="leapfrog steps per draw: 1 is MALA, more is HMC "
                  "(that many gradients a draw)")
+  p.add_argument("--preconditioner", choices=("adaptive", "laplace"),
+                 default="adaptive",
+                 help="the chains' preconditioner (mapflow.SamplerConfig): "
+                 "a diagonal one adapted in warmup, or the Laplace "
+                 "approximation's whitening at the MAP (default adaptive)")
   p.add_argument("--target-accept", type=_share, default=None,
                  help="acceptance rate ε adapts toward (default 0.574 for "
                  "MALA, 0.7 for HMC)")
@@ -133,7 +138,10 @@ def _estimate_scale(mf, task, y, prior, params, op, shape, args):
 # What a kept chunk was sampled with (its folder's name hashes them).
 CHUNK_KEYS = ("task", "setting", "images", "prior", "seed", "samples",
               "chains", "warmup", "leapfrog", "target_accept", "level",
-              "scale_estimated", "calibration_images", "chunk")
+              "scale_estimated", "calibration_images", "chunk",
+              "preconditioner")
+# Rows and chunks made before a key existed had its value here.
+LEGACY = {"preconditioner": "adaptive"}
 # How the conformal width is ranked (``mf.conformal_std_scale``): rows made
 # under the first rule (over pixels) are not reused, their chunks are.
 CONFORMAL_RANK = "images"
@@ -154,7 +162,9 @@ def _chunk_path(out, ident, index: int, extra=None) -> Path:
   """``extra``: what else the samples depend on (an estimated scale)."""
   import hashlib
   import json
-  what = {k: ident[k] for k in CHUNK_KEYS}
+  # (a legacy value is left out, so older chunks keep their names)
+  what = {k: ident[k] for k in CHUNK_KEYS
+          if k not in LEGACY or ident[k] != LEGACY[k]}
   if extra:
     what["extra"] = extra
   tag = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
@@ -169,6 +179,7 @@ def _sample_chunk(mf, args, ident, x, y, ids, role, prior, params, op, noise,
   target = ident["target_accept"]
   cfg = mf.SamplerConfig(chains=args.chains, warmup=args.warmup,
                          target_accept=target,
+                         preconditioner=ident["preconditioner"],
                          progress=lambda i, n: bar.update(1))
   post = mf.sample_posterior(y, prior=prior, params=params, operator=op,
                              noise=noise, num_samples=args.samples, key=key,
@@ -176,7 +187,17 @@ def _sample_chunk(mf, args, ident, x, y, ids, role, prior, params, op, noise,
   map_x = mf.recover(y, prior=prior, params=params, operator=op, noise=noise,
                      beta=1.0, steps=200).x
   s = np.asarray(post.samples)
-  return {"ids": np.asarray(ids), "role": np.asarray(role),
+  extra = {}
+  if post.laplace is not None:
+    # The Laplace approximation's own intervals, image ± z·std around G(ẑ).
+    from scipy.stats import norm
+    lap_x, lap_std = (np.asarray(a, np.float32) for a in
+                      (post.laplace.image, post.laplace.image_std))
+    z = norm.ppf(0.5 + args.level / 2)
+    extra = {"laplace_image": lap_x, "laplace_std": lap_std,
+             "laplace_inside": (np.abs(np.asarray(x) - lap_x)
+                                <= z * lap_std).astype(np.uint8)}
+  return {**extra, "ids": np.asarray(ids), "role": np.asarray(role),
           "mean": np.asarray(post.mean, np.float32),
           "std": np.asarray(s.std(axis=0, ddof=1), np.float32),
           "inside": _inside(np.asarray(x), s, args.level).astype(np.uint8),
@@ -192,9 +213,12 @@ CHUNK_ARRAYS = ("ids", "role", "mean", "std", "inside", "map", "psnr_map",
                 "psnr_mean", "acceptance", "ess")
 
 
-def _load_chunk(path, ids, role, chains: int, shape):
+LAPLACE_ARRAYS = ("laplace_image", "laplace_std", "laplace_inside")
+
+
+def _load_chunk(path, ids, role, chains: int, shape, laplace: bool = False):
   """A kept chunk, if it is whole and the one asked for (else None: it is
-  sampled again)."""
+  sampled again); ``laplace``: it must hold the Laplace arrays too."""
   if not path.is_file():
     return None
   try:
@@ -203,10 +227,11 @@ def _load_chunk(path, ids, role, chains: int, shape):
   except Exception:  # truncated or not an npz: sample it again
     return None
   n = len(ids)
-  if (set(CHUNK_ARRAYS) - set(got) or list(got["ids"]) != list(ids)
+  need = CHUNK_ARRAYS + (LAPLACE_ARRAYS if laplace else ())
+  if (set(need) - set(got) or list(got["ids"]) != list(ids)
       or str(got["role"]) != role
-      or any(got[k].shape != (n,) + tuple(shape)
-             for k in ("mean", "std", "inside", "map"))
+      or any(got[k].shape != (n,) + tuple(shape) for k in need
+             if k in ("mean", "std", "inside", "map") + LAPLACE_ARRAYS)
       or any(got[k].shape != (n,) for k in ("psnr_map", "psnr_mean"))
       or any(got[k].shape != (chains, n) for k in ("acceptance", "ess"))):
     return None
@@ -267,8 +292,10 @@ def _run(args, out):
              "target_accept": target, "level": args.level,
              "scale_estimated": bool(args.unknown_scale),
              "calibration_images": n_cal, "chunk": args.chunk,
+             "preconditioner": args.preconditioner,
              "conformal_rank": CONFORMAL_RANK}
-    kept = [r for r in done if all(r.get(k) == ident[k] for k in RUN_KEYS)]
+    kept = [r for r in done
+            if all(r.get(k, LEGACY.get(k)) == ident[k] for k in RUN_KEYS)]
     if kept:
       common.say(f"{task} {setting}: kept from {out / 'summary.json'}")
       rows.append(kept[0])
@@ -299,7 +326,8 @@ def _run(args, out):
       path = _chunk_path(out, ident, i, extra)
       # A killed writer's temporary (this process holds the folder's lock).
       mf.io.remove_orphans(path.parent, [path.name])
-      got = _load_chunk(path, ids[a:b], role, args.chains, shape)
+      got = _load_chunk(path, ids[a:b], role, args.chains, shape,
+                        laplace=args.preconditioner == "laplace")
       if got is None:
         got = _sample_chunk(mf, args, ident, x[a:b], y[a:b], ids[a:b], role,
                             prior, params, op, noise,
@@ -340,6 +368,14 @@ def _run(args, out):
            "sampling_seconds": (
                float(sum(float(p["seconds"]) for p in parts))
                if all("seconds" in p for p in parts) else None)}
+    if args.preconditioner == "laplace":
+      # The Laplace approximation alone (no sampling): G(ẑ) ± z·std.
+      lap_err = np.abs(cat("laplace_image", "test") - xt)
+      lap_std = cat("laplace_std", "test")
+      row.update(coverage_laplace=float(cat("laplace_inside", "test").mean()),
+                 laplace_std_error_corr=float(np.corrcoef(
+                     lap_std.ravel(), lap_err.ravel())[0, 1]),
+                 mean_laplace_std=float(lap_std.mean()))
     if n_cal:
       q = mf.conformal_std_scale(np.asarray(x[:n_cal]), cat("mean", "cal"),
                                  cat("std", "cal"), args.level)
@@ -357,7 +393,11 @@ def _run(args, out):
                f"{row['std_error_corr']:.3f}, PSNR MAP {row['psnr_map']:.2f}"
                f" / posterior mean {row['psnr_posterior_mean']:.2f} dB, "
                f"acceptance {row['acceptance_mean']:.2f}, ESS median "
-               f"{row['ess_median']:.0f}")
+               f"{row['ess_median']:.0f}" + (
+                   f"; the Laplace approximation alone: coverage "
+                   f"{row['coverage_laplace']:.3f}, std-error correlation "
+                   f"{row['laplace_std_error_corr']:.3f}"
+                   if "coverage_laplace" in row else ""))
     k = min(6, len(test))
     yt = y[n_cal:n_cal + k]
     shown = figures.y_shown(op, yt, shape) if task == "cs" else jnp.clip(
@@ -379,9 +419,9 @@ def _run(args, out):
 def _write(mf, out, rows, done):
   """This run's rows, then earlier rows of other settings (kept, not
   lost), atomically."""
-  mine = [tuple(r.get(k) for k in RUN_KEYS) for r in rows]
-  every = rows + [r for r in done
-                  if tuple(r.get(k) for k in RUN_KEYS) not in mine]
+  key = lambda r: tuple(r.get(k, LEGACY.get(k)) for k in RUN_KEYS)
+  mine = [key(r) for r in rows]
+  every = rows + [r for r in done if key(r) not in mine]
   mf.io.write_json_atomic(out / "summary.json", every)
   cols = list(dict.fromkeys(k for r in every for k in r))
   mf.io.write_csv_atomic(out / "summary.csv", every, cols)

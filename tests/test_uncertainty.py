@@ -133,3 +133,54 @@ def test_uncertainty_resumes_from_its_last_chunk_and_calibrates(
   (again,) = main(["--out", str(tmp_path / "killed")] + args)
   assert calls == [4] and drop(again) == drop(whole)
   assert not list(part.glob(".chunk*"))
+
+
+def test_laplace_rows_and_rows_older_than_the_preconditioner(
+    tiny_prior, tmp_path, monkeypatch):
+  """A Laplace-preconditioned run reports the approximation's own
+  intervals beside the sampler's; a row written before the preconditioner
+  was recorded reads as "adaptive", so a default rerun keeps it (and its
+  chunks' names) instead of sampling again or duplicating it."""
+  import mapflow as mf
+  from recover.uncertainty import main
+  monkeypatch.setattr(mf, "recover", lambda y, **k: type(
+      "R", (), {"x": np.clip(np.asarray(y), 0, 1)})())
+  calls = []
+  fake = _fake_sampler(calls)
+
+  def sample(y, **k):
+    post = fake(y, **k)
+    if k["config"].preconditioner != "laplace":
+      return post
+    y = np.asarray(y)
+    lap = mf.LaplaceApproximation(None, None, np.clip(y, 0, 1),
+                                  0.25 + 0.1 * np.clip(y, 0, 1))
+    return post._replace(laplace=lap)
+  monkeypatch.setattr(mf, "sample_posterior", sample)
+  args = ["--out", str(tmp_path), "--prior", tiny_prior, "--tasks",
+          "sinusoidal", "--num-test", "3", "--calibration-images", "0",
+          "--samples", "10", "--chains", "2", "--warmup", "1"]
+  (lap,) = main(args + ["--preconditioner", "laplace"])
+  assert lap["preconditioner"] == "laplace"
+  # ±1.645 x 0.25-0.35 around the clipped y holds most of the truth at
+  # s = 0.2.
+  assert lap["coverage"] < 0.5 < lap["coverage_laplace"] <= 1.0
+  assert 0.25 <= lap["mean_laplace_std"] <= 0.35
+  assert -1.0 <= lap["laplace_std_error_corr"] <= 1.0
+  (adaptive,) = main(args)
+  assert "coverage_laplace" not in adaptive
+  rows = json.loads((tmp_path / "summary.json").read_text())
+  assert [r["preconditioner"] for r in rows] == ["adaptive", "laplace"]
+  # Make the adaptive row an old one, as written before the key existed.
+  del rows[0]["preconditioner"]
+  (tmp_path / "summary.json").write_text(json.dumps(rows))
+  chunks = sorted(p.parent.name for p in (tmp_path / "parts").rglob("*.npz"))
+  calls.clear()
+  (again,) = main(args)
+  assert calls == [] and "preconditioner" not in again
+  assert len(json.loads((tmp_path / "summary.json").read_text())) == 2
+  (tmp_path / "summary.json").unlink()
+  (again,) = main(args)  # sampled nothing: its chunks are found by name
+  assert calls == [] and again["preconditioner"] == "adaptive"
+  assert sorted(p.parent.name for p in (tmp_path / "parts").rglob(
+      "*.npz")) == chunks
