@@ -694,3 +694,42 @@ def test_per_example_operators_equal_separate_recoveries():
   with pytest.raises(ValueError, match="operator: a mask of shape"):
     mf.recover(jnp.zeros((3, 8, 8, 1)), operator=mf.operators.batched(
         [mf.operators.mask(KEY, (8, 8, 1))] * 3), **kw)
+
+
+def test_one_step_per_call_returns_images_without_a_decoder():
+  """With one step per call, the spare final step gives the images of the
+  returned latents (and of each example's best restart), so no decoder
+  program is made; where a final loss is not finite the engine goes back
+  to the last finite iterate and decodes that instead."""
+  from mapflow.solve import engine
+  prior, params, _, _ = linear_prior()
+  op = mf.operators.gaussian(KEY, 3, SHAPE)
+  y = op(prior.sample(params, KEY, 3))
+  engine.clear_caches()
+  res = mf.recover(y, prior=prior, params=params, operator=op,
+                   noise=mf.noise.gaussian(0.3), beta=1.0, steps=7,
+                   optimizer=ADAM, key=KEY,
+                   config=mf.SolverConfig(chunk=1, init="random",
+                                          restarts=3))
+  decoder = engine._decode(mf.objectives.map_objective(prior).to_image)
+  assert decoder._cache_size() == 0  # never compiled
+  np.testing.assert_allclose(res.x, prior.forward(params, res.z)[0],
+                             rtol=1e-5, atol=1e-6)
+  # A loss that is not finite at the last iterate (a custom objective).
+  obj = mf.objectives.map_objective(prior)
+
+  def loss(v, y, d):
+    out = obj.loss(v, y, d)
+    # Not finite once a latent leaves [-cap, cap], where Adam's steps of
+    # 0.2 take it.
+    return jnp.where(jnp.max(jnp.abs(v), axis=(1, 2, 3)) < d["cap"], out,
+                     jnp.inf)
+  capped = obj._replace(loss=loss)
+  data = {"params": params, "operator": op, "noise": mf.noise.gaussian(0.3),
+          "beta": 1.0, "cap": 0.6}
+  res = mf.minimize(capped, y, data, steps=40, optimizer=optax.adam(0.2),
+                    config=mf.SolverConfig(chunk=1))
+  assert decoder._cache_size() == 1
+  assert np.all(np.isfinite(np.asarray(res.loss)))
+  np.testing.assert_allclose(res.x[0], prior.forward(params, res.z[0])[0],
+                             rtol=1e-5, atol=1e-6)

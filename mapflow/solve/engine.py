@@ -157,9 +157,10 @@ def compiled(objective: Objective, optimizer, chunk: int):
   code).  ``step._cache_size()`` counts the step's compiles.
 
   Calls: ``init(v0, points, mesh=)`` -> ``(v, state)``;
-  ``step(v, state, n, y, h, data, mesh=)`` -> ``(v, state, vals)``;
-  ``finish(v, state, vals, i, mesh=)`` -> ``(best, v_best, loss,
-  skipped)`` with the final losses ``vals[i]``; ``final_losses(v, y, h,
+  ``step(v, state, n, y, h, data, mesh=)`` -> ``(v, state, vals)``, and
+  with ``chunk`` 1 also the images of the iterate it started from;
+  ``finish(v, state, vals, i[, x], mesh=)`` -> ``(best, v_best, loss,
+  skipped[, x_best])`` with the final losses ``vals[i]``; ``final_losses(v, y, h,
   data)`` -> (1, P, R, B)."""
   losses = _batched_losses(objective)
   # One example, as a batch of one (for optimisers' line searches).
@@ -189,6 +190,17 @@ def compiled(objective: Objective, optimizer, chunk: int):
 
   upd = _vmap_update(update_one)
 
+  def images(v, y, data):
+    """The images of every iterate (P, R, B, ...).  In the step the loss
+    has just computed them, and XLA shares that work (the step runs no
+    slower); returning them spares recover a decoder program to compile."""
+    p, r, b = v.shape[:3]
+    flat = v.reshape((p * r * b,) + v.shape[3:])
+    yy = jnp.broadcast_to(y[None], (p * r,) + y.shape).reshape(
+        (p * r * b,) + y.shape[1:])
+    x = objective.to_image(flat, yy, data)
+    return x.reshape((p, r, b) + x.shape[1:])
+
   def one(carry, _, y, h, data):
     v, (s, v_ok, l_ok, n_bad) = carry
     val, g = vg(v, y, h, data)
@@ -208,8 +220,9 @@ def compiled(objective: Objective, optimizer, chunk: int):
     """``chunk`` scanned steps, of which the first ``n`` (traced, so a
     short last chunk needs no new compile) update the carry."""
     if chunk == 1:
+      x = images(v, y, data)
       (v, s), val = one((v, s), None, y, h, data)
-      return v, s, val[None]
+      return v, s, val[None], x
 
     def masked(carry, i):
       new, val = one(carry, None, y, h, data)
@@ -234,9 +247,10 @@ def compiled(objective: Objective, optimizer, chunk: int):
     return v, (f(v), v, jnp.full(v.shape[:3], jnp.inf, v.dtype),
                jnp.zeros(v.shape[:3], jnp.int32))
 
-  def finish(v, state, vals, i):
+  def finish(v, state, vals, i, x=None):
     """The best restart per example, and its variable, given the final
-    iterate's losses ``vals[i]`` (P, R, B)."""
+    iterate's losses ``vals[i]`` (P, R, B); with ``x``, the final
+    iterate's images (P, R, B, ...), also the best restart's image."""
     _, v_ok, l_ok, notfinite = state
     final = vals[i]
     fin = jnp.isfinite(final)
@@ -246,8 +260,9 @@ def compiled(objective: Objective, optimizer, chunk: int):
     pick = lambda a: jnp.take_along_axis(
         a, best.reshape(best.shape[:1] + (1,) + best.shape[1:] +
                         (1,) * (a.ndim - 3)), axis=1)[:, 0]
-    return best, pick(v), pick(final[..., None])[..., 0], pick(
-        notfinite[..., None])[..., 0]
+    out = (best, pick(v), pick(final[..., None])[..., 0], pick(
+        notfinite[..., None])[..., 0])
+    return out if x is None else out + (pick(x),)
 
   # The carry leaves come out laid out as they go in (examples split over
   # the mesh): left to XLA, small leaves come back replicated, and the
@@ -255,7 +270,8 @@ def compiled(objective: Objective, optimizer, chunk: int):
   step_for_mesh = _PerMesh(lambda mesh: jax.jit(
       step, donate_argnums=(0, 1),
       out_shardings=(sharding.along(mesh, 2), sharding.along(mesh, 2),
-                     sharding.along(mesh, 3))))
+                     sharding.along(mesh, 3)) + (
+                         (sharding.along(mesh, 2),) if chunk == 1 else ())))
   # The examples stay split over the mesh from init to finish.
   once = functools.partial(jax.jit, compiler_options=run_once_options())
   init_for_mesh = _PerMesh(lambda mesh: once(
@@ -474,7 +490,8 @@ def _run_points(fns, decode, v0, points, y, h, data, steps, chunk, progress,
   done = 0
   while done < steps:
     n = min(chunk, steps - done)
-    v, state, vals = step_fn(v, state, np.int32(n), y, h, data, mesh=mesh)
+    v, state, vals = step_fn(v, state, np.int32(n), y, h, data,
+                             mesh=mesh)[:3]
     trace.append(vals[:n])
     done += n
     if progress is not None:
@@ -487,16 +504,28 @@ def _run_points(fns, decode, v0, points, y, h, data, steps, chunk, progress,
   # per call, one more step (on copies: it donates its inputs) evaluates
   # them before its update, which is dropped.  Either way no loss-only
   # program is compiled (it took a quarter of recover's compile time).
+  # With one step per call that step also gives the final iterate's
+  # images, so no decoder is compiled, unless a final loss is not finite
+  # (finish then goes back to an earlier iterate, whose images it lacks).
+  x_final = None
   if n < chunk:
     final, at = vals, n
   elif chunk == 1:
     spare = jax.device_put((v, state), may_alias=False)
-    final, at = step_fn(*spare, np.int32(1), y, h, data, mesh=mesh)[2], 0
+    _, _, final, x_final = step_fn(*spare, np.int32(1), y, h, data,
+                                   mesh=mesh)
+    at = 0
+    if not np.all(np.isfinite(np.asarray(final))):
+      x_final = None
   else:
     final, at = losses_fn(v, y, h, data), 0
-  best, v_best, loss, skipped = finish_fn(v, state, final, np.int32(at),
-                                          mesh=mesh)
-  x = decode(v_best, y, data)
+  if x_final is None:
+    best, v_best, loss, skipped = finish_fn(v, state, final, np.int32(at),
+                                            mesh=mesh)
+    x = decode(v_best, y, data)
+  else:
+    best, v_best, loss, skipped, x = finish_fn(v, state, final, np.int32(at),
+                                               x_final, mesh=mesh)
   best_h = np.asarray(best)
   trace_best = np.take_along_axis(
       trace, np.broadcast_to(best_h[None, :, None], (trace.shape[0],) +
