@@ -203,10 +203,13 @@ def _jacobian_columns(prior, chunk: int):
   return jax.jit(columns)
 
 
-def laplace_approximation(z0, y, *, prior, params, operator,
-                          noise) -> LaplaceApproximation:
+def laplace_approximation(z0, y, *, prior, params, operator, noise,
+                          chunk: Optional[int] = None) -> LaplaceApproximation:
   """The Gauss-Newton Laplace approximation of the β = 1 latent posterior
-  at ``z0`` (B, ...), usually the MAP:
+  at ``z0`` (B, ...), usually its mode (the minimiser of
+  ``latent_posterior_objective``, which ``sample_posterior``'s "map" start
+  computes; not ``recover``'s MAP in x, whose loss has the flow's
+  log-determinant):
 
       H = Kᵀ W K + I,   K = ∂f(G(z))/∂z at z0,   W = diag(mask / σ²),
 
@@ -214,24 +217,34 @@ def laplace_approximation(z0, y, *, prior, params, operator,
   image std ``sqrt(diag(J L Lᵀ Jᵀ))``, J = ∂G/∂z.  For an affine flow, a
   linear operator and Gaussian noise it is the exact posterior.  Costs d
   forward-mode passes of the flow per example (d the latent size: 784 at
-  28x28) and a d x d Cholesky factorisation each.
+  28x28), ``chunk`` columns at a time (default: about 2,048 passes per
+  call over the batch), and a d x d Cholesky factorisation each; it holds
+  a few (B, d, d) float64 arrays on the host, so it suits small images.
   """
+  _check(operator)
   solve_api._check_params(prior, params)
   y = solve_api._check_inputs(y, operator, noise, prior.config.image_shape,
                               {})
   z0 = jnp.asarray(z0, jnp.float32)
   shape = tuple(prior.config.image_shape)
   b = y.shape[0]
-  if z0.shape != (b,) + shape or not bool(jnp.all(jnp.isfinite(z0))):
-    raise ValueError(f"z0: got shape {z0.shape}, expected finite latents of "
-                     f"shape {(b,) + shape}")
+  if z0.shape != (b,) + shape:
+    raise ValueError(f"z0: got shape {z0.shape}, expected latents of shape "
+                     f"{(b,) + shape}")
+  bad = int(jnp.sum(~jnp.isfinite(z0)))
+  if bad:
+    raise ValueError(f"z0: got {bad} non-finite entries, expected finite "
+                     "latents")
   w = noise_precision(noise, y.shape)
   mask = operator.measurement_mask()
   if mask is not None:
     w = w * jnp.broadcast_to(mask, y.shape)
   d = int(np.prod(shape))
-  chunk = max(1, min(d, 2048 // max(b, 1)))
-  cols = _jacobian_columns(prior, chunk)
+  if chunk is None:
+    chunk = max(1, min(d, 2048 // max(b, 1)))
+  elif isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+    raise ValueError(f"chunk: got {chunk!r}, expected an int >= 1")
+  cols = _jacobian_columns(prior, min(chunk, d))
   data = {"params": params, "operator": operator}
   jx, kx = [], []
   for start in range(0, d, chunk):
@@ -243,10 +256,7 @@ def laplace_approximation(z0, y, *, prior, params, operator,
   kmat = np.moveaxis(np.concatenate(kx)[:d], 0, -1).reshape(b, -1, d)
   wk = np.asarray(w, np.float64).reshape(b, -1, 1) * kmat
   h = np.einsum("bnd,bne->bde", kmat, wk) + np.eye(d)
-  lmat = np.empty_like(h)
-  for i in range(b):
-    c = np.linalg.cholesky(h[i])
-    lmat[i] = np.linalg.inv(c).T
+  lmat = np.swapaxes(np.linalg.inv(np.linalg.cholesky(h)), -1, -2)
   jl = np.einsum("bnd,bde->bne", jmat, lmat)
   std = np.sqrt(np.sum(np.square(jl), axis=-1)).reshape((b,) + shape)
   return LaplaceApproximation(

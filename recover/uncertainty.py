@@ -298,7 +298,8 @@ def _run(args, out):
             if all(r.get(k, LEGACY.get(k)) == ident[k] for k in RUN_KEYS)]
     if kept:
       common.say(f"{task} {setting}: kept from {out / 'summary.json'}")
-      rows.append(kept[0])
+      rows.append({**{k: v for k, v in LEGACY.items() if k not in kept[0]},
+                   **kept[0]})
       continue
     t0 = time.time()
     est, extra = None, None
@@ -372,9 +373,10 @@ def _run(args, out):
       # The Laplace approximation alone (no sampling): G(ẑ) ± z·std.
       lap_err = np.abs(cat("laplace_image", "test") - xt)
       lap_std = cat("laplace_std", "test")
+      corr = float(np.corrcoef(lap_std.ravel(), lap_err.ravel())[0, 1])
       row.update(coverage_laplace=float(cat("laplace_inside", "test").mean()),
-                 laplace_std_error_corr=float(np.corrcoef(
-                     lap_std.ravel(), lap_err.ravel())[0, 1]),
+                 # (JSON has no NaN: None where a std is constant)
+                 laplace_std_error_corr=corr if np.isfinite(corr) else None,
                  mean_laplace_std=float(lap_std.mean()))
     if n_cal:
       q = mf.conformal_std_scale(np.asarray(x[:n_cal]), cat("mean", "cal"),
@@ -396,7 +398,7 @@ def _run(args, out):
                f"{row['ess_median']:.0f}" + (
                    f"; the Laplace approximation alone: coverage "
                    f"{row['coverage_laplace']:.3f}, std-error correlation "
-                   f"{row['laplace_std_error_corr']:.3f}"
+                   f"{row['laplace_std_error_corr'] or float('nan'):.3f}"
                    if "coverage_laplace" in row else ""))
     k = min(6, len(test))
     yt = y[n_cal:n_cal + k]

@@ -177,10 +177,19 @@ def test_laplace_rows_and_rows_older_than_the_preconditioner(
   chunks = sorted(p.parent.name for p in (tmp_path / "parts").rglob("*.npz"))
   calls.clear()
   (again,) = main(args)
-  assert calls == [] and "preconditioner" not in again
-  assert len(json.loads((tmp_path / "summary.json").read_text())) == 2
+  assert calls == [] and again["preconditioner"] == "adaptive"
+  rows = json.loads((tmp_path / "summary.json").read_text())
+  assert [r["preconditioner"] for r in rows] == ["adaptive", "laplace"]
   (tmp_path / "summary.json").unlink()
   (again,) = main(args)  # sampled nothing: its chunks are found by name
   assert calls == [] and again["preconditioner"] == "adaptive"
   assert sorted(p.parent.name for p in (tmp_path / "parts").rglob(
       "*.npz")) == chunks
+  # ... the names older code gave them: the hash of the keys it had.
+  import hashlib
+  from recover import uncertainty
+  old_keys = [k for k in uncertainty.CHUNK_KEYS if k != "preconditioner"]
+  ident = {k: again[k] for k in old_keys}
+  tag = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()
+                       ).hexdigest()[:12]
+  assert f"sinusoidal-{tag}" in chunks

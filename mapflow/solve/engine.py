@@ -190,16 +190,20 @@ def compiled(objective: Objective, optimizer, chunk: int):
 
   upd = _vmap_update(update_one)
 
-  def images(v, y, data):
-    """The images of every iterate (P, R, B, ...).  In the step the loss
-    has just computed them, and XLA shares that work (the step runs no
-    slower); returning them spares recover a decoder program to compile."""
-    p, r, b = v.shape[:3]
-    flat = v.reshape((p * r * b,) + v.shape[3:])
-    yy = jnp.broadcast_to(y[None], (p * r,) + y.shape).reshape(
-        (p * r * b,) + y.shape[1:])
+  def point_images(v, y, h, data):
+    # Batched over restarts and examples as the losses are (and mapped
+    # over the grid by _over_p as they are), so XLA can share the work.
+    r, b = v.shape[:2]
+    flat = v.reshape((r * b,) + v.shape[2:])
+    yy = jnp.broadcast_to(y[None], (r,) + y.shape).reshape(
+        (r * b,) + y.shape[1:])
     x = objective.to_image(flat, yy, data)
-    return x.reshape((p, r, b) + x.shape[1:])
+    return x.reshape((r, b) + x.shape[1:])
+
+  # The images of every iterate (P, R, B, ...).  In the step the loss has
+  # just computed them, and XLA shares that work (the step runs no
+  # slower); returning them spares recover a decoder program to compile.
+  images = _over_p(point_images)
 
   def one(carry, _, y, h, data):
     v, (s, v_ok, l_ok, n_bad) = carry
@@ -220,7 +224,7 @@ def compiled(objective: Objective, optimizer, chunk: int):
     """``chunk`` scanned steps, of which the first ``n`` (traced, so a
     short last chunk needs no new compile) update the carry."""
     if chunk == 1:
-      x = images(v, y, data)
+      x = images(v, y, h, data)
       (v, s), val = one((v, s), None, y, h, data)
       return v, s, val[None], x
 
