@@ -83,7 +83,8 @@ class SamplerConfig(NamedTuple):
     map_steps: Adam steps of the MAP start.
     step_size: the initial ε (latent units).
     target_accept: the acceptance rate ε adapts toward.
-    init_std: std of the jitter between chains' starts.
+    init_std: std of the jitter between chains' starts (unused with the
+      "laplace" preconditioner, whose chains start at its own draws).
     progress: ``callback(steps_done, steps_total)``, e.g. to drive tqdm.
     devices: devices to split the examples over (default all).
     preconditioner: "adaptive" (a diagonal mass from the warmup's iterates)
