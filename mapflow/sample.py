@@ -30,7 +30,8 @@ costs L gradients and moves about L times as far, which is what a chain
 whose draws are strongly correlated (MALA's ESS of ~3 per 100 draws in
 784-d) needs.
 
-With ``preconditioner="laplace"`` the chains move in whitened
+With ``preconditioner="laplace"`` (an argument of ``sample_posterior``)
+the chains move in whitened
 coordinates instead.  At the start ẑ (the MAP), the Gauss-Newton
 precision of the latent posterior is
 
@@ -87,9 +88,6 @@ class SamplerConfig(NamedTuple):
       u with the "laplace" preconditioner).
     progress: ``callback(steps_done, steps_total)``, e.g. to drive tqdm.
     devices: devices to split the examples over (default all).
-    preconditioner: "adaptive" (a diagonal mass from the warmup's iterates)
-      or "laplace" (chains move in ``z = ẑ + L u``, L Lᵀ the inverse
-      Gauss-Newton precision at the start ẑ; Gaussian noise only).
   """
 
   chains: int = 4
@@ -102,7 +100,6 @@ class SamplerConfig(NamedTuple):
   init_std: float = 0.01
   progress: Optional[Callable[[int, int], None]] = None
   devices: Optional[Sequence[Any]] = None
-  preconditioner: str = "adaptive"
 
 
 class PosteriorSamples(NamedTuple):
@@ -405,7 +402,8 @@ def _check(operator):
 
 def sample_posterior(y, *, prior, params, operator, noise, num_samples: int,
                      key, config: Optional[SamplerConfig] = None,
-                     leapfrog_steps: int = 1) -> PosteriorSamples:
+                     leapfrog_steps: int = 1,
+                     preconditioner: str = "adaptive") -> PosteriorSamples:
   """MALA (or HMC) samples of the β = 1 posterior ``p(x | y)`` for every
   example.
 
@@ -420,6 +418,9 @@ def sample_posterior(y, *, prior, params, operator, noise, num_samples: int,
     leapfrog_steps: 1 for MALA; L > 1 for HMC with L leapfrog steps of
       size √(2ε) per draw (L gradients a draw; ``_compiled_hmc``).  Each
       is exact (Metropolis-corrected).
+    preconditioner: "adaptive" (a diagonal mass from the warmup's
+      iterates) or "laplace" (chains move u in ``z = ẑ + L u``, L Lᵀ the
+      inverse Gauss-Newton precision at the start ẑ; Gaussian noise only).
 
   Returns:
     ``PosteriorSamples``.
@@ -439,11 +440,11 @@ def sample_posterior(y, *, prior, params, operator, noise, num_samples: int,
   if not (math.isfinite(cfg.step_size) and cfg.step_size > 0):
     raise ValueError(f"step_size: got {cfg.step_size!r}, expected a "
                      "positive float")
-  if cfg.preconditioner not in ("adaptive", "laplace"):
-    raise ValueError(f"preconditioner: got {cfg.preconditioner!r}, expected "
+  if preconditioner not in ("adaptive", "laplace"):
+    raise ValueError(f"preconditioner: got {preconditioner!r}, expected "
                      "'adaptive' or 'laplace'")
   _check(operator)
-  if cfg.preconditioner == "laplace":
+  if preconditioner == "laplace":
     _gaussian_std(noise)  # refuses non-Gaussian noise before any work
   solve_api._check_params(prior, params)
   y = solve_api._check_inputs(y, operator, noise, prior.config.image_shape,
@@ -471,7 +472,7 @@ def sample_posterior(y, *, prior, params, operator, noise, num_samples: int,
       raise ValueError(f"init: got latents of shape {z0.shape}, expected "
                        f"finite latents of shape {(b,) + shape}")
   lap = None
-  if cfg.preconditioner == "laplace":
+  if preconditioner == "laplace":
     # The chains move u, z = ẑ + L u: the first starts at the MAP (u = 0),
     # the others jittered by init_std in u.  Not at draws u ~ N(0, I) of
     # the approximation: on the shipped prior (SINUSOIDAL s = 0.2) such a

@@ -65,7 +65,7 @@ def parse_args(argv=None):
                  "(that many gradients a draw)")
   p.add_argument("--preconditioner", choices=("adaptive", "laplace"),
                  default="adaptive",
-                 help="the chains' preconditioner (mapflow.SamplerConfig): "
+                 help="the chains' preconditioner (mapflow.sample_posterior): "
                  "a diagonal one adapted in warmup, or the Laplace "
                  "approximation's whitening at the MAP (default adaptive)")
   p.add_argument("--target-accept", type=_share, default=None,
@@ -179,11 +179,11 @@ def _sample_chunk(mf, args, ident, x, y, ids, role, prior, params, op, noise,
   target = ident["target_accept"]
   cfg = mf.SamplerConfig(chains=args.chains, warmup=args.warmup,
                          target_accept=target,
-                         preconditioner=ident["preconditioner"],
                          progress=lambda i, n: bar.update(1))
   post = mf.sample_posterior(y, prior=prior, params=params, operator=op,
                              noise=noise, num_samples=args.samples, key=key,
-                             config=cfg, leapfrog_steps=args.leapfrog)
+                             config=cfg, leapfrog_steps=args.leapfrog,
+                             preconditioner=ident["preconditioner"])
   map_x = mf.recover(y, prior=prior, params=params, operator=op, noise=noise,
                      beta=1.0, steps=200).x
   s = np.asarray(post.samples)

@@ -276,8 +276,8 @@ def test_laplace_preconditioner_mixes_where_the_diagonal_one_cannot():
     post = sample.sample_posterior(
         y, prior=prior, params=params, operator=op, noise=noise,
         num_samples=n, key=jax.random.PRNGKey(3),
-        config=sample.SamplerConfig(chains=4, warmup=200,
-                                    preconditioner=pre))
+        config=sample.SamplerConfig(chains=4, warmup=200),
+        preconditioner=pre)
     assert post.samples.shape == (n, 2) + SHAPE
     errors[pre] = [np.linalg.norm(np.cov(np.asarray(
         post.samples[:, b]).reshape(n, -1).T) - cov) / np.linalg.norm(cov)
@@ -307,12 +307,12 @@ def test_laplace_needs_gaussian_noise_and_a_known_preconditioner():
     sample.sample_posterior(
         y, prior=prior, params=params, operator=ident, noise=flow_noise,
         num_samples=4, key=KEY,
-        config=sample.SamplerConfig(preconditioner="laplace"))
+        preconditioner="laplace")
   with pytest.raises(ValueError, match="preconditioner: got 'newton'"):
     sample.sample_posterior(
         y, prior=prior, params=params, operator=ident,
         noise=mf.noise.gaussian(0.1), num_samples=4, key=KEY,
-        config=sample.SamplerConfig(preconditioner="newton"))
+        preconditioner="newton")
   with pytest.raises(ValueError, match="operator: got a 1-bit operator"):
     mf.laplace_approximation(
         jnp.zeros((1,) + SHAPE), jnp.ones((1, 3)), prior=prior,
