@@ -236,16 +236,9 @@ class Recorrupted(NamedTuple):
 
 
 def gaussian_std(noise):
-  """Per-entry std of Gaussian noise (``std_map`` or ``sigma``); raises
-  ValueError naming the noise otherwise."""
-  if hasattr(noise, "std_map"):
-    return jnp.asarray(noise.std_map)
-  if isinstance(noise, noise_lib.IsotropicGaussian):
-    return jnp.asarray(noise.sigma)
-  raise ValueError(
-      f"noise: got {type(noise).__name__}, expected Gaussian noise of "
-      "known std (mapflow.noise.gaussian, sinusoidal, radial, "
-      "sinusoidal_1d): recorrupting needs draws of the same noise")
+  """Per-entry std of Gaussian noise (``noise.gaussian_std``)."""
+  return noise_lib.gaussian_std(
+      noise, "recorrupting needs draws of the same noise")
 
 
 def scaled_gaussian(noise, factor: float):

@@ -286,6 +286,20 @@ def from_flow(prior, params, penalty: float = 1e4,
   return FlowNoise(prior, params, float(penalty), float(margin))
 
 
+def gaussian_std(noise, purpose: str = ""):
+  """Per-entry std of Gaussian noise (``std_map``, or an isotropic
+  ``sigma``); raises ValueError naming the noise otherwise (``purpose``:
+  why the caller needs it, for the message)."""
+  if hasattr(noise, "std_map"):
+    return jnp.asarray(noise.std_map)
+  if isinstance(noise, IsotropicGaussian):
+    return jnp.asarray(noise.sigma)
+  raise ValueError(
+      f"noise: got {type(noise).__name__}, expected Gaussian noise of known "
+      "std (mapflow.noise.gaussian, diagonal, sinusoidal, radial, "
+      f"sinusoidal_1d){': ' + purpose if purpose else ''}")
+
+
 def log_prob(noise, residual, mask=None):
   """``log p_Δ(residual)`` per example, counting only entries with mask 1."""
   if mask is None:

@@ -167,15 +167,8 @@ def noise_precision(noise, shape) -> jax.Array:
 
 
 def _gaussian_std(noise):
-  if isinstance(noise, noise_lib.DiagonalGaussian):
-    return noise.stddev()
-  if isinstance(noise, noise_lib.IsotropicGaussian):
-    return noise.sigma
-  raise ValueError(
-      f"noise: got {type(noise).__name__}; the Laplace approximation's "
-      "Gauss-Newton precision needs Gaussian noise with a per-entry std "
-      "(mapflow.noise.gaussian, diagonal, sinusoidal, radial, "
-      "sinusoidal_1d)")
+  return noise_lib.gaussian_std(
+      noise, "the Laplace approximation's Gauss-Newton precision needs it")
 
 
 @functools.lru_cache(maxsize=16)
