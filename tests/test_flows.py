@@ -438,3 +438,54 @@ def test_params_of_another_depth_are_refused_not_cut(scan):
   with pytest.raises(ValueError, match=r"params: got a stack of \[2\] steps, "
                      r"expected 1"):
     mf.flows.from_config(cfg(1)).log_prob(deeper, x)
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_params_of_another_width_are_refused_not_broadcast(scan):
+  """Conditioner params are fetched without flax's traced shape check
+  (``nets.checked_param``); a leaf of the wrong shape is still an error
+  naming the param, never a broadcast."""
+  def cfg(width):
+    return mf.flows.RealNVPConfig(
+        image_shape=(8, 8, 1), num_scales=2, num_blocks=1,
+        hidden_channels=width, couplings_per_scale=1, final_couplings=1,
+        scan_layers=scan)
+  x = jnp.full((2, 8, 8, 1), 0.5)
+  wider = mf.flows.from_config(cfg(6)).init(KEY, x)
+  with pytest.raises(ValueError, match=r"param 'direction' has shape "
+                     r"\(3, 3, \d+, 6\), expected \(3, 3, \d+, 4\)"):
+    mf.flows.from_config(cfg(4)).log_prob(wider, x)
+  # A bias of one entry would broadcast over the features: refused too.
+  flow = mf.flows.from_config(cfg(4))
+  params = flow.init(KEY, x)
+  path, leaf = next((p, l) for p, l in
+                    jax.tree_util.tree_leaves_with_path(params)
+                    if "ZeroConv" in jax.tree_util.keystr(p)
+                    and jax.tree_util.keystr(p).endswith("['bias']"))
+  bad = jax.tree_util.tree_map_with_path(
+      lambda p, l: l[..., :1] if p == path else l, params)
+  with pytest.raises(ValueError, match=r"param 'bias' has shape"):
+    flow.log_prob(bad, x)
+
+
+def test_zero_conv_is_flax_conv_bit_for_bit():
+  """``ZeroConv`` keeps ``flax.linen.Conv``'s params (names, shapes, zero
+  init) and, once trained, computes exactly what it computed."""
+  import flax.linen as nn
+  x = jax.random.normal(KEY, (2, 6, 6, 3))
+  params = nets.ZeroConv(5).init(KEY, x)["params"]
+  ref = nn.Conv(5, (3, 3), padding="SAME").init(KEY, x)["params"]
+  chex.assert_trees_all_equal_shapes(params["Conv_0"], ref)
+  assert all(float(jnp.abs(a).max()) == 0.0
+             for a in jax.tree_util.tree_leaves(params))
+  trained = perturb(params, jax.random.PRNGKey(1), scale=1.0)
+  ours = nets.ZeroConv(5).apply({"params": trained}, x)
+  theirs = nn.Conv(5, (3, 3), padding="SAME").apply(
+      {"params": trained["Conv_0"]}, x)
+  np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+  # Leading batch axes, as flax.linen.Conv takes them.
+  x5 = jnp.stack([x, -x])
+  np.testing.assert_array_equal(
+      np.asarray(nets.ZeroConv(5).apply({"params": trained}, x5)),
+      np.asarray(nn.Conv(5, (3, 3), padding="SAME").apply(
+          {"params": trained["Conv_0"]}, x5)))
