@@ -15,8 +15,9 @@ half-written checkpoint under the final name.
 
 from __future__ import annotations
 
-import hashlib
 import dataclasses
+import functools
+import hashlib
 import json
 import shutil
 import warnings
@@ -252,7 +253,21 @@ def restore(path, target, strict: bool = True):
 
 
 def abstract_params(config):
-  """Param shapes a config implies, without running the init."""
+  """Param shapes a config implies, without running the init.  Traced once
+  per config and process (about a second for the shipped prior): loading a
+  model and checking its params in ``recover`` share the trace."""
+  try:
+    return _cached_abstract_params(config)
+  except TypeError:  # an unhashable config (e.g. a list field): uncached
+    return _abstract_params(config)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_abstract_params(config):
+  return _abstract_params(config)
+
+
+def _abstract_params(config):
   if isinstance(config, VAEConfig):
     from mapflow import vae
     return jax.eval_shape(lambda k: vae.init(config, k), jax.random.PRNGKey(0))

@@ -733,3 +733,35 @@ def test_one_step_per_call_returns_images_without_a_decoder():
   assert np.all(np.isfinite(np.asarray(res.loss)))
   np.testing.assert_allclose(res.x[0], prior.forward(params, res.z[0])[0],
                              rtol=1e-5, atol=1e-6)
+
+
+def test_params_made_for_another_config_are_refused_before_any_step(tmp_path):
+  """recover names the first leaf whose shape the prior's config does not
+  imply; the shapes are the ones loading a saved model traced (one trace
+  per config, shared)."""
+  from mapflow import checkpoint
+  cfg = mf.flows.RealNVPConfig(image_shape=(4, 4, 1), num_scales=1,
+                               num_blocks=1, hidden_channels=4,
+                               couplings_per_scale=1, final_couplings=1)
+  wide = dataclasses.replace(cfg, hidden_channels=6)
+  x = jnp.full((2, 4, 4, 1), 0.5)
+  prior = mf.flows.from_config(cfg)
+  kw = dict(prior=prior, operator=mf.operators.identity(),
+            noise=mf.noise.gaussian(0.1), steps=2)
+  with pytest.raises(ValueError, match=r"params: leaf .*WNConv_0.* has "
+                     r"shape \(1, 6\), expected \(1, 4\) for "
+                     r"this prior \(RealNVPConfig\)"):
+    mf.recover(x, params=mf.flows.from_config(wide).init(KEY, x), **kw)
+  deeper = dataclasses.replace(cfg, num_blocks=2)
+  with pytest.raises(ValueError, match=r"params: got a pytree of \d+ leaves "
+                     r"that does not match"):
+    mf.recover(x, params=mf.flows.from_config(deeper).init(KEY, x), **kw)
+  # Saved and loaded: recover's check reuses the load's trace.
+  params = prior.init(KEY, x)
+  checkpoint.save(tmp_path / "m", params, config=cfg)
+  loaded, _ = checkpoint.load(tmp_path / "m")
+  before = checkpoint._cached_abstract_params.cache_info()
+  res = mf.recover(x, params=loaded, **kw)
+  after = checkpoint._cached_abstract_params.cache_info()
+  assert (after.hits - before.hits, after.misses - before.misses) == (1, 0)
+  chex.assert_shape(res.x, x.shape)

@@ -92,8 +92,17 @@ def _check_inputs(y, operator, noise, image_shape, hyper):
   return y
 
 
-@functools.lru_cache(maxsize=32)
 def _param_shapes(prior):
+  from mapflow import checkpoint
+  from mapflow.flows import presets
+  if isinstance(prior.config, (presets.RealNVPConfig, presets.GlowConfig)):
+    # The config's shapes, as loading the model already traced them.
+    return checkpoint.abstract_params(prior.config)
+  return _traced_param_shapes(prior)
+
+
+@functools.lru_cache(maxsize=32)
+def _traced_param_shapes(prior):
   x = jax.ShapeDtypeStruct((1,) + tuple(prior.config.image_shape),
                            jnp.float32)
   return jax.eval_shape(prior.init, jax.random.PRNGKey(0), x)
