@@ -152,10 +152,16 @@ def make_context(args, experiment: str):
                     getattr(args, "figures", True), True, say,
                     methods_lib.BORA._replace(steps=args.bora_steps,
                                               restarts=args.bora_restarts)),
-      run_info=run_info(args, prior))
+      run_info=run_info(args, prior, experiment))
 
 
-def run_info(args, prior) -> dict:
+# Denoising scores ours_heldout by recorrupted measurements alone, which the
+# 2026-12-07 change (held-out errors over measured entries only) did not
+# touch: its folders keep the string they were made with, and rerun.
+_DENOISING_EXPERIMENTS = ("sinusoidal", "radial")
+
+
+def run_info(args, prior, experiment: str = "") -> dict:
   """What a results folder records about the run that made it."""
   from recover.paper.methods import BASE_LR, BASE_STEPS
   info = {"prior": args.prior, "prior_config": type(prior.config).__name__,
@@ -175,8 +181,11 @@ def run_info(args, prior) -> dict:
     # What its validation scores mean (``cells.blind_score_kind``).
     # "measured entries": since 2026-12-07 1-bit CS rows past m no longer
     # count (``holdout.heldout_error``'s mask).
-    info["blind_selection"] = ("recorrupted alpha 0.5, else held-out 20% of "
-                               "the measured entries (dB)")
+    info["blind_selection"] = (
+        "recorrupted alpha 0.5, else held-out 20% (dB)"
+        if experiment in _DENOISING_EXPERIMENTS else
+        "recorrupted alpha 0.5, else held-out 20% of the measured entries "
+        "(dB)")
     if getattr(args, "noise_prior", None):
       info["blind_selection"] = "residual typicality (dB)"
   if "bora" in args.methods.split(","):
@@ -308,6 +317,11 @@ def plot_curves(out, rows, xlabel, name, x_of=float):
     xs, ys, es = zip(*pts)
     ax.errorbar(xs, ys, yerr=es, marker="o", capsize=2, label=m)
   ax.set_xscale("log")
+  # Ticks at the settings themselves, plainly written: a log axis's own
+  # minor labels ("3x10^-1") overlap where settings are a factor 2 apart.
+  settings = sorted({x_of(r["setting"]) for r in rows})
+  ax.set_xticks(settings, [f"{v:g}" for v in settings])
+  ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
   ax.set_xlabel(xlabel)
   ax.set_ylabel("PSNR (dB)")
   ax.legend(fontsize=7)

@@ -682,3 +682,29 @@ def test_digit_noise_blind_selection_keeps_its_noise_examples_apart(tmp_path):
                      f"{NOISE_EXAMPLES_FROM}"):
     main(["--out", str(tmp_path / "out"), "--num-test", "65"])
   assert not (tmp_path / "out").exists()
+
+
+def test_run_info_records_the_blind_score_each_experiment_uses(tmp_path):
+  """The 2026-12-07 change to held-out errors (measured entries only)
+  left denoising's recorrupted scores alone: their folders keep the
+  string they were made with, so rerunning them is not refused."""
+  import argparse
+  from recover import common
+  import mapflow as mf
+  args = argparse.Namespace(prior=str(tmp_path), seed=0, num_val=16,
+                            restarts=4, init_std=0.7,
+                            methods="ours,ours_heldout")
+  prior = mf.flows.from_config(mf.flows.RealNVPConfig(
+      image_shape=(4, 4, 1), num_scales=1, num_blocks=1, hidden_channels=4,
+      couplings_per_scale=1, final_couplings=1))
+  blind = lambda e: common.run_info(args, prior, e)["blind_selection"]
+  assert blind("sinusoidal") == blind("radial") == (
+      "recorrupted alpha 0.5, else held-out 20% (dB)")
+  assert blind("one_bit") == blind("subpixel") == (
+      "recorrupted alpha 0.5, else held-out 20% of the measured entries (dB)")
+  # The committed folders (a rerun of any of them must not be refused).
+  from pathlib import Path
+  results = Path(__file__).resolve().parents[1] / "results"
+  for e in ("sinusoidal", "radial", "one_bit", "subpixel"):
+    have = json.loads((results / e / "run.json").read_text())
+    assert have["blind_selection"] == blind(e), e
