@@ -7,19 +7,14 @@ ablation (isotropic), ours with sigma_i^2 + c (mismatch variance c)."""
 import sys
 import numpy as np
 import jax.numpy as jnp
-from recover import common
+sys.path.insert(0, ".")  # run from the repository root
+sys.path.insert(0, "results/one_bit_probe")
+from probe_cell import one_bit_cell
 from recover.paper import cells, methods, protocol
 from mapflow import metrics, noise as noise_lib
 
 S = float(sys.argv[1]) if len(sys.argv) > 1 else 0.25
-p = common.base_parser("probe", "probe")
-common.add_method_args(p, protocol.PROTOCOLS["one_bit"].methods)
-args = p.parse_args(["--out", f"/tmp/probe_low{S}", "--methods", "ours,ablation", "--no-ood", "--no-figures"])
-for k, v in dict(m=800, scale=S, matrix_rows=3200).items():
-  setattr(args, k, v)
-with common.make_context(args, "one_bit") as ctx:
-  task = next(cells.one_bit_tasks(ctx, [(800, S)], 3200))
-  cell = cells._Cell(ctx, task, protocol.PROTOCOLS["one_bit"])
+with one_bit_cell(800, S, "ours,ablation", f"/tmp/probe_low{S}") as (task, cell):
   ours = methods.METHODS["ours"]
   true = task.noise
   std = np.asarray(true.std_map); mu = np.asarray(true.mean())

@@ -5,7 +5,9 @@ score, val PSNR, cosine and norm ratio against the truth."""
 import sys
 import numpy as np
 import jax.numpy as jnp
-from recover import common
+sys.path.insert(0, ".")  # run from the repository root
+sys.path.insert(0, "results/one_bit_probe")
+from probe_cell import one_bit_cell
 from recover.paper import cells, methods, protocol
 from mapflow import holdout, metrics, solve
 from mapflow import operators as ops
@@ -17,14 +19,7 @@ orig = solve.recover
 def rec(*a, **k):
   r = orig(*a, **k); last["r"] = r; return r
 solve.recover = rec
-p = common.base_parser("probe", "probe")
-common.add_method_args(p, protocol.PROTOCOLS["one_bit"].methods)
-args = p.parse_args(["--out", f"/tmp/probe_obj{M}", "--methods", "ours,ours_heldout", "--no-ood", "--no-figures"])
-for k, v in dict(m=800, scale=1.0, matrix_rows=3200).items():
-  setattr(args, k, v)
-with common.make_context(args, "one_bit") as ctx:
-  task = next(cells.one_bit_tasks(ctx, [(M, 1.0)], 3200))
-  cell = cells._Cell(ctx, task, protocol.PROTOCOLS["one_bit"])
+with one_bit_cell(M, 1.0, "ours,ours_heldout", f"/tmp/probe_obj{M}") as (task, cell):
   meth = methods.METHODS["ours_heldout"]
   noise = cell.noise_of(meth)
   keep = holdout.holdout_keep(cell.y["val"].shape[1:])

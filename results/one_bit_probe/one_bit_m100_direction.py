@@ -3,19 +3,14 @@ direction-vs-norm effect?  For the two configurations, the val MAPs' cosine
 with the truth (both centred at 0.5), their norms, and PSNR."""
 import csv, sys
 import numpy as np
-from recover import common
+sys.path.insert(0, ".")  # run from the repository root
+sys.path.insert(0, "results/one_bit_probe")
+from probe_cell import one_bit_cell
 from recover.paper import cells, methods, protocol
 from mapflow import metrics
 
 M = 100
-p = common.base_parser("probe", "probe")
-common.add_method_args(p, protocol.PROTOCOLS["one_bit"].methods)
-args = p.parse_args(["--out", f"/tmp/probe_ang{M}", "--methods", "ours", "--no-ood", "--no-figures"])
-for k, v in dict(m=800, scale=1.0, matrix_rows=3200).items():
-  setattr(args, k, v)
-with common.make_context(args, "one_bit") as ctx:
-  task = next(cells.one_bit_tasks(ctx, [(M, 1.0)], 3200))
-  cell = cells._Cell(ctx, task, protocol.PROTOCOLS["one_bit"])
+with one_bit_cell(M, 1.0, "ours", f"/tmp/probe_ang{M}") as (task, cell):
   meth = methods.METHODS["ours"]
   x = np.asarray(cell.x["val"]).reshape(len(cell.x["val"]), -1) - 0.5
   for start, beta in [("zeros@0.01", 0.1), ("random", 0.1), ("random", 0.05), ("zeros", 0.1), ("random@0.01", 0.1)]:
