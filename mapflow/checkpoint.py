@@ -257,9 +257,10 @@ def abstract_params(config):
   per config and process (about a second for the shipped prior): loading a
   model and checking its params in ``recover`` share the trace."""
   try:
-    return _cached_abstract_params(config)
+    hash(config)
   except TypeError:  # an unhashable config (e.g. a list field): uncached
     return _abstract_params(config)
+  return _cached_abstract_params(config)
 
 
 @functools.lru_cache(maxsize=32)
