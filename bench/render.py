@@ -46,6 +46,8 @@ def headline(report: dict, glow: dict | None) -> dict:
       "1-bit CS, batch 64: s/step": _row(report, "one_bit", 64).get("s_per_step"),
       "compile of recover, 1-bit CS batch 64 (s)":
           _row(report, "one_bit", 64).get("compile_s"),
+      "demo from an empty compile cache (s)":
+          _get(s, "first_minute", "empty_cache_s"),
       "5 β x 6 m sweep: one call vs sequential (x)": _get(s, "sweep", "speedup"),
       "same sweep in groups (max_batch) vs sequential (x)":
           _get(s, "sweep", "grouped_speedup"),
@@ -96,9 +98,11 @@ def targets(report: dict, gpu: dict | None) -> list:
        else 100 * s["flops"]["fraction_of_matmul"], lambda v: v >= 50, "%"),
       ("Adam reaches L-BFGS's best PSNR sooner (worst task)", "≥ 3x", tq,
        lambda v: v >= 3, "x"),
-      (f"compile of recover, CPU preset, 1-bit CS batch 64 ({how})",
-       "≤ 20 s",
-       comp, lambda v: v <= 20, " s"),
+      (f"compile of recover, shipped prior, 1-bit CS batch 64 ({how})",
+       "≤ 5 s", comp, lambda v: v <= 5, " s"),
+      ("the README's demo from an empty compile cache (wall, imports "
+       "included)", "≤ 40 s", _get(s, "first_minute", "empty_cache_s"),
+       lambda v: v <= 40, " s"),
   ]
   peer = {r["problem"]: r["ratio"]
           for r in _get(s, "peer", "rows") or []}

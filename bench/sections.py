@@ -6,9 +6,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable, Dict, NamedTuple
 
 import jax
@@ -788,12 +793,54 @@ def _peer_row(kind, what, batch, n_ours, n_torch, pairs, first):
   # (training: ours_first_call_s is the compile plus S + 1 steps)
 
 
+_DEMO_CLOCK = re.compile(r"; (\d+) s\s*$", re.M)
+
+
+def first_minute(ctx) -> dict:
+  """A new user's first minute: the README's main job (``python -m
+  recover.demo``) in a fresh process, first from an empty compile cache,
+  then again on the cache that run left.  Wall seconds include Python's
+  start and the imports; ``demo_clock_s`` is the demo's own printed clock
+  (from after its imports).  The demo's table is checked to be the same in
+  every run."""
+  rounds = ctx.cfg.get("first_minute_rounds", 2)
+  root = Path(__file__).resolve().parents[1]
+  rows, tables = [], set()
+  for i in range(rounds):
+    with tempfile.TemporaryDirectory() as d:
+      for cache in ("empty", "warm"):
+        cmd = [sys.executable, "-m", "recover.demo", "--out", f"{d}/out",
+               "--cache", f"{d}/cache"]
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if proc.returncode:
+          raise RuntimeError(f"first_minute: {' '.join(cmd)} exited "
+                             f"{proc.returncode}: {proc.stderr[-2000:]}")
+        clock = _DEMO_CLOCK.search(proc.stdout)
+        tables.add((Path(d) / "out" / "psnr.csv").read_text())
+        rows.append({"round": i, "cache": cache, "wall_s": wall,
+                     "demo_clock_s": float(clock.group(1)) if clock
+                     else None})
+  if len(tables) != 1:
+    raise RuntimeError("first_minute: the demo's table differed between "
+                       "runs")
+
+  def med(cache):
+    return statistics.median(r["wall_s"] for r in rows
+                             if r["cache"] == cache)
+
+  return {"rows": rows, "empty_cache_s": med("empty"),
+          "warm_cache_s": med("warm"), "rounds": rounds,
+          "command": "python -m recover.demo --cache <empty folder>"}
+
+
 ALL: Dict[str, Callable] = {
     "throughput": throughput, "sweep": sweep, "restarts": restarts,
     "flops": flops, "time_to_quality": time_to_quality,
     "training": training, "scaling": scaling, "chunking": chunking,
     "precision": precision, "remat": remat, "memory": memory,
-    "models": models, "peer": peer,
+    "models": models, "peer": peer, "first_minute": first_minute,
 }
 
 
@@ -849,6 +896,17 @@ def markdown(report: dict) -> str:
           ("PyTorch s/step", "torch_s_per_step"), ("ratio", "ratio"),
           ("range", "range")])
       lines.append("")
+  if "first_minute" in s:
+    fm = s["first_minute"]
+    lines += ["## The first minute", "",
+              f"`{fm['command']}` in a fresh process (wall seconds, imports "
+              "included), then again on the cache it left; "
+              f"{fm['rounds']} rounds, each in a new empty folder.  Median: "
+              f"**{_f(fm['empty_cache_s'])} s** from an empty cache, "
+              f"{_f(fm['warm_cache_s'])} s warm.", ""]
+    lines += _table(fm["rows"], [
+        ("round", "round"), ("cache", "cache"), ("wall (s)", "wall_s"),
+        ("demo's own clock (s)", "demo_clock_s")]) + [""]
   if "throughput" in s:
     lines += ["## Recovery throughput", "",
               f"Prior: {s['throughput']['prior']}.", ""]

@@ -181,8 +181,17 @@ class Compose(Operator):
     return self.outer(self.inner(x))
 
   def measurement_mask(self):
+    """The outer operator's mask, times the inner one's where the outer
+    maps entry to entry (its output entry j reads only input entry j).
+    Otherwise the inner mask lies over an intermediate whose entries the
+    outer mixes: every output entry is then a real measurement."""
     m = self.outer.measurement_mask()
-    return self.inner.measurement_mask() if m is None else m
+    if not is_entrywise(self.outer):
+      return m
+    m_in = self.inner.measurement_mask()
+    if m_in is None or m is None:
+      return m_in if m is None else m
+    return m * m_in
 
   def check_input(self, image_shape):
     self.inner.check_input(image_shape)
@@ -397,6 +406,19 @@ def innermost(op):
     op = (op.op if isinstance(op, Masked) else
           jax.tree_util.tree_map(lambda leaf: leaf[0], op.ops))
   return op
+
+
+def is_entrywise(op) -> bool:
+  """Whether ``op``'s output entry j depends on input entry j alone (the
+  output has the input's shape): identity, scale, pixel masks and their
+  compositions."""
+  if isinstance(op, (Identity, Scale, Mask)):
+    return True
+  if isinstance(op, Masked):
+    return is_entrywise(op.op)
+  if isinstance(op, Compose):
+    return is_entrywise(op.outer) and is_entrywise(op.inner)
+  return False
 
 
 def is_one_bit(op) -> bool:

@@ -106,6 +106,42 @@ def test_masked_operator_leaves_entries_out_of_the_loss_and_the_start():
   np.testing.assert_allclose(loss, 17.5 + 1.5 * np.log(2 * np.pi), rtol=1e-5)
 
 
+
+def test_composed_mask_lies_over_the_composed_output():
+  """A composition's mask covers its own output: the inner one's carries
+  over only through an entrywise outer operator; a matrix outer mixes the
+  masked intermediate into real measurements."""
+  ops = mf.operators
+  keep = jnp.array([[1.0, 0.0], [1.0, 1.0]])[..., None]
+  pix = ops.masked(ops.identity(), keep)
+  g = ops.gaussian(jax.random.PRNGKey(0), 5, (2, 2, 1))
+  x = jax.random.uniform(jax.random.PRNGKey(1), (3, 2, 2, 1))
+  cases = {
+      "matrix after pixel mask": (ops.compose(g, pix), None),
+      "first 3 rows after pixel mask": (
+          ops.compose(ops.with_active(g, 3), pix), [1, 1, 1, 0, 0]),
+      "scale after pixel mask": (ops.compose(ops.scale(2.0), pix), keep),
+      "pixel mask after scale": (ops.compose(pix, ops.scale(2.0)), keep),
+      "masked rows, then scaled": (
+          ops.compose(ops.scale(2.0), ops.masked(g, jnp.array(
+              [1.0, 0.0, 1.0, 1.0, 0.0]))), [1, 0, 1, 1, 0]),
+      "two pixel masks": (ops.compose(ops.masked(ops.identity(), keep[::-1]),
+                                      pix), keep * keep[::-1]),
+  }
+  for name, (op, want) in cases.items():
+    got = op.measurement_mask()
+    if want is None:
+      assert got is None, name
+      continue
+    want = np.asarray(want, np.float32)
+    assert got.shape == op(x).shape[1:], name
+    np.testing.assert_array_equal(np.asarray(got), want, err_msg=name)
+    # Masked entries are zero in the output, as the mask promises.
+    assert np.all(np.asarray(op(x))[:, want == 0] == 0), name
+  assert ops.is_entrywise(ops.compose(ops.scale(2.0), pix))
+  assert not ops.is_entrywise(ops.compose(g, pix))
+  assert not ops.is_entrywise(ops.one_bit(g))
+
 def test_noise_scale_from_residuals_with_a_known_shape():
   """r² = e + s² u² on held-out entries: least squares on the std map's
   shape recovers s beside a uniform prediction error; a constant shape
