@@ -248,6 +248,8 @@ def scaled_gaussian(noise, factor: float):
     return noise_lib.DiagonalGaussian(noise.std_map * factor,
                                       noise_mean(noise))
   std = gaussian_std(noise)
+  if std.ndim:
+    return noise_lib.DiagonalGaussian(std * factor, noise_mean(noise))
   return noise_lib.gaussian(float(std) * factor, noise.event_shape or None)
 
 

@@ -287,17 +287,25 @@ def from_flow(prior, params, penalty: float = 1e4,
 
 
 def gaussian_std(noise, purpose: str = ""):
-  """Per-entry std of Gaussian noise (``std_map``, or an isotropic
-  ``sigma``); raises ValueError naming the noise otherwise (``purpose``:
-  why the caller needs it, for the message)."""
+  """Per-entry std of Gaussian noise (``std_map``, an isotropic ``sigma``,
+  or a distrax ``MultivariateNormalDiag``'s ``scale_diag`` or
+  ``Independent(Normal)``'s ``scale``); raises ValueError naming the noise
+  otherwise (``purpose``: why the caller needs it, for the message)."""
   if hasattr(noise, "std_map"):
     return jnp.asarray(noise.std_map)
   if isinstance(noise, IsotropicGaussian):
     return jnp.asarray(noise.sigma)
+  # distrax's own independent Gaussians over one measurement.
+  if isinstance(noise, distrax.MultivariateNormalDiag):
+    return jnp.broadcast_to(noise.scale_diag, noise.event_shape)
+  if isinstance(noise, distrax.Independent) and isinstance(
+      noise.distribution, distrax.Normal):
+    return jnp.broadcast_to(noise.distribution.scale, noise.event_shape)
   raise ValueError(
       f"noise: got {type(noise).__name__}, expected Gaussian noise of known "
       "std (mapflow.noise.gaussian, diagonal, sinusoidal, radial, "
-      f"sinusoidal_1d){': ' + purpose if purpose else ''}")
+      "sinusoidal_1d; distrax.MultivariateNormalDiag, or distrax.Independent "
+      f"of a distrax.Normal){': ' + purpose if purpose else ''}")
 
 
 def log_prob(noise, residual, mask=None):
