@@ -68,7 +68,7 @@ from mapflow import objectives
 from mapflow import operators as ops_lib
 from mapflow import sharding
 from mapflow.solve import api as solve_api
-from mapflow.solve import engine
+from mapflow.solve import engine, starts
 
 
 class SamplerConfig(NamedTuple):
@@ -208,14 +208,16 @@ def laplace_approximation(z0, y, *, prior, params, operator, noise,
   linear operator and Gaussian noise it is the exact posterior.  Costs d
   forward-mode passes of the flow per example (d the latent size: 784 at
   28x28), ``chunk`` columns at a time (default: about 2,048 passes per
-  call over the batch), and a d x d Cholesky factorisation each; it holds
-  a few (B, d, d) float64 arrays on the host, so it suits small images.
+  call over the batch), and a d x d Cholesky factorisation each, one
+  example at a time in float64 on the host; the result's ``whitening`` is
+  (B, d, d) float32 (157 MB at batch 64 and 28x28; d = 12,288 at 64x64x3
+  would need 604 MB an example), so it suits small images.
   """
   _check(operator)
   solve_api._check_params(prior, params)
   y = solve_api._check_inputs(y, operator, noise, prior.config.image_shape,
                               {})
-  z0 = jnp.asarray(z0, jnp.float32)
+  z0 = starts.as_array(z0, "z0", jnp.float32)
   shape = tuple(prior.config.image_shape)
   b = y.shape[0]
   if z0.shape != (b,) + shape:
@@ -239,19 +241,27 @@ def laplace_approximation(z0, y, *, prior, params, operator, noise,
   jx, kx = [], []
   for start in range(0, d, chunk):
     x0, j, k = cols(z0, jnp.int32(start), data)
-    jx.append(np.asarray(j, np.float64))
-    kx.append(np.asarray(k, np.float64))
-  # (B, entries, d): the chunks stack columns first, so move them last.
+    jx.append(np.asarray(j))
+    kx.append(np.asarray(k))
+  # (B, entries, d) in float32: the chunks stack columns first, so move
+  # them last.  The factorisation runs in float64 one example at a time,
+  # so the host holds one example's d x d matrices, not the batch's.
   jmat = np.moveaxis(np.concatenate(jx)[:d], 0, -1).reshape(b, -1, d)
   kmat = np.moveaxis(np.concatenate(kx)[:d], 0, -1).reshape(b, -1, d)
-  wk = np.asarray(w, np.float64).reshape(b, -1, 1) * kmat
-  h = np.einsum("bnd,bne->bde", kmat, wk) + np.eye(d)
-  lmat = np.swapaxes(np.linalg.inv(np.linalg.cholesky(h)), -1, -2)
-  jl = np.einsum("bnd,bde->bne", jmat, lmat)
-  std = np.sqrt(np.sum(np.square(jl), axis=-1)).reshape((b,) + shape)
+  del jx, kx
+  w = np.asarray(w, np.float64).reshape(b, -1, 1)
+  lmat = np.empty((b, d, d), np.float32)
+  std = np.empty((b, jmat.shape[1]), np.float32)
+  for i in range(b):
+    k64 = kmat[i].astype(np.float64)
+    h = k64.T @ (w[i] * k64) + np.eye(d)
+    li = np.linalg.inv(np.linalg.cholesky(h)).T
+    lmat[i] = li
+    jl = jmat[i].astype(np.float64) @ li
+    std[i] = np.sqrt(np.sum(np.square(jl), axis=-1))
   return LaplaceApproximation(
-      center=z0, whitening=jnp.asarray(lmat, jnp.float32), image=x0,
-      image_std=jnp.asarray(std, jnp.float32))
+      center=z0, whitening=jnp.asarray(lmat), image=x0,
+      image_std=jnp.asarray(std.reshape((b,) + shape)))
 
 
 def _from_whitened(u, z0, lmat):
@@ -460,7 +470,7 @@ def sample_posterior(y, *, prior, params, operator, noise, num_samples: int,
     raise ValueError(f"init: got {cfg.init!r}, expected 'map', 'zeros' or "
                      "latents (B, ...)")
   else:
-    z0 = jnp.asarray(cfg.init, jnp.float32)
+    z0 = starts.as_array(cfg.init, "init", jnp.float32)
     if z0.shape != (b,) + shape or not bool(jnp.all(jnp.isfinite(z0))):
       raise ValueError(f"init: got latents of shape {z0.shape}, expected "
                        f"finite latents of shape {(b,) + shape}")

@@ -150,6 +150,19 @@ def test_bad_values_are_named(tmp_path):
                         noise=mf.noise.gaussian(0.1), betas=[1.0], steps=1,
                         config=mf.SolverConfig(restarts=0, max_batch=4)),
        r"restarts: got 0, expected an int >= 1"),
+      # A flow's (z, log_det) passed where one array belongs.
+      (lambda: _recover(PRIOR.inverse(PARAMS, jnp.full((2,) + SHAPE, 0.5))),
+       r"y: got a tuple of 2 items of shapes \[\(2, 8, 8, 1\), \(2,\)\], "
+       "expected one array"),
+      (lambda: _recover(jnp.zeros((2,) + SHAPE), config=mf.SolverConfig(
+          init=PRIOR.inverse(PARAMS, jnp.full((2,) + SHAPE, 0.5)))),
+       r"init: got a tuple of 2 items"),
+      (lambda: mf.laplace_approximation(
+          PRIOR.inverse(PARAMS, jnp.full((2,) + SHAPE, 0.5)),
+          jnp.zeros((2,) + SHAPE), prior=PRIOR, params=PARAMS,
+          operator=mf.operators.identity(), noise=mf.noise.gaussian(0.1)),
+       r"z0: got a tuple of 2 items"),
+      (lambda: _recover("y.npy"), r"y: got a str, expected an array"),
       (lambda: mf.pretrained.load("../models/fashion_mnist_realnvp"),
        r"name: got '../models/fashion_mnist_realnvp', expected one of"),
       (lambda: data.load("fashion_mnist", "test",

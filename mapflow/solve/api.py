@@ -17,7 +17,7 @@ import numpy as np
 
 from mapflow import objectives
 from mapflow import operators as ops_lib
-from mapflow.solve import engine
+from mapflow.solve import engine, starts
 from mapflow.solve.engine import RecoveryResult, SolverConfig, minimize
 
 
@@ -38,7 +38,7 @@ def _config(config, key=None) -> SolverConfig:
 
 
 def _check_inputs(y, operator, noise, image_shape, hyper):
-  y = jnp.asarray(y)
+  y = starts.as_array(y, "y")
   if not jnp.issubdtype(y.dtype, jnp.floating):
     y = y.astype(jnp.float32)
   if y.ndim < 2:
@@ -293,7 +293,7 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
   per_point = (not isinstance(init, str)
                and jnp.ndim(init) in (var_rank + 3, var_rank + 4))
   if per_point:
-    init = jnp.asarray(init)
+    init = starts.as_array(init, "init")
     if init.shape[:2] != (nb, nm):
       raise ValueError(f"init: got per-point starts of shape {init.shape},"
                        f" expected ({nb}, {nm}, [restarts,] B, ...) for "

@@ -28,6 +28,31 @@ def variable_shape(objective, y) -> tuple:
   return tuple(objective.variable)
 
 
+
+def as_array(value, name: str, dtype=None):
+  """``jnp.asarray(value, dtype)``, or a ValueError naming the argument
+  when ``value`` is not one array: a tuple such as a flow's ``(z,
+  log_det)``, arrays of different shapes, a string."""
+  if isinstance(value, (str, bytes, dict)):
+    raise ValueError(f"{name}: got a {type(value).__name__}, expected an "
+                     "array")
+  try:
+    return jnp.asarray(value, dtype)
+  except (TypeError, ValueError) as e:
+    if isinstance(value, (tuple, list)):
+      shapes = []
+      for v in value:
+        try:
+          shapes.append(tuple(np.shape(v)))
+        except ValueError:
+          shapes.append("?")
+      got = (f"a {type(value).__name__} of {len(value)} items of shapes "
+             f"{shapes}")
+    else:
+      got = f"a {type(value).__name__}"
+    raise ValueError(f"{name}: got {got}, expected one array ("
+                     f"{str(e).splitlines()[0]})") from None
+
 @functools.lru_cache(maxsize=64)
 def _jitted(fn):
   # Run eagerly, a flow is hundreds of separately dispatched (and
@@ -99,7 +124,7 @@ def initial(objective, config, y, data, points: int = 1,
       return v0[None] + draws().at[0].set(0.0)
     raise ValueError(f"init: got {init!r}, expected 'zeros', 'random', "
                      "'measurements' or an array")
-  arr = jnp.asarray(init, jnp.float32)
+  arr = as_array(init, "init", jnp.float32)
   if not bool(jnp.all(jnp.isfinite(arr))):
     raise ValueError(f"init: got {int(jnp.sum(~jnp.isfinite(arr)))} "
                      "non-finite entries, expected a finite start")
