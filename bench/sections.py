@@ -803,6 +803,11 @@ def first_minute(ctx) -> dict:
   start and the imports; ``demo_clock_s`` is the demo's own printed clock
   (from after its imports).  The demo's table is checked to be the same in
   every run."""
+  if jax.default_backend() != "cpu":
+    # The child would share this process's accelerator (and its
+    # preallocated memory); the target is set for the CPU.
+    return {"skipped": f"measured on the CPU only (backend "
+                       f"{jax.default_backend()})"}
   rounds = ctx.cfg.get("first_minute_rounds", 2)
   root = Path(__file__).resolve().parents[1]
   rows, tables = [], set()
@@ -818,13 +823,17 @@ def first_minute(ctx) -> dict:
           raise RuntimeError(f"first_minute: {' '.join(cmd)} exited "
                              f"{proc.returncode}: {proc.stderr[-2000:]}")
         clock = _DEMO_CLOCK.search(proc.stdout)
+        if clock is None:
+          raise RuntimeError("first_minute: the demo printed no clock (its "
+                             "last line ends '; N s'): "
+                             f"{proc.stdout[-500:]!r}")
         tables.add((Path(d) / "out" / "psnr.csv").read_text())
         rows.append({"round": i, "cache": cache, "wall_s": wall,
-                     "demo_clock_s": float(clock.group(1)) if clock
-                     else None})
-  if len(tables) != 1:
-    raise RuntimeError("first_minute: the demo's table differed between "
-                       "runs")
+                     "demo_clock_s": float(clock.group(1))})
+        ctx.save_partial({"rows": rows})
+        if len(tables) != 1:
+          raise RuntimeError("first_minute: the demo's table differed "
+                             "between runs (the timings so far are saved)")
 
   def med(cache):
     return statistics.median(r["wall_s"] for r in rows
@@ -896,7 +905,10 @@ def markdown(report: dict) -> str:
           ("PyTorch s/step", "torch_s_per_step"), ("ratio", "ratio"),
           ("range", "range")])
       lines.append("")
-  if "first_minute" in s:
+  if "first_minute" in s and "skipped" in s["first_minute"]:
+    lines += ["## The first minute", "",
+              f"Skipped: {s['first_minute']['skipped']}.", ""]
+  elif "first_minute" in s:
     fm = s["first_minute"]
     lines += ["## The first minute", "",
               f"`{fm['command']}` in a fresh process (wall seconds, imports "

@@ -296,11 +296,19 @@ def gaussian_std(noise, purpose: str = ""):
   if isinstance(noise, IsotropicGaussian):
     return jnp.asarray(noise.sigma)
   # distrax's own independent Gaussians over one measurement.
-  if isinstance(noise, distrax.MultivariateNormalDiag):
-    return jnp.broadcast_to(noise.scale_diag, noise.event_shape)
-  if isinstance(noise, distrax.Independent) and isinstance(
-      noise.distribution, distrax.Normal):
-    return jnp.broadcast_to(noise.distribution.scale, noise.event_shape)
+  if isinstance(noise, distrax.MultivariateNormalDiag) or (
+      isinstance(noise, distrax.Independent)
+      and isinstance(noise.distribution, distrax.Normal)):
+    if tuple(noise.batch_shape):
+      raise ValueError(
+          f"noise: got a {type(noise).__name__} of batch shape "
+          f"{tuple(noise.batch_shape)} and event shape "
+          f"{tuple(noise.event_shape)}, expected one measurement's density "
+          "(batch shape (); with distrax.Independent, raise "
+          "reinterpreted_batch_ndims to cover the measurement)")
+    scale = (noise.scale_diag if isinstance(
+        noise, distrax.MultivariateNormalDiag) else noise.distribution.scale)
+    return jnp.broadcast_to(scale, noise.event_shape)
   raise ValueError(
       f"noise: got {type(noise).__name__}, expected Gaussian noise of known "
       "std (mapflow.noise.gaussian, diagonal, sinusoidal, radial, "

@@ -410,12 +410,14 @@ def innermost(op):
 
 def is_entrywise(op) -> bool:
   """Whether ``op``'s output entry j depends on input entry j alone (the
-  output has the input's shape): identity, scale, pixel masks and their
-  compositions."""
+  output has the input's shape): identity, scale, pixel masks, the sign
+  of one of these, one of these per example, and their compositions."""
   if isinstance(op, (Identity, Scale, Mask)):
     return True
-  if isinstance(op, Masked):
+  if isinstance(op, (Masked, OneBit)):
     return is_entrywise(op.op)
+  if isinstance(op, Batched):
+    return is_entrywise(innermost(op))
   if isinstance(op, Compose):
     return is_entrywise(op.outer) and is_entrywise(op.inner)
   return False

@@ -244,8 +244,9 @@ def laplace_approximation(z0, y, *, prior, params, operator, noise,
     jx.append(np.asarray(j))
     kx.append(np.asarray(k))
   # (B, entries, d) in float32: the chunks stack columns first, so move
-  # them last.  The factorisation runs in float64 one example at a time,
-  # so the host holds one example's d x d matrices, not the batch's.
+  # them last.  The factorisation runs in float64 one example at a time:
+  # the host holds one example's float64 d x d temporaries beside the
+  # batch's float32 whitening (B, d, d), not several float64 (B, d, d).
   jmat = np.moveaxis(np.concatenate(jx)[:d], 0, -1).reshape(b, -1, d)
   kmat = np.moveaxis(np.concatenate(kx)[:d], 0, -1).reshape(b, -1, d)
   del jx, kx

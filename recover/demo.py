@@ -154,9 +154,10 @@ def main(argv=None):
   p.add_argument("--noise-prior", default="digits_realnvp")
   p.add_argument("--vae", default="fashion_mnist_vae")
   p.add_argument("--full-compile", action="store_true",
-                 help="compile at XLA's default optimisation level (the "
-                 "demo's time is mostly compilation, so it runs at the "
-                 "cheapest level unless asked)")
+                 help="compile the steps at XLA's default optimisation "
+                 "level (slower overall here: compiling is a large share of "
+                 "the demo's time, so it runs at the cheapest level unless "
+                 "asked)")
   p.add_argument("--threads", type=_positive(int), default=3,
                  help="tasks run side by side (1: one after another)")
   p.add_argument("--cache", default=None,

@@ -102,8 +102,49 @@ def test_first_minute_targets_read_the_measured_figures():
   fast = verdicts(report(39.0, 4.9))
   slow = verdicts(report(41.0, 5.1))
   demo = "the README's demo from an empty compile cache"
-  comp = "compile of recover, shipped prior, 1-bit CS batch 64"
+  comp = "compile of recover, 1-bit CS batch 64, prior: p"
   assert (fast[demo], slow[demo]) == ("met", "not met")
   assert (fast[comp], slow[comp]) == ("met", "not met")
   md = sections.markdown(report(41.0, 5.1))
   assert "## The first minute" in md and "| 0 | warm | 31.00 | 29.00 |" in md
+
+
+def test_first_minute_times_fresh_demo_runs_and_checks_their_tables(
+    monkeypatch):
+  """The section runs the demo in fresh processes (an empty cache, then
+  the cache it left), reads each one's clock, and refuses runs whose
+  tables differ, keeping the timings measured so far."""
+  import subprocess
+  from pathlib import Path
+  from bench import sections
+  calls, saved = [], []
+
+  def fake_run(cmd, cwd, capture_output, text, table="t\n"):
+    calls.append(cmd)
+    out = Path(cmd[cmd.index("--out") + 1])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "psnr.csv").write_text(table(len(calls)) if callable(table)
+                                  else table)
+    return subprocess.CompletedProcess(cmd, 0, f"table\nfigure: x; "
+                                       f"{30 + len(calls)} s\n", "")
+
+  class Ctx:
+    cfg = {"first_minute_rounds": 2}
+    save_partial = staticmethod(saved.append)
+
+  monkeypatch.setattr(subprocess, "run", fake_run)
+  res = sections.first_minute(Ctx())
+  assert [r["cache"] for r in res["rows"]] == ["empty", "warm"] * 2
+  assert [r["demo_clock_s"] for r in res["rows"]] == [31.0, 32.0, 33.0,
+                                                      34.0]
+  # Each round in its own empty folder; the warm run reuses its cache.
+  caches = [c[c.index("--cache") + 1] for c in calls]
+  assert caches[0] == caches[1] != caches[2] == caches[3]
+  assert len(saved) == 4
+  calls.clear()
+  saved.clear()
+  monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: fake_run(
+      cmd, **kw, table=lambda n: f"t{n}\n"))
+  with pytest.raises(RuntimeError, match="table differed"):
+    sections.first_minute(Ctx())
+  assert len(saved) == 2 and len(saved[-1]["rows"]) == 2

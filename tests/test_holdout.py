@@ -106,7 +106,6 @@ def test_masked_operator_leaves_entries_out_of_the_loss_and_the_start():
   np.testing.assert_allclose(loss, 17.5 + 1.5 * np.log(2 * np.pi), rtol=1e-5)
 
 
-
 def test_composed_mask_lies_over_the_composed_output():
   """A composition's mask covers its own output: the inner one's carries
   over only through an entrywise outer operator; a matrix outer mixes the
@@ -127,6 +126,16 @@ def test_composed_mask_lies_over_the_composed_output():
               [1.0, 0.0, 1.0, 1.0, 0.0]))), [1, 0, 1, 1, 0]),
       "two pixel masks": (ops.compose(ops.masked(ops.identity(), keep[::-1]),
                                       pix), keep * keep[::-1]),
+      # A sign is entrywise: the inner mask carries, though a centred sign
+      # turns the left-out zeros into -1.
+      "sign after pixel mask": (
+          ops.compose(ops.one_bit(ops.identity(), 0.5), pix), keep),
+      "sign after the first 3 rows": (
+          ops.compose(ops.one_bit(ops.identity()), ops.with_active(g, 3)),
+          [1, 1, 1, 0, 0]),
+      "a mask per example after pixel mask": (
+          ops.compose(ops.batched([ops.mask(jax.random.PRNGKey(i), (2, 2, 1))
+                                   for i in range(3)]), pix), keep),
   }
   for name, (op, want) in cases.items():
     got = op.measurement_mask()
@@ -136,9 +145,11 @@ def test_composed_mask_lies_over_the_composed_output():
     want = np.asarray(want, np.float32)
     assert got.shape == op(x).shape[1:], name
     np.testing.assert_array_equal(np.asarray(got), want, err_msg=name)
-    # Masked entries are zero in the output, as the mask promises.
-    assert np.all(np.asarray(op(x))[:, want == 0] == 0), name
+    if not ops.is_one_bit(op):
+      # Masked entries are zero in the output, as the mask promises.
+      assert np.all(np.asarray(op(x))[:, want == 0] == 0), name
   assert ops.is_entrywise(ops.compose(ops.scale(2.0), pix))
+  assert ops.is_entrywise(ops.one_bit(ops.identity(), 0.5))
   assert not ops.is_entrywise(ops.compose(g, pix))
   assert not ops.is_entrywise(ops.one_bit(g))
 

@@ -96,8 +96,12 @@ def test_isotropic_ablation_matches_average_variance():
       float(np.mean(np.asarray(n.std_map) ** 2)), rel=1e-5)
 
 
-def test_bm3d_denoises_when_available():
-  pytest.importorskip("bm3d")
+def test_bm3d_denoises_when_available(monkeypatch):
+  bm3d = pytest.importorskip("bm3d")
+  threads = []
+  real = bm3d.bm3d
+  monkeypatch.setattr(bm3d, "bm3d", lambda z, sigma_psd, profile: (
+      threads.append(profile.num_threads) or real(z, sigma_psd, profile)))
   rng = np.random.RandomState(0)
   x = np.zeros((1, 16, 16, 1), np.float32)
   x[:, 4:12, 4:12] = 0.8
@@ -110,6 +114,7 @@ def test_bm3d_denoises_when_available():
   d28 = cells.bm3d_denoise(y28, 0.3)
   for _ in range(3):
     np.testing.assert_array_equal(cells.bm3d_denoise(y28, 0.3), d28)
+  assert threads and set(threads) == {1}
 
 
 def test_mean_and_stderr():

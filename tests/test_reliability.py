@@ -157,6 +157,18 @@ def test_bad_values_are_named(tmp_path):
       (lambda: _recover(jnp.zeros((2,) + SHAPE), config=mf.SolverConfig(
           init=PRIOR.inverse(PARAMS, jnp.full((2,) + SHAPE, 0.5)))),
        r"init: got a tuple of 2 items"),
+      (lambda: mf.sweep(jnp.zeros((2,) + SHAPE), prior=PRIOR, params=PARAMS,
+                        operator=mf.operators.identity(),
+                        noise=mf.noise.gaussian(0.1), betas=[1.0], steps=1,
+                        config=mf.SolverConfig(init=PRIOR.inverse(
+                            PARAMS, jnp.full((2,) + SHAPE, 0.5)))),
+       r"init: got a tuple of 2 items"),
+      (lambda: mf.sample_posterior(
+          jnp.zeros((2,) + SHAPE), prior=PRIOR, params=PARAMS,
+          operator=mf.operators.identity(), noise=mf.noise.gaussian(0.1),
+          num_samples=2, key=KEY, config=mf.SamplerConfig(
+              init=PRIOR.inverse(PARAMS, jnp.full((2,) + SHAPE, 0.5)))),
+       r"init: got a tuple of 2 items"),
       (lambda: mf.laplace_approximation(
           PRIOR.inverse(PARAMS, jnp.full((2,) + SHAPE, 0.5)),
           jnp.zeros((2,) + SHAPE), prior=PRIOR, params=PARAMS,

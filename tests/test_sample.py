@@ -228,7 +228,6 @@ def test_laplace_approximation_is_the_gaussian_posterior():
                                  np.sqrt(np.diag(cov)), rtol=1e-3)
 
 
-
 def test_distrax_gaussian_noise_is_read_as_its_std():
   """distrax's own independent Gaussians (MultivariateNormalDiag over a
   measurement; Independent of a Normal) give the same Laplace
@@ -254,6 +253,31 @@ def test_distrax_gaussian_noise_is_read_as_its_std():
       np.testing.assert_allclose(u, v, rtol=1e-6)
   with pytest.raises(ValueError, match="noise: got Laplace.*distrax"):
     mf.noise.gaussian_std(distrax.Laplace(0.0, 1.0))
+  with pytest.raises(ValueError, match=r"batch shape \(2, 2\).*"
+                     "reinterpreted_batch_ndims"):
+    mf.noise.gaussian_std(distrax.Independent(
+        distrax.Normal(jnp.zeros(SHAPE), 0.1), 1))
+
+def test_laplace_approximation_with_image_measurements_and_a_mask():
+  """Measurements shaped like the image (identity, some pixels left out)
+  under a per-pixel std: W = diag(keep / σ²) over the image, so the
+  posterior covariance of x is (W + (L Lᵀ)⁻¹)⁻¹ (K = ∂x/∂z = L)."""
+  prior, params, _, l = _prior()
+  keep = np.array([1.0, 0.0, 1.0, 1.0]).reshape(SHAPE)
+  std = np.array([0.05, 0.2, 0.1, 0.3]).reshape(SHAPE)
+  op = mf.operators.masked(mf.operators.identity(), keep)
+  noise = mf.noise.diagonal(std)
+  y = jax.random.uniform(jax.random.PRNGKey(3), (2,) + SHAPE)
+  lap = mf.laplace_approximation(jnp.zeros((2,) + SHAPE), y, prior=prior,
+                                 params=params, operator=op, noise=noise)
+  w = np.diag(keep.reshape(-1) / std.reshape(-1) ** 2)
+  cov = np.linalg.inv(w + np.linalg.inv(l @ l.T))
+  for b in range(2):
+    wh = np.asarray(lap.whitening[b], np.float64)
+    np.testing.assert_allclose(l @ wh @ wh.T @ l.T, cov, rtol=1e-4,
+                               atol=1e-7)
+    np.testing.assert_allclose(np.asarray(lap.image_std[b]).reshape(-1),
+                               np.sqrt(np.diag(cov)), rtol=1e-4)
 
 def test_laplace_approximation_in_chunks_with_an_operator_per_example():
   """Jacobian columns in chunks that do not divide d (the last one padded

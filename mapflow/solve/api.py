@@ -290,10 +290,11 @@ def sweep(y, *, prior, params, operator, noise, betas, ms=None, steps=1000,
   var_rank = len(y.shape[1:]) if obj.variable == "measurement" else len(
       obj.variable)
   init = cfg.init
-  per_point = (not isinstance(init, str)
-               and jnp.ndim(init) in (var_rank + 3, var_rank + 4))
-  if per_point:
+  if not isinstance(init, str):
     init = starts.as_array(init, "init")
+  per_point = (not isinstance(init, str)
+               and init.ndim in (var_rank + 3, var_rank + 4))
+  if per_point:
     if init.shape[:2] != (nb, nm):
       raise ValueError(f"init: got per-point starts of shape {init.shape},"
                        f" expected ({nb}, {nm}, [restarts,] B, ...) for "

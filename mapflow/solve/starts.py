@@ -28,7 +28,6 @@ def variable_shape(objective, y) -> tuple:
   return tuple(objective.variable)
 
 
-
 def as_array(value, name: str, dtype=None):
   """``jnp.asarray(value, dtype)``, or a ValueError naming the argument
   when ``value`` is not one array: a tuple such as a flow's ``(z,
