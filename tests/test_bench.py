@@ -148,3 +148,19 @@ def test_first_minute_times_fresh_demo_runs_and_checks_their_tables(
   with pytest.raises(RuntimeError, match="table differed"):
     sections.first_minute(Ctx())
   assert len(saved) == 2 and len(saved[-1]["rows"]) == 2
+
+
+def test_gpu_step_probe_appends_a_line_per_run(tmp_path):
+  """bench.gpu_step (the GPU launch-cutting probe) runs anywhere; its
+  quick mode checks it writes one line per variant, with the quality."""
+  from bench import gpu_step
+  for chunk in (None, 3):
+    gpu_step.main(["--out", str(tmp_path), "--quick", "--batch", "2",
+                   "--steps", "3", "--label", f"c{chunk}"]
+                  + ([] if chunk is None else ["--chunk", str(chunk)]))
+  rows = [json.loads(l) for l in
+          (tmp_path / "gpu_step.jsonl").read_text().splitlines()]
+  assert [r["label"] for r in rows] == ["cNone", "c3"]
+  assert [r["chunk"] for r in rows] == [None, 3]
+  assert all(r["s_per_step"] > 0 and r["psnr_after_steps"] > 5
+             for r in rows)
