@@ -69,21 +69,25 @@ def _checked(kind, ok, expected: str):
 
 
 def _positive(kind):
-  return _checked(kind, lambda v: v > 0, f"a positive {kind.__name__}")
+  return _checked(kind, lambda v: v > 0 and np.isfinite(v),
+                  f"a positive {kind.__name__}")
 
 
 def _at_least_zero(kind):
   article = "an" if kind is int else "a"
-  return _checked(kind, lambda v: v >= 0, f"{article} {kind.__name__} >= 0")
+  return _checked(kind, lambda v: v >= 0 and np.isfinite(v),
+                  f"{article} {kind.__name__} >= 0")
 
 
 # A number strictly between 0 and 1 (a rate or a share).
 _share = _checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 
 
-def parse_floats(name: str, text: str, integer: bool = False):
+def parse_floats(name: str, text: str, integer: bool = False,
+                 allow_empty: bool = False):
   """A comma-separated list of positive numbers (``--scales``, ``--ms``);
-  exits with a message naming the option otherwise."""
+  exits with a message naming the option otherwise (an empty list too,
+  unless ``allow_empty``)."""
   out = []
   for part in (v.strip() for v in text.split(",")):
     if not part:
@@ -97,7 +101,50 @@ def parse_floats(name: str, text: str, integer: bool = False):
       raise SystemExit(f"{name}: got {part!r} in {text!r}, expected "
                        f"comma-separated {what}")
     out.append(v)
+  if not out and not allow_empty:
+    what = "positive integers" if integer else "positive numbers"
+    raise SystemExit(f"{name}: got {text!r}, expected at least one of "
+                     f"comma-separated {what}")
   return out
+
+
+def check_out_folder(path, flag: str = "--out") -> Path:
+  """``path`` as a folder to write into: refused (naming ``flag``) when it
+  is empty (an unset shell variable would write into the current folder)
+  or names an existing file."""
+  if not str(path).strip():
+    raise SystemExit(f"{flag}: got {str(path)!r}, expected a folder")
+  out = Path(path)
+  if out.exists() and not out.is_dir():
+    raise SystemExit(f"{flag}: got {str(path)!r}, which is a file, expected "
+                     "a folder")
+  for parent in out.parents:
+    if parent.exists() and not parent.is_dir():
+      raise SystemExit(f"{flag}: got {str(path)!r}, under {str(parent)!r}, "
+                       "which is a file")
+  return out
+
+
+class _CliContext:
+  """An experiment's ``cells.Context`` whose refusals on opening (a
+  folder made with other settings, one in use by another run, one that
+  cannot be made) end the command with their message, not a traceback."""
+
+  def __init__(self, ctx):
+    self.ctx = ctx
+
+  def __enter__(self):
+    from mapflow import io as io_lib
+    from recover.paper import cells
+    try:
+      return self.ctx.__enter__()
+    except (cells.SettingError, io_lib.LockedError) as e:
+      raise SystemExit(str(e)) from None
+    except OSError as e:
+      raise SystemExit(f"--out: {e}") from None
+
+  def __exit__(self, *exc):
+    return self.ctx.__exit__(*exc)
 
 
 def add_method_args(p, methods):
@@ -122,6 +169,7 @@ def make_context(args, experiment: str):
   import mapflow as mf
   from pathlib import Path
   from recover.paper import cells, methods as methods_lib, protocol
+  check_out_folder(args.out)
   valid = protocol.PROTOCOLS[experiment].methods
   chosen = tuple(m for m in args.methods.split(",") if m)
   unknown = sorted(set(chosen) - set(valid))
@@ -144,7 +192,7 @@ def make_context(args, experiment: str):
     from mapflow import data
     x_ood, ood_ids = data.ood_images(x_test.shape[1])
     x_ood = x_ood.astype(np.float32) / 255.0
-  return cells.Context(
+  return _CliContext(cells.Context(
       Path(args.out), cells.Models(prior, params, decode, decode_params),
       cells.Images(x_val, x_test, tuple(int(i) for i in val_ids),
                    tuple(int(i) for i in test_ids), x_ood, tuple(ood_ids)),
@@ -152,7 +200,7 @@ def make_context(args, experiment: str):
                     getattr(args, "figures", True), True, say,
                     methods_lib.BORA._replace(steps=args.bora_steps,
                                               restarts=args.bora_restarts)),
-      run_info=run_info(args, prior, experiment))
+      run_info=run_info(args, prior, experiment)))
 
 
 # Denoising scores ours_heldout by recorrupted measurements alone, which the

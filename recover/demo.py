@@ -66,11 +66,22 @@ def results_prior(results, folder) -> str:
   return "fashion_mnist_realnvp"
 
 
-def validated_choices(results=RESULTS):
+def demo_cells(m: int = 800, scale: float = 1.0, sin_scale: float = 0.4):
+  """``DEMO_CELLS`` at the command line's settings: each task reads its
+  choices from the cell of the setting it runs."""
+  cells_ = dict(DEMO_CELLS)
+  cells_["1-bit CS"] = ("one_bit", "one_bit", f"m={m},s={scale:g}")
+  cells_["sinusoidal"] = ("sinusoidal", "sinusoidal", f"{sin_scale:g}")
+  return cells_
+
+
+def validated_choices(results=RESULTS, demo_cells_=None):
   """``{task: {method: Choice}}`` from each task's results folder (the
-  fair-protocol one, else its v1 run)."""
+  fair-protocol one, else its v1 run), at ``demo_cells_``'s settings
+  (default ``DEMO_CELLS``)."""
   out = {}
-  for task, (folder, experiment, setting) in DEMO_CELLS.items():
+  for task, (folder, experiment, setting) in (demo_cells_ or
+                                              DEMO_CELLS).items():
     # A cell still being run (some method missing) is not read yet.
     need = set(METHODS) - ({"bm3d"} if task == "1-bit CS" else set())
     for where in (folder, f"v1/{folder}"):
@@ -82,9 +93,11 @@ def validated_choices(results=RESULTS):
         break
     else:
       raise FileNotFoundError(
-          f"--results: no results for {experiment} {setting} under "
-          f"{results}/{folder} or {results}/v1/{folder}; run "
-          f"python -m recover.report's commands first")
+          f"--results: no results for {experiment} at {setting} under "
+          f"{results}/{folder} or {results}/v1/{folder}; each task reads "
+          "its choices from the cell of the setting it runs (--m, --scale, "
+          "--sin-scale), so run that cell first (python -m "
+          "recover.report prints the commands)")
     out[task] = {}
     for method in METHODS:
       hit = [r for r in rows if r["method"] == method]
@@ -179,13 +192,18 @@ def main(argv=None):
                                " --xla_backend_optimization_level=0").strip()
   from recover.common import load_prior
   t0 = time.time()
-  out = Path(args.out)
+  from recover.common import check_out_folder
+  out = check_out_folder(args.out)
+  try:
+    choices = validated_choices(args.results, demo_cells(
+        args.m, args.scale, args.sin_scale))
+  except FileNotFoundError as e:
+    raise SystemExit(str(e)) from None
   out.mkdir(parents=True, exist_ok=True)
   imgs = mf.data.demo_images()
   n = args.images
   x = jnp.asarray(imgs["fashion_mnist"][:n], jnp.float32) / 255.0
   digits = jnp.asarray(imgs["digits"][:n], jnp.float32) / 255.0
-  choices = validated_choices(args.results)
   # Each task runs with the prior its choices were made with (the folders
   # it reads may come from different priors while a rerun is under way).
   loaded, priors = {}, {}

@@ -25,13 +25,13 @@ def main(argv=None):
   p.add_argument("--ms", default="100,200,400,800,1600,3200",
                  help="measurement counts for the PSNR-vs-m curve ('' for "
                  "none)")
-  p.add_argument("--scale", type=float, default=1.0,
+  p.add_argument("--scale", type=common._positive(float), default=1.0,
                  help="noise scale s of the PSNR-vs-m curve")
   p.add_argument("--scales", default="0.25,0.5,1,2,4",
                  help="noise scales for the PSNR-vs-s curve ('' for none)")
-  p.add_argument("--m", type=int, default=800,
+  p.add_argument("--m", type=common._positive(int), default=800,
                  help="measurements of the PSNR-vs-s curve")
-  p.add_argument("--matrix-rows", type=int, default=None,
+  p.add_argument("--matrix-rows", type=common._positive(int), default=None,
                  help="rows of the one Gaussian matrix (and noise draw) "
                  "every setting takes its first m rows from (default: the "
                  "largest m); a run split over folders (then merged with "
@@ -39,8 +39,9 @@ def main(argv=None):
   common.add_method_args(p, protocol.PROTOCOLS["one_bit"].methods)
   args = p.parse_args(argv)
   out = Path(args.out)
-  ms = [int(v) for v in common.parse_floats("--ms", args.ms, integer=True)]
-  scales = common.parse_floats("--scales", args.scales)
+  ms = [int(v) for v in common.parse_floats("--ms", args.ms, integer=True,
+                                            allow_empty=True)]
+  scales = common.parse_floats("--scales", args.scales, allow_empty=True)
   settings = [(m, args.scale) for m in ms] + [
       (args.m, s) for s in scales if (args.m, s) not in
       [(m, args.scale) for m in ms]]

@@ -42,6 +42,7 @@ TASKS = ("sinusoidal", "cs")
 
 
 def parse_args(argv=None):
+  from recover import common
   from recover.common import DEFAULT_PRIOR, _at_least_zero, _positive, _share
   p = argparse.ArgumentParser(prog="python -m recover.uncertainty",
                               description=__doc__.splitlines()[0])
@@ -91,6 +92,13 @@ def parse_args(argv=None):
   if args.calibration_images > 16:
     p.error(f"--calibration-images: got {args.calibration_images}, "
             "expected at most 16 (the protocol's validation images)")
+  if args.num_test > 64:
+    p.error(f"--num-test: got {args.num_test}, expected at most 64 (the "
+            "protocol's test images)")
+  if not 0.0 < args.level < 1.0:
+    p.error(f"--level: got {args.level}, expected a share in (0, 1)")
+  common.parse_floats("--betas", args.betas)
+  common.check_out_folder(args.out)
   return args
 
 
@@ -119,13 +127,8 @@ def calibration(x, samples, level=0.9):
 def _estimate_scale(mf, task, y, prior, params, op, shape, args):
   """ŝ from held-out measurements, given only the noise's shape."""
   from mapflow import holdout
-  try:
-    betas = [float(b) for b in args.betas.split(",") if b]
-  except ValueError:
-    betas = []
-  if not betas or min(betas) <= 0:
-    raise SystemExit(f"--betas: got {args.betas!r}, expected comma-separated "
-                     "positive numbers")
+  from recover import common
+  betas = common.parse_floats("--betas", args.betas)
   unit = (mf.noise.sinusoidal(shape, 1.0) if task == "sinusoidal"
           else mf.noise.gaussian(1.0, (args.m,)))
   _, est = holdout.select_beta_and_scale(
@@ -154,8 +157,15 @@ def main(argv=None):
   from mapflow import io as io_lib
   # One writer per folder; a killed run keeps every finished task, and a
   # rerun with the same settings skips them.
-  with io_lib.FolderLock(out, what="--out"):
+  lock = io_lib.FolderLock(out, what="--out")
+  try:
+    lock.acquire()
+  except io_lib.LockedError as e:
+    raise SystemExit(str(e)) from None
+  try:
     return _run(args, out)
+  finally:
+    lock.release()
 
 
 def _chunk_path(out, ident, index: int, extra=None) -> Path:
@@ -256,7 +266,10 @@ def _run(args, out):
   if (out / "summary.json").is_file():
     done = json.loads((out / "summary.json").read_text())
   prior, params = common.load_prior(args.prior)
-  x_all = mf.data.load("fashion_mnist", "test", args.data_dir)
+  try:
+    x_all = mf.data.load("fashion_mnist", "test", args.data_dir)
+  except mf.data.DatasetNotFoundError as e:
+    raise common.cli_error("--data-dir", e) from None
   val, test = protocol.protocol_indices(len(x_all))
   test = test[:args.num_test]
   cal = val[:args.calibration_images]

@@ -260,6 +260,8 @@ def test_a_bad_training_setting_is_refused_before_any_work(tmp_path):
       (flow.main, ["--data", "nope"], r"--data: got 'nope', expected one of"),
       (flow.main, ["--data-dir", str(tmp_path / "nowhere")],
        r"--data-dir: got .*nowhere'?, which is not a directory"),
+      (flow.main, ["--train-limit", "-5"], r"--train-limit: got -5, "
+       "expected an int >= 0"),
       (vae.main, ["--learning-rate", "0"], r"--learning-rate: got 0.0"),
       (vae.main, ["--data", "folder:" + str(tmp_path / "none")],
        r"--data: folder: .* is not a folder")]:

@@ -89,7 +89,7 @@ def test_start_is_chosen_with_the_hyperparameter(tiny_prior, tmp_path):
   other = tmp_path / "other_prior"
   import shutil
   shutil.copytree(tiny_prior, other)
-  with pytest.raises(ValueError, match="--prior: got .* were made with"):
+  with pytest.raises(SystemExit, match="--prior: got .* were made with"):
     main("sinusoidal", args[:3] + [str(other)] + args[4:])
   assert not (tmp_path / ".lock").exists()
   # So does a library whose starts' default steps differ: a cached
@@ -97,7 +97,7 @@ def test_start_is_chosen_with_the_hyperparameter(tiny_prior, tmp_path):
   assert run["start_steps"] == methods_lib.BASE_STEPS
   run["start_steps"] = 50
   (tmp_path / "run.json").write_text(json.dumps(run))
-  with pytest.raises(ValueError, match="default steps .* got 100, but .* "
+  with pytest.raises(SystemExit, match="default steps .* got 100, but .* "
                      "were made with 50"):
     main("sinusoidal", args)
 
@@ -341,14 +341,15 @@ def test_demo_runs_offline_on_shipped_images(tiny_prior, tmp_path,
   its continuation start (the ablation's MAP, then ours), which runs as in
   the experiments: the first half under the isotropic noise of the same
   average variance."""
-  from recover.demo import DEMO_CELLS, main
+  from recover.demo import demo_cells, main
   from recover.paper import cells
   first = []
   half = cells.ablation_latents
   monkeypatch.setattr(cells, "ablation_latents", lambda y, **kw: (
       first.append(kw) or half(y, **kw)))
   res = tmp_path / "results"
-  for folder, exp, setting in DEMO_CELLS.values():
+  # The cells of the settings the demo runs (--m 64).
+  for folder, exp, setting in demo_cells(m=64).values():
     (res / folder).mkdir(parents=True)
     ours = "1|isotropic" if exp == "sinusoidal" else "1|zeros"
     rows = [f'{exp},"{setting}",{m},{h},1,20.0' for m, h in (
@@ -662,20 +663,60 @@ def test_a_bad_model_or_data_folder_ends_the_command_naming_its_flag(
     ("learned_noise", ["--noise-batch", "0"], "--noise-batch: got '0'"),
     ("learned_noise", ["--beta", "-1"], "--beta: got '-1', expected a "
      "float >= 0"),
+    ("demo", ["--scale", "inf"], "--scale: got 'inf', expected a positive"),
+    ("uncertainty", ["--num-test", "100"], "--num-test: got 100, expected "
+     "at most 64"),
+    ("uncertainty", ["--level", "1.5"], "--level: got 1.5"),
+    ("one_bit", ["--scale", "nan"], "--scale: got 'nan', expected a "
+     "positive float"),
+    ("one_bit", ["--m", "0"], "--m: got '0', expected a positive int"),
+    ("sinusoidal", ["--init-std", "inf"], "--init-std: got 'inf'"),
 ])
 def test_a_bad_number_is_refused_before_any_work(tmp_path, capsys, module,
                                                  args, match):
   import importlib
   mod = importlib.import_module(f"recover.{module}")
-  need = {"demo": [], "uncertainty": [],
+  need = {"demo": [], "uncertainty": [], "one_bit": [],
           "learned_noise": ["--noise", "n.npz", "--measurements", "y.npz"]}
+  main = (mod.main if module != "sinusoidal" else
+          lambda argv: importlib.import_module("recover.denoising").main(
+              "sinusoidal", argv))
   with pytest.raises(SystemExit) as e:
-    mod.main(["--out", str(tmp_path / "out")] + need[module] + args)
+    main(["--out", str(tmp_path / "out")] + need.get(module, []) + args)
   assert e.value.code == 2
   import re
   assert re.search(match, capsys.readouterr().err)
   assert not (tmp_path / "out").exists()
 
+
+
+def test_a_bad_out_folder_or_list_ends_the_command(tiny_prior, tmp_path):
+  """An empty list, an --out that is a file (or empty), a folder made with
+  other settings, or one in use: each ends the command with its message,
+  not a traceback."""
+  from mapflow import io as io_lib
+  from recover.denoising import main
+  a_file = tmp_path / "a_file"
+  a_file.write_text("x")
+  base = ["--scales", "0.5", "--prior", tiny_prior] + QUICK
+  for out, extra, match in [
+      (tmp_path / "o1", ["--scales", ","], r"--scales: got ',', expected "
+       "at least one"),
+      (a_file, [], r"--out: got .*a_file', which is a file"),
+      (a_file / "sub", [], r"--out: got .*a_file/sub', under .*a_file', "
+       "which is a file"),
+      ("", [], r"--out: got '', expected a folder")]:
+    with pytest.raises(SystemExit, match=match):
+      main("sinusoidal", ["--out", str(out)] + base + extra)
+  out = tmp_path / "o2"
+  (out).mkdir()
+  (out / "run.json").write_text(json.dumps({"seed": 7}))
+  with pytest.raises(SystemExit, match=r"--seed: got 0, but the results in "
+                     ".* were made with 7; use another --out"):
+    main("sinusoidal", ["--out", str(out)] + base)
+  with io_lib.FolderLock(tmp_path / "o3", what="--out"):
+    with pytest.raises(SystemExit, match=r"--out: .* is in use"):
+      main("sinusoidal", ["--out", str(tmp_path / "o3")] + base)
 
 def test_digit_noise_blind_selection_keeps_its_noise_examples_apart(tmp_path):
   """ours_heldout's noise-only digits are a fixed slice; more validation

@@ -82,9 +82,20 @@ def main(argv=None):
     training.check_run(tc, args.steps, args.time_budget)
   except ValueError as e:
     raise flag_error(e) from None
+  if args.train_limit < 0:
+    raise SystemExit(f"--train-limit: got {args.train_limit}, expected an "
+                     "int >= 0 (0: every training image)")
   x_train, x_test = load_data(data_name, args.data_dir)
   if args.train_limit:
     x_train = x_train[:args.train_limit]
+  if tc.batch_size > len(x_train):
+    raise SystemExit(f"--batch-size: got {tc.batch_size}, more than the "
+                     f"{len(x_train)} training images (--train-limit)")
+  shape = tuple(flow_cfg.image_shape)
+  if tuple(x_train.shape[1:]) != shape:
+    raise SystemExit(f"--flow: {type(flow_cfg).__name__} for images of "
+                     f"shape {shape}, but {data_name}'s are "
+                     f"{tuple(x_train.shape[1:])}")
   print(f"training {type(flow_cfg).__name__} on {data_name}: "
         f"{len(x_train)} train / {len(x_test)} test images -> {args.workdir}",
         file=sys.stderr)

@@ -68,6 +68,10 @@ class Options(NamedTuple):
   bora: BoraProtocol = BORA
 
 
+class SettingError(ValueError):
+  """A run's settings differ from those its results folder was made with."""
+
+
 class Context:
   """What every cell of an experiment run shares: the output folder (held
   under a ``FolderLock`` while open), its two tables, models, images and
@@ -149,7 +153,7 @@ class Context:
                 "ours_heldout's validation score (its definition changed; "
                 "recover/paper/cells.py)" if k == "blind_selection"
                 else f"--{k.replace('_', '-')}")
-        raise ValueError(
+        raise SettingError(
             f"{what}: got {self.run_info[k]!r}, but the results in "
             f"{self.out} were made with {have[k]!r}; use another --out")
       hosts = list(have.get("hosts", []))
