@@ -48,13 +48,22 @@ def _measurements(path):
   array), any range; or images (a folder, an IDX file) scaled to [0, 1]."""
   from mapflow import data
   path = Path(path)
-  if path.suffix == ".npz":
-    try:
+  try:
+    if path.suffix == ".npz":
       y = data.load_npz_array(path, "y").astype(np.float32)
-    except ValueError as e:
-      raise SystemExit(f"--measurements: {e}") from None
-    return y[..., None] if y.ndim == 3 else y
-  return data.load_examples(path).astype(np.float32) / 255.0
+      return y[..., None] if y.ndim == 3 else y
+    return data.load_examples(path).astype(np.float32) / 255.0
+  except (data.DatasetNotFoundError, ValueError, OSError) as e:
+    raise SystemExit(f"--measurements: {e}") from None
+
+
+def _examples(path, flag: str):
+  """``data.load_examples(path)``, or the command's error naming ``flag``."""
+  from mapflow import data
+  try:
+    return data.load_examples(path)
+  except (data.DatasetNotFoundError, ValueError, OSError) as e:
+    raise SystemExit(f"{flag}: {e}") from None
 
 
 def parse_args(argv=None):
@@ -72,7 +81,9 @@ def parse_args(argv=None):
                  help=f"signal prior: shipped name or checkpoint directory "
                  f"(default {DEFAULT_PRIOR})")
   p.add_argument("--truth", help="the true images (same formats), for PSNR")
+  from mapflow.flows import PRESETS
   p.add_argument("--noise-preset", default="realnvp_fmnist_cpu",
+                 choices=sorted(PRESETS),
                  help="the noise flow's architecture (a flow preset; its "
                  "image shape becomes the noise's)")
   p.add_argument("--noise-steps", type=_positive(int), default=2000,
@@ -129,13 +140,32 @@ def main(argv=None):
     if getattr(args, name) < 1:
       raise SystemExit(f"--{name.replace('_', '-')}: got "
                        f"{getattr(args, name)}, expected >= 1")
-  noise_u8 = data.load_examples(args.noise)
+  from recover.common import check_out_folder
+  check_out_folder(args.out)
+  noise_u8 = _examples(args.noise, "--noise")
   y = _measurements(args.measurements)
+  truth = (_examples(args.truth, "--truth").astype(np.float32) / 255.0
+           if args.truth else None)
   prior, params = load_prior(args.prior)
   if tuple(noise_u8.shape[1:]) != tuple(y.shape[1:]):
     raise SystemExit(f"--noise: examples of shape {noise_u8.shape[1:]}, but "
                      f"--measurements of shape {y.shape[1:]}; expected the "
                      "same (the noise is added to the measurement)")
+  # Before the noise flow trains: measurements the prior and the operator
+  # cannot explain end the command now, not after training.
+  image_shape = tuple(prior.config.image_shape)
+  try:
+    want = args.operator.output_event_shape(image_shape)
+  except (TypeError, ValueError) as e:
+    raise SystemExit(f"--operator: cannot be applied to the prior's images "
+                     f"of shape {image_shape} ({e})") from None
+  if tuple(y.shape[1:]) != tuple(want):
+    raise SystemExit(f"--measurements: got shape {tuple(y.shape[1:])}, "
+                     f"expected {tuple(want)} (--operator on --prior's "
+                     f"images of shape {image_shape})")
+  if truth is not None and tuple(truth.shape) != (len(y),) + image_shape:
+    raise SystemExit(f"--truth: got images of shape {truth.shape}, "
+                     f"expected {(len(y),) + image_shape}")
   say(f"training the noise flow on {len(noise_u8)} examples of shape "
       f"{noise_u8.shape[1:]} -> {out / 'noise_flow'}")
   flow, noise_params = train_noise_flow(
@@ -164,11 +194,7 @@ def main(argv=None):
   cols = [np.clip(np.asarray(args.operator.back_project(jnp.asarray(y))),
                   0, 1), np.clip(x, 0, 1)]
   titles = ["measurement", "recovered"]
-  if args.truth:
-    truth = data.load_examples(args.truth).astype(np.float32) / 255.0
-    if truth.shape != x.shape:
-      raise SystemExit(f"--truth: got images of shape {truth.shape}, "
-                       f"expected {x.shape}")
+  if truth is not None:
     psnr = np.asarray(mf.metrics.psnr(truth, x))
     base = np.asarray(mf.metrics.psnr(truth, cols[0]))
     mf.io.write_json_atomic(out / "psnr.json", {

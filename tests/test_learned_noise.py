@@ -67,3 +67,35 @@ def test_learned_noise_removes_structured_noise(tmp_path, capsys):
   np.savez(tmp_path / "noise4.npz", x=np.zeros((10, 4, 4, 1)))
   with pytest.raises(SystemExit, match="--noise: examples of shape"):
     learned_noise.main(["--noise", str(tmp_path / "noise4.npz")] + args[2:])
+
+
+def test_bad_files_and_shapes_end_the_command_before_training(tmp_path,
+                                                              capsys):
+  """Missing files, a preset that does not exist, and measurements the
+  prior cannot explain end the command naming the flag, before the noise
+  flow trains (no noise_flow folder is made)."""
+  from recover import learned_noise
+  rng = np.random.default_rng(0)
+  np.savez(tmp_path / "noise16.npz", x=rng.integers(0, 255, (8, 16, 16, 1),
+                                                     dtype=np.uint8))
+  np.savez(tmp_path / "y16.npz", y=rng.uniform(size=(3, 16, 16, 1)))
+  out = tmp_path / "out"
+  base = ["--out", str(out), "--no-progress"]
+  for args, match in [
+      (["--noise", str(tmp_path / "none.npz"), "--measurements",
+        str(tmp_path / "y16.npz")], r"--noise: "),
+      (["--noise", str(tmp_path / "noise16.npz"), "--measurements",
+        str(tmp_path / "none.npz")], r"--measurements: "),
+      (["--noise", str(tmp_path / "noise16.npz"), "--measurements",
+        str(tmp_path / "y16.npz"), "--truth", str(tmp_path / "none")],
+       r"--truth: "),
+      (["--noise", str(tmp_path / "noise16.npz"), "--measurements",
+        str(tmp_path / "y16.npz")],
+       r"--measurements: got shape \(16, 16, 1\), expected \(28, 28, 1\)")]:
+    with pytest.raises(SystemExit, match=match):
+      learned_noise.main(base + args)
+  assert not (out / "noise_flow").exists()
+  with pytest.raises(SystemExit) as e:
+    learned_noise.main(base + ["--noise", "n", "--measurements", "y",
+                               "--noise-preset", "bogus"])
+  assert e.value.code == 2 and "--noise-preset" in capsys.readouterr().err
