@@ -24,7 +24,7 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
                  help="validation images used to choose hyperparameters")
   p.add_argument("--num-test", type=_positive(int), default=64,
                  help="reported test images")
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--seed", type=SEED, default=0)
   p.add_argument("--data-dir", help="Fashion-MNIST IDX directory")
   p.add_argument("--no-ood", dest="ood", action="store_false",
                  help="skip the out-of-distribution images (digits, two "
@@ -78,6 +78,10 @@ def _at_least_zero(kind):
   return _checked(kind, lambda v: v >= 0 and np.isfinite(v),
                   f"{article} {kind.__name__} >= 0")
 
+
+# A PRNG seed: jax.random.PRNGKey keeps 32 bits, so larger seeds would
+# repeat smaller ones' draws.
+SEED = _checked(int, lambda v: 0 <= v < 2 ** 32, "an int in [0, 2**32)")
 
 # A number strictly between 0 and 1 (a rate or a share).
 _share = _checked(float, lambda v: 0 < v < 1, "a number in (0, 1)")

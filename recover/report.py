@@ -488,6 +488,15 @@ def main(argv=None):
                  help="Markdown file (default RESULTS/REPORT.md); "
                       "headline.json is written beside it")
   args = p.parse_args(argv)
+  if args.out is not None:
+    # Checked before the report is built, not when it is written.
+    out = Path(args.out)
+    if not args.out.strip() or out.is_dir():
+      p.error(f"--out: got {args.out!r}, expected a file path (Markdown)")
+    for parent in out.parents:
+      if parent.exists() and not parent.is_dir():
+        p.error(f"--out: got {args.out!r}, under {str(parent)!r}, which is "
+                "a file")
   root = Path(args.results)
   main_cells, main_hypers, edges, narrow = {}, {}, [], []
   main_text = []

@@ -86,7 +86,7 @@ def parse_args(argv=None):
   p.add_argument("--chunk", type=_positive(int), default=16,
                  help="images per sampler call; each finished chunk is kept, "
                  "so a killed run resumes")
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--seed", type=common.SEED, default=0)
   p.add_argument("--data-dir")
   args = p.parse_args(argv)
   if args.calibration_images > 16:

@@ -671,6 +671,9 @@ def test_a_bad_model_or_data_folder_ends_the_command_naming_its_flag(
      "positive float"),
     ("one_bit", ["--m", "0"], "--m: got '0', expected a positive int"),
     ("sinusoidal", ["--init-std", "inf"], "--init-std: got 'inf'"),
+    ("uncertainty", ["--seed", "-1"], r"--seed: got '-1', expected an int "
+     r"in \[0, 2\*\*32\)"),
+    ("sinusoidal", ["--seed", str(2 ** 40)], "--seed: got"),
 ])
 def test_a_bad_number_is_refused_before_any_work(tmp_path, capsys, module,
                                                  args, match):
@@ -753,3 +756,13 @@ def test_run_info_records_the_blind_score_each_experiment_uses(tmp_path):
   for e in ("sinusoidal", "radial", "one_bit", "subpixel"):
     have = json.loads((results / e / "run.json").read_text())
     assert have["blind_selection"] == blind(e), e
+
+
+def test_report_refuses_an_out_it_cannot_write_before_building(tmp_path,
+                                                               capsys):
+  from recover import report
+  (tmp_path / "f").write_text("x")
+  for out in (str(tmp_path), str(tmp_path / "f" / "REPORT.md")):
+    with pytest.raises(SystemExit) as e:
+      report.main(["--results", str(tmp_path), "--out", out])
+    assert e.value.code == 2 and "--out: got" in capsys.readouterr().err
