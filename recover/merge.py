@@ -66,6 +66,12 @@ def merged_run_info(into: dict, src: dict, src_name: str) -> dict:
   return out
 
 
+def _experiments(rows) -> set:
+  """The experiments ``rows`` hold, their out-of-distribution rows
+  counted as their own."""
+  return {r["experiment"].removesuffix("_ood") for r in rows}
+
+
 def _figure_files(folder: Path) -> List[Path]:
   root = folder / "figures"
   if not root.is_dir():
@@ -87,8 +93,22 @@ def plan(into: Path, sources) -> tuple:
       rows[name][tuple(r[k] for k in key)] = (r, into / name)
   new_rows = {name: [] for name, _, _ in TABLES}
   figures = {}  # relative path -> the folder it comes from
+  # One experiment per folder (its out-of-distribution rows beside it):
+  # run.json does not name it, the results' rows do.
+  experiment = _experiments(r for r, _ in rows["results.csv"].values())
+  first = into
   for src in sources:
     info = merged_run_info(info, _run_info(src), str(src))
+    if (src / "results.csv").is_file():
+      theirs = _experiments(tables.ResultTable(
+          src / "results.csv", tables.RESULT_COLUMNS,
+          tables.RESULT_KEY).rows)
+      if experiment and theirs and theirs != experiment:
+        raise MergeError(f"{src}: holds results of {sorted(theirs)}, but "
+                         f"{first} holds {sorted(experiment)}: not parts "
+                         "of one run")
+      if theirs and not experiment:
+        experiment, first = theirs, src
     for name, columns, key in TABLES:
       if not (src / name).is_file():
         continue
@@ -161,7 +181,8 @@ def main(argv=None):
   args = p.parse_args(argv)
   try:
     added = merge(args.into, args.sources)
-  except (MergeError, io_lib.LockedError) as e:
+  except (ValueError, io_lib.LockedError) as e:
+    # MergeError, and a run.json or table that cannot be read.
     raise SystemExit(f"error: {e}") from None
   print(", ".join(f"{n} +{k}" for n, k in added.items()) +
         f" -> {args.into}; rerun the experiment on it to redraw its curves")

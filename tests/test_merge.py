@@ -148,3 +148,28 @@ def test_a_one_bit_run_split_by_settings_merges_into_the_whole_run(
             for f in ("results.csv", "selection.csv")}
   main(["--out", str(folder), "--ms", "50,200", "--scales", "0.5"] + common)
   assert {f: (folder / f).read_bytes() for f in before} == before
+
+
+def test_folders_of_two_experiments_are_refused(tmp_path):
+  """run.json does not name the experiment; the rows do: one_bit rows
+  merged into a folder of another experiment are refused."""
+  into = _folder(tmp_path / "into", ["m=50,s=1"])
+  res = tables.ResultTable(into / "results.csv", tables.RESULT_COLUMNS,
+                           tables.RESULT_KEY)
+  other = _folder(tmp_path / "other", [])
+  tables.ResultTable(other / "results.csv", tables.RESULT_COLUMNS,
+                     tables.RESULT_KEY).add(
+      [{"experiment": "sinusoidal_ood", "setting": "0.1", "method": "ours",
+        "hyper": "0.5|zeros", "image": 0, "psnr": 20.0}])
+  before = _bytes(into)
+  with pytest.raises(merge.MergeError, match=r"holds results of "
+                     r"\['sinusoidal'\], but .*into holds \['one_bit'\]"):
+    merge.merge(into, [other])
+  assert _bytes(into) == before and len(res.rows) == 3
+  # Its own out-of-distribution rows are the same experiment.
+  ood = _folder(tmp_path / "ood", [])
+  tables.ResultTable(ood / "results.csv", tables.RESULT_COLUMNS,
+                     tables.RESULT_KEY).add(
+      [{"experiment": "one_bit_ood", "setting": "m=50,s=1", "method": "ours",
+        "hyper": "0.5|zeros", "image": 0, "psnr": 20.0}])
+  merge.merge(into, [ood])
