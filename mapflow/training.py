@@ -284,13 +284,16 @@ def _train(flow_config, tc, x_train, x_test, workdir, steps, time_budget,
   flow = from_config(flow_config)
   optimizer = make_optimizer(tc)
   state = init_state(flow, tc, x_train, optimizer)
-  restored = restore_state(workdir, state)
-  if restored is not None:
-    saved_cfg = ckpt.read_config(workdir / "state")
+  if (Path(workdir) / "state").exists():
+    # The config first: another flow's state would fail to restore with a
+    # message about missing leaves instead.
+    saved_cfg = ckpt.read_config(Path(workdir) / "state")
     if saved_cfg != flow_config:
       raise ckpt.CheckpointError(
           f"workdir: {workdir} holds a run of {saved_cfg}, not of "
           f"{flow_config}; use another --workdir")
+  restored = restore_state(workdir, state)
+  if restored is not None:
     state = restored
   mesh = sharding.batch_mesh(devices)
   if tc.batch_size % mesh.size:

@@ -1,5 +1,6 @@
 """Data loaders, checkpoints, resumable training and shipped models."""
 
+import dataclasses
 import gzip
 import json
 import struct
@@ -151,6 +152,17 @@ def test_training_lowers_the_loss(tmp_path):
   ev = [json.loads(l) for l in (tmp_path / "evals.jsonl").open()]
   assert ev[-1]["step"] == 30 and np.isfinite(ev[-1]["test_bpd"])
   assert (tmp_path / "samples_000030.png").is_file()
+
+
+def test_another_flows_workdir_is_named_as_such(tmp_path):
+  """Its config is read before its state, whose leaves would not fit."""
+  xtr, xte = tiny_data()
+  training.train(TINY, TC, xtr, xte, tmp_path, steps=1, progress=False)
+  other = dataclasses.replace(TINY, hidden_channels=4)
+  with pytest.raises(ckpt.CheckpointError, match=r"workdir: .* holds a run "
+                     r"of RealNVPConfig\(.*hidden_channels=8.*use another "
+                     r"--workdir"):
+    training.train(other, TC, xtr, xte, tmp_path, steps=2, progress=False)
 
 
 @pytest.mark.slow  # 15-50 s on an AVX2-only 2-core CPU

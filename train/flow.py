@@ -99,11 +99,18 @@ def main(argv=None):
   print(f"training {type(flow_cfg).__name__} on {data_name}: "
         f"{len(x_train)} train / {len(x_test)} test images -> {args.workdir}",
         file=sys.stderr)
-  training.train(flow_cfg, tc, x_train, x_test, args.workdir, args.steps,
-                 args.time_budget, progress=not args.no_progress,
-                 on_eval=lambda r: print(
-                     f"step {r['step']}: test bits/dim {r['test_bpd']:.4f}",
-                     file=sys.stderr))
+  from mapflow import checkpoint, io
+  try:
+    training.train(flow_cfg, tc, x_train, x_test, args.workdir, args.steps,
+                   args.time_budget, progress=not args.no_progress,
+                   on_eval=lambda r: print(
+                       f"step {r['step']}: test bits/dim "
+                       f"{r['test_bpd']:.4f}", file=sys.stderr))
+  except (checkpoint.CheckpointError, io.LockedError) as e:
+    # Another run's workdir, a damaged checkpoint, or one in use.
+    msg = str(e)
+    raise (flag_error(e) if msg.startswith("workdir: ") else
+           SystemExit(msg)) from None
 
 
 if __name__ == "__main__":
