@@ -265,6 +265,8 @@ def test_a_bad_training_setting_is_refused_before_any_work(tmp_path):
 
   from train import flow, vae
   work = ["--workdir", str(tmp_path / "cli")]
+  a_file = tmp_path / "a_file"
+  a_file.write_text("x")
   for main, args, match in [
       (flow.main, ["--steps", "-5"], r"--steps: got -5, expected an int"),
       (flow.main, ["--batch-size", "0"], r"--batch-size: got 0"),
@@ -274,6 +276,10 @@ def test_a_bad_training_setting_is_refused_before_any_work(tmp_path):
        r"--data-dir: got .*nowhere'?, which is not a directory"),
       (flow.main, ["--train-limit", "-5"], r"--train-limit: got -5, "
        "expected an int >= 0"),
+      (lambda a: flow.main(["--workdir", str(a_file)] + a[2:]), [],
+       r"--workdir: got .*a_file', but .*a_file' is a file"),
+      (lambda a: vae.main(["--workdir", ""] + a[2:]), [],
+       r"--workdir: got '', expected a folder"),
       (vae.main, ["--learning-rate", "0"], r"--learning-rate: got 0.0"),
       (vae.main, ["--data", "folder:" + str(tmp_path / "none")],
        r"--data: folder: .* is not a folder")]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 from mapflow import data, training
 from mapflow.flows import PRESETS
@@ -51,6 +52,23 @@ def flag_error(error: Exception) -> SystemExit:
   return SystemExit(f"--{name.replace('_', '-')}: {rest}")
 
 
+def check_workdir(path) -> None:
+  """Refuses (naming --workdir) an empty path, which would write into the
+  current folder, and one that is or lies under a file."""
+  if not str(path).strip():
+    raise SystemExit(f"--workdir: got {str(path)!r}, expected a folder")
+  for p in (Path(path), *Path(path).parents):
+    if p.exists() and not p.is_dir():
+      raise SystemExit(f"--workdir: got {str(path)!r}, but {str(p)!r} is "
+                       "a file")
+
+
+def training_errors(e: Exception) -> SystemExit:
+  """A checkpoint's or workdir lock's refusal as the command's error."""
+  msg = str(e)
+  return flag_error(e) if msg.startswith("workdir: ") else SystemExit(msg)
+
+
 def load_data(name, data_dir):
   """The train and test splits; a dataset unknown or missing here ends
   the command naming --data or --data-dir."""
@@ -82,6 +100,7 @@ def main(argv=None):
     training.check_run(tc, args.steps, args.time_budget)
   except ValueError as e:
     raise flag_error(e) from None
+  check_workdir(args.workdir)
   if args.train_limit < 0:
     raise SystemExit(f"--train-limit: got {args.train_limit}, expected an "
                      "int >= 0 (0: every training image)")
@@ -108,9 +127,7 @@ def main(argv=None):
                        f"{r['test_bpd']:.4f}", file=sys.stderr))
   except (checkpoint.CheckpointError, io.LockedError) as e:
     # Another run's workdir, a damaged checkpoint, or one in use.
-    msg = str(e)
-    raise (flag_error(e) if msg.startswith("workdir: ") else
-           SystemExit(msg)) from None
+    raise training_errors(e) from None
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from mapflow import training, vae
-from train.flow import flag_error, load_data
+from train.flow import check_workdir, flag_error, load_data, training_errors
 
 
 def main(argv=None):
@@ -30,11 +30,16 @@ def main(argv=None):
         seed=args.seed), args.steps)
   except ValueError as e:
     raise flag_error(e) from None
+  check_workdir(args.workdir)
   x_train, x_test = load_data(args.data, args.data_dir)
   cfg = vae.VAEConfig(image_shape=tuple(x_train.shape[1:]))
-  _, test_elbo = training.train_vae(cfg, x_train, x_test, args.workdir, args.steps,
-                               args.batch_size, args.learning_rate, args.seed,
-                               not args.no_progress)
+  from mapflow import checkpoint, io
+  try:
+    _, test_elbo = training.train_vae(
+        cfg, x_train, x_test, args.workdir, args.steps, args.batch_size,
+        args.learning_rate, args.seed, not args.no_progress)
+  except (checkpoint.CheckpointError, io.LockedError) as e:
+    raise training_errors(e) from None
   print(f"test ELBO: {test_elbo:.2f} nats per image")
 
 
