@@ -231,7 +231,9 @@ def check_run(tc: TrainConfig, steps, time_budget=None) -> None:
          "a positive number")
   need("wn_l2", tc.wn_l2, lambda v: is_num(v) and v >= 0,
        "a number >= 0")
-  need("seed", tc.seed, is_int, "an int")
+  # PRNGKey keeps 32 bits: 2**32 would draw what 0 draws.
+  need("seed", tc.seed, lambda v: is_int(v) and 0 <= v < 2 ** 32,
+       "an int in [0, 2**32)")
   for f in dataclasses.fields(tc.log):
     low = 1 if f.name in ("eval_batch", "checkpoint_every",
                           "log_every") else 0

@@ -68,14 +68,19 @@ def _checked(kind, ok, expected: str):
   return parse
 
 
+def _finite(v) -> bool:
+  # np.isfinite overflows on ints beyond int64; an int is finite anyway.
+  return isinstance(v, int) or bool(np.isfinite(v))
+
+
 def _positive(kind):
-  return _checked(kind, lambda v: v > 0 and np.isfinite(v),
+  return _checked(kind, lambda v: v > 0 and _finite(v),
                   f"a positive {kind.__name__}")
 
 
 def _at_least_zero(kind):
   article = "an" if kind is int else "a"
-  return _checked(kind, lambda v: v >= 0 and np.isfinite(v),
+  return _checked(kind, lambda v: v >= 0 and _finite(v),
                   f"{article} {kind.__name__} >= 0")
 
 

@@ -168,9 +168,16 @@ def main(argv=None):
                      f"expected {(len(y),) + image_shape}")
   say(f"training the noise flow on {len(noise_u8)} examples of shape "
       f"{noise_u8.shape[1:]} -> {out / 'noise_flow'}")
-  flow, noise_params = train_noise_flow(
-      noise_u8, out / "noise_flow", args.noise_preset, args.noise_steps,
-      args.noise_batch, progress=not args.no_progress)
+  from mapflow import checkpoint, io as io_lib
+  try:
+    flow, noise_params = train_noise_flow(
+        noise_u8, out / "noise_flow", args.noise_preset, args.noise_steps,
+        args.noise_batch, progress=not args.no_progress)
+  except (checkpoint.CheckpointError, io_lib.LockedError) as e:
+    # A noise flow of another preset or shape already in --out, a damaged
+    # one, or a run in progress there.
+    msg = str(e).replace("--workdir", "--out")
+    raise SystemExit("--out: " + msg.removeprefix("workdir: ")) from None
   noise = mf.noise.from_flow(flow, noise_params)
   starts = {"noise_latent": mf.SolverConfig(init="zeros",
                                             parametrization="noise"),

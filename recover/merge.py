@@ -96,7 +96,7 @@ def plan(into: Path, sources) -> tuple:
   # One experiment per folder (its out-of-distribution rows beside it):
   # run.json does not name it, the results' rows do.
   experiment = _experiments(r for r, _ in rows["results.csv"].values())
-  first = into
+  experiment_from = into
   for src in sources:
     info = merged_run_info(info, _run_info(src), str(src))
     if (src / "results.csv").is_file():
@@ -105,10 +105,10 @@ def plan(into: Path, sources) -> tuple:
           tables.RESULT_KEY).rows)
       if experiment and theirs and theirs != experiment:
         raise MergeError(f"{src}: holds results of {sorted(theirs)}, but "
-                         f"{first} holds {sorted(experiment)}: not parts "
-                         "of one run")
+                         f"{experiment_from} holds {sorted(experiment)}: "
+                         "not parts of one run")
       if theirs and not experiment:
-        experiment, first = theirs, src
+        experiment, experiment_from = theirs, src
     for name, columns, key in TABLES:
       if not (src / name).is_file():
         continue

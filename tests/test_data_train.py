@@ -276,6 +276,9 @@ def test_a_bad_training_setting_is_refused_before_any_work(tmp_path):
        r"--data-dir: got .*nowhere'?, which is not a directory"),
       (flow.main, ["--train-limit", "-5"], r"--train-limit: got -5, "
        "expected an int >= 0"),
+      (flow.main, ["--seed", str(2 ** 32)], r"--seed: got 4294967296, "
+       r"expected an int in \[0, 2\*\*32\)"),
+      (vae.main, ["--seed", "-1"], r"--seed: got -1"),
       (lambda a: flow.main(["--workdir", str(a_file)] + a[2:]), [],
        r"--workdir: got .*a_file', but .*a_file' is a file"),
       (lambda a: vae.main(["--workdir", ""] + a[2:]), [],

@@ -165,6 +165,10 @@ def test_folders_of_two_experiments_are_refused(tmp_path):
   with pytest.raises(merge.MergeError, match=r"holds results of "
                      r"\['sinusoidal'\], but .*into holds \['one_bit'\]"):
     merge.merge(into, [other])
+  # Named rightly after a source whose figures are new, too.
+  a = _folder(tmp_path / "a", ["m=60,s=1"])
+  with pytest.raises(merge.MergeError, match=r"but \S*into holds"):
+    merge.merge(into, [a, other])
   assert _bytes(into) == before and len(res.rows) == 3
   # Its own out-of-distribution rows are the same experiment.
   ood = _folder(tmp_path / "ood", [])

@@ -109,11 +109,12 @@ def main(argv=None):
     x_train = x_train[:args.train_limit]
   if tc.batch_size > len(x_train):
     raise SystemExit(f"--batch-size: got {tc.batch_size}, more than the "
-                     f"{len(x_train)} training images (--train-limit)")
+                     f"{len(x_train)} training images" +
+                     (" (--train-limit)" if args.train_limit else ""))
   shape = tuple(flow_cfg.image_shape)
   if tuple(x_train.shape[1:]) != shape:
-    raise SystemExit(f"--flow: {type(flow_cfg).__name__} for images of "
-                     f"shape {shape}, but {data_name}'s are "
+    raise SystemExit(f"--flow/--data: {type(flow_cfg).__name__} for images "
+                     f"of shape {shape}, but {data_name}'s are "
                      f"{tuple(x_train.shape[1:])}")
   print(f"training {type(flow_cfg).__name__} on {data_name}: "
         f"{len(x_train)} train / {len(x_test)} test images -> {args.workdir}",
