@@ -279,6 +279,11 @@ def test_a_bad_training_setting_is_refused_before_any_work(tmp_path):
       (flow.main, ["--seed", str(2 ** 32)], r"--seed: got 4294967296, "
        r"expected an int in \[0, 2\*\*32\)"),
       (vae.main, ["--seed", "-1"], r"--seed: got -1"),
+      (flow.main, ["--data", "digits8", "--train-limit", "10"],
+       r"--batch-size: got 64, more than the 10 training images "
+       r"\(--train-limit\)"),
+      (flow.main, ["--data", "digits8"], r"--flow/--data: RealNVPConfig for "
+       r"images of shape \(28, 28, 1\), but digits8's are \(8, 8, 1\)"),
       (lambda a: flow.main(["--workdir", str(a_file)] + a[2:]), [],
        r"--workdir: got .*a_file', but .*a_file' is a file"),
       (lambda a: vae.main(["--workdir", ""] + a[2:]), [],
