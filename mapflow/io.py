@@ -20,7 +20,7 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 
 def _umask() -> int:
@@ -185,6 +185,15 @@ def _remove_quietly(p):
     os.unlink(p)
   except OSError:
     pass
+
+
+def file_in_the_way(path) -> Optional[Path]:
+  """The first of ``path`` and its parents that exists and is not a
+  folder (a writer could not make ``path`` a folder there), else None."""
+  for p in (Path(path), *Path(path).parents):
+    if p.exists() and not p.is_dir():
+      return p
+  return None
 
 
 class LockedError(RuntimeError):

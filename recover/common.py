@@ -121,16 +121,17 @@ def check_out_folder(path, flag: str = "--out") -> Path:
   """``path`` as a folder to write into: refused (naming ``flag``) when it
   is empty (an unset shell variable would write into the current folder)
   or names an existing file."""
+  from mapflow.io import file_in_the_way
   if not str(path).strip():
     raise SystemExit(f"{flag}: got {str(path)!r}, expected a folder")
   out = Path(path)
-  if out.exists() and not out.is_dir():
+  bad = file_in_the_way(out)
+  if bad == out:
     raise SystemExit(f"{flag}: got {str(path)!r}, which is a file, expected "
                      "a folder")
-  for parent in out.parents:
-    if parent.exists() and not parent.is_dir():
-      raise SystemExit(f"{flag}: got {str(path)!r}, under {str(parent)!r}, "
-                       "which is a file")
+  if bad is not None:
+    raise SystemExit(f"{flag}: got {str(path)!r}, under {str(bad)!r}, "
+                     "which is a file")
   return out
 
 

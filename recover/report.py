@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from mapflow import metrics
-from mapflow.io import write_json_atomic, write_text_atomic
+from mapflow.io import file_in_the_way, write_json_atomic, write_text_atomic
 from recover.paper import tables
 from recover.paper.cells import R2R_ALPHA, R2R_DRAWS, R2R_REFINED
 from recover.paper.protocol import protocol_table
@@ -493,10 +493,10 @@ def main(argv=None):
     out = Path(args.out)
     if not args.out.strip() or out.is_dir():
       p.error(f"--out: got {args.out!r}, expected a file path (Markdown)")
-    for parent in out.parents:
-      if parent.exists() and not parent.is_dir():
-        p.error(f"--out: got {args.out!r}, under {str(parent)!r}, which is "
-                "a file")
+    bad = file_in_the_way(out.parent)
+    if bad is not None:
+      p.error(f"--out: got {args.out!r}, under {str(bad)!r}, which is a "
+              "file")
   root = Path(args.results)
   main_cells, main_hypers, edges, narrow = {}, {}, [], []
   main_text = []

@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from pathlib import Path
 
-from mapflow import data, training
+from mapflow import data, io, training
 from mapflow.flows import PRESETS
 
 
@@ -57,10 +56,10 @@ def check_workdir(path) -> None:
   current folder, and one that is or lies under a file."""
   if not str(path).strip():
     raise SystemExit(f"--workdir: got {str(path)!r}, expected a folder")
-  for p in (Path(path), *Path(path).parents):
-    if p.exists() and not p.is_dir():
-      raise SystemExit(f"--workdir: got {str(path)!r}, but {str(p)!r} is "
-                       "a file")
+  bad = io.file_in_the_way(path)
+  if bad is not None:
+    raise SystemExit(f"--workdir: got {str(path)!r}, but {str(bad)!r} is "
+                     "a file")
 
 
 def training_errors(e: Exception) -> SystemExit:
@@ -119,7 +118,7 @@ def main(argv=None):
   print(f"training {type(flow_cfg).__name__} on {data_name}: "
         f"{len(x_train)} train / {len(x_test)} test images -> {args.workdir}",
         file=sys.stderr)
-  from mapflow import checkpoint, io
+  from mapflow import checkpoint
   try:
     training.train(flow_cfg, tc, x_train, x_test, args.workdir, args.steps,
                    args.time_budget, progress=not args.no_progress,

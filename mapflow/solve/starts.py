@@ -52,6 +52,7 @@ def as_array(value, name: str, dtype=None):
     raise ValueError(f"{name}: got {got}, expected one array ("
                      f"{str(e).splitlines()[0]})") from None
 
+
 @functools.lru_cache(maxsize=64)
 def _jitted(fn):
   # Run eagerly, a flow is hundreds of separately dispatched (and
