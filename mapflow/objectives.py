@@ -51,11 +51,17 @@ def masked_residual(y, fx, operator):
 
 def map_loss(z, y, *, prior, params, operator, noise, beta):
   """Eq. 12 over latents ``z`` (B, H, W, C); returns (B,)."""
+  return map_loss_and_image(z, y, prior=prior, params=params,
+                            operator=operator, noise=noise, beta=beta)[0]
+
+
+def map_loss_and_image(z, y, *, prior, params, operator, noise, beta):
+  """``(map_loss, G(z))``: the loss and the images it computed on the way."""
   x, logdet = prior.forward(params, z)
   r, mask = masked_residual(y, operator(x), operator)
   nll = -noise_lib.log_prob(noise, r, mask)
   log_prior = prior.base_log_prob(z) - logdet
-  return nll - beta * log_prior
+  return nll - beta * log_prior, x
 
 
 def map_loss_x(x, y, *, prior, params, operator, noise, beta):
@@ -76,25 +82,46 @@ def map_loss_noise(w, y, *, prior, params, operator, noise, beta):
   ``x`` may leave the image prior's, whose log-density is extended as in
   ``noise.box_extended_log_prob``.
   """
+  return map_loss_noise_and_image(w, y, prior=prior, params=params,
+                                  operator=operator, noise=noise,
+                                  beta=beta)[0]
+
+
+def map_loss_noise_and_image(w, y, *, prior, params, operator, noise, beta):
+  """``(map_loss_noise, x)``, ``x = f⁻¹(y - G_Δ(w))`` the images it
+  computed on the way."""
   delta, log_p_noise = noise.latent_to_noise(w)
   x = operator.inverse(y - delta)
   return -log_p_noise - beta * noise_lib.box_extended_log_prob(
-      prior, params, x)
+      prior, params, x), x
 
 
 def asim_loss(z, y, *, prior, params, operator, gamma):
   """Eq. 9, Asim et al.'s proxy: squared error + γ ||z|| (not squared)."""
+  return asim_loss_and_image(z, y, prior=prior, params=params,
+                             operator=operator, gamma=gamma)[0]
+
+
+def asim_loss_and_image(z, y, *, prior, params, operator, gamma):
+  """``(asim_loss, G(z))``: the loss and the images it computed."""
   x, _ = prior.forward(params, z)
   r, _ = masked_residual(y, operator(x), operator)
   return _sum_but_batch(jnp.square(r)) + gamma * jnp.sqrt(
-      _sum_but_batch(jnp.square(z)) + 1e-12)
+      _sum_but_batch(jnp.square(z)) + 1e-12), x
 
 
 def bora_loss(z, y, *, generator, operator, lam):
   """Eq. 4, Bora et al.: squared error + λ ||z||^2, any generator z -> x."""
+  return bora_loss_and_image(z, y, generator=generator, operator=operator,
+                             lam=lam)[0]
+
+
+def bora_loss_and_image(z, y, *, generator, operator, lam):
+  """``(bora_loss, g(z))``: the loss and the images it computed."""
   x = generator(z)
   r, _ = masked_residual(y, operator(x), operator)
-  return _sum_but_batch(jnp.square(r)) + lam * _sum_but_batch(jnp.square(z))
+  return (_sum_but_batch(jnp.square(r)) + lam * _sum_but_batch(
+      jnp.square(z)), x)
 
 
 def asim_loss_x(x, y, *, prior, params, operator, gamma, penalty=1e4):
@@ -124,6 +151,12 @@ class Objective(NamedTuple):
       measurement start needs it); None if there is none.
     from_latent: ``(z, y, data) -> v``, the variable of flow latents ``z``
       (the zeros and random starts draw ``z``); None: ``v = z``.
+
+  A ``loss`` made by ``loss_from`` also carries ``loss_and_image``, the loss
+  and the images ``to_image`` would give, from one pass (a solver that
+  wants both runs the flow's forward once; XLA does not always merge two
+  separate ones).  A ``loss`` replaced by another function drops it, so
+  the two never disagree.
   """
 
   loss: Callable
@@ -157,6 +190,15 @@ def _identity(v, y, d):
   return v
 
 
+def loss_from(loss_and_image: Callable) -> Callable:
+  """The per-example loss of ``loss_and_image(v, y, data) -> (loss, x)``,
+  carrying it as its ``loss_and_image`` attribute (see ``Objective``)."""
+  def loss(v, y, data):
+    return loss_and_image(v, y, data)[0]
+  loss.loss_and_image = loss_and_image
+  return loss
+
+
 def map_objective(prior, parametrization: str = "z") -> Objective:
   """Eq. 12 as an objective; ``data``: params, operator, noise, beta.
 
@@ -173,11 +215,11 @@ def _map_objective(prior, parametrization):
   forward, inverse = _flow_maps(prior)
   shape = tuple(prior.config.image_shape)
   if parametrization == "z":
-    def loss(z, y, d):
-      return map_loss(z, y, prior=prior, params=d["params"],
-                      operator=data_operator(d), noise=d["noise"],
-                      beta=d["beta"])
-    return Objective(loss, forward, shape, shape, inverse)
+    def loss_and_image(z, y, d):
+      return map_loss_and_image(z, y, prior=prior, params=d["params"],
+                                operator=data_operator(d), noise=d["noise"],
+                                beta=d["beta"])
+    return Objective(loss_from(loss_and_image), forward, shape, shape, inverse)
   if parametrization == "x":
     def loss(x, y, d):
       return map_loss_x(x, y, prior=prior, params=d["params"],
@@ -185,17 +227,18 @@ def _map_objective(prior, parametrization):
                         beta=d["beta"])
     return Objective(loss, _identity, shape, shape, _identity, forward)
   if parametrization == "noise":
-    def loss(w, y, d):
-      return map_loss_noise(w, y, prior=prior, params=d["params"],
-                            operator=data_operator(d), noise=d["noise"],
-                            beta=d["beta"])
+    def loss_and_image(w, y, d):
+      return map_loss_noise_and_image(
+          w, y, prior=prior, params=d["params"], operator=data_operator(d),
+          noise=d["noise"], beta=d["beta"])
 
     def to_image(w, y, d):
       return d["operator"].inverse(y - d["noise"].latent_to_noise(w)[0])
 
     def from_image(x, y, d):
       return d["noise"].noise_to_latent(y - d["operator"](x))
-    return Objective(loss, to_image, "measurement", shape, from_image)
+    return Objective(loss_from(loss_and_image), to_image, "measurement",
+                     shape, from_image)
   raise ValueError(f"parametrization: got {parametrization!r}, expected "
                    "one of ('z', 'x', 'noise')")
 
@@ -212,10 +255,10 @@ def _asim_objective(prior, parametrization):
   forward, inverse = _flow_maps(prior)
   shape = tuple(prior.config.image_shape)
   if parametrization == "z":
-    def loss(z, y, d):
-      return asim_loss(z, y, prior=prior, params=d["params"],
-                       operator=data_operator(d), gamma=d["gamma"])
-    return Objective(loss, forward, shape, shape, inverse)
+    def loss_and_image(z, y, d):
+      return asim_loss_and_image(z, y, prior=prior, params=d["params"],
+                                 operator=data_operator(d), gamma=d["gamma"])
+    return Objective(loss_from(loss_and_image), forward, shape, shape, inverse)
   if parametrization == "x":
     def loss(x, y, d):
       return asim_loss_x(x, y, prior=prior, params=d["params"],
@@ -242,10 +285,11 @@ def _bora_objective(generator, latent_shape, image_shape, with_params):
       return jax.vmap(generator, in_axes=(None, 0))(d["params"], z)
     return jax.vmap(generator)(z)
 
-  def loss(z, y, d):
-    return bora_loss(z, y, generator=lambda zz: batched(zz, d),
-                     operator=data_operator(d), lam=d["lam"])
+  def loss_and_image(z, y, d):
+    return bora_loss_and_image(z, y, generator=lambda zz: batched(zz, d),
+                               operator=data_operator(d), lam=d["lam"])
 
   def to_image(z, y, d):
     return batched(z, d)
-  return Objective(loss, to_image, tuple(latent_shape), tuple(image_shape))
+  return Objective(loss_from(loss_and_image), to_image, tuple(latent_shape),
+                   tuple(image_shape))

@@ -165,6 +165,68 @@ def test_another_flows_workdir_is_named_as_such(tmp_path):
     training.train(other, TC, xtr, xte, tmp_path, steps=2, progress=False)
 
 
+def test_a_resume_with_other_settings_or_images_is_refused(tmp_path):
+  """A resumed run with another learning rate, seed or training set would
+  quietly carry on a different run: each is named, and nothing is written.
+  The log schedule may change; a checkpoint from before the fingerprint
+  was recorded resumes as before."""
+  xtr, xte = tiny_data()
+  training.train(TINY, TC, xtr, xte, tmp_path, steps=1, progress=False)
+  meta = ckpt.read_meta(tmp_path / "state")
+  assert meta["extra"]["data"] == training.data_fingerprint(xtr)
+  before = (tmp_path / "state" / "meta.json").read_text()
+  for tc, match in (
+      (dataclasses.replace(TC, learning_rate=1e-3),
+       r"learning_rate=0\.003 \(now 0\.001\)"),
+      (dataclasses.replace(TC, seed=1, batch_size=8),
+       r"batch_size=16 \(now 8\), seed=0 \(now 1\)")):
+    with pytest.raises(ckpt.CheckpointError, match=r"workdir: .*" + match +
+                       r".*another --workdir"):
+      training.train(TINY, tc, xtr, xte, tmp_path, steps=2, progress=False)
+  with pytest.raises(ckpt.CheckpointError, match=r"other images \(256 of "
+                     r"shape \(8, 8, 1\).*these: 128 of shape"):
+    training.train(TINY, TC, xtr[:128], xte, tmp_path, steps=2,
+                   progress=False)
+  flipped = xtr.copy()
+  flipped[0, 0, 0, 0] ^= 1  # one pixel's lowest bit
+  with pytest.raises(ckpt.CheckpointError, match="other images"):
+    training.train(TINY, TC, flipped, xte, tmp_path, steps=2, progress=False)
+  assert (tmp_path / "state" / "meta.json").read_text() == before
+  # Another log schedule resumes.
+  logs = dataclasses.replace(TC, log=dataclasses.replace(TC.log,
+                                                         log_every=2))
+  assert int(training.train(TINY, logs, xtr, xte, tmp_path, steps=2,
+                            progress=False).step) == 2
+  # A checkpoint without the fingerprint (saved before it was recorded).
+  state = training.restore_state(tmp_path, training.init_state(
+      mf.flows.from_config(TINY), TC, xtr, training.make_optimizer(TC)))
+  training.save_state(tmp_path, state, TINY, TC)
+  assert int(training.train(TINY, TC, xtr[:128], xte, tmp_path, steps=3,
+                            progress=False).step) == 3
+
+
+def test_vae_resume_checks_its_settings_and_images(tmp_path):
+  xtr, xte = tiny_data()
+  cfg = mf.vae.VAEConfig(image_shape=(8, 8, 1), hidden=(8,), latent_dim=2)
+  training.train_vae(cfg, xtr, xte, tmp_path, steps=1, batch_size=16,
+                     progress=False)
+  with pytest.raises(ckpt.CheckpointError, match=r"learning_rate=0\.001 "
+                     r"\(now 0\.01\)"):
+    training.train_vae(cfg, xtr, xte, tmp_path, steps=2, batch_size=16,
+                       learning_rate=1e-2, progress=False)
+  with pytest.raises(ckpt.CheckpointError, match="other images"):
+    training.train_vae(cfg, xtr[:64], xte, tmp_path, steps=2, batch_size=16,
+                       progress=False)
+  other = dataclasses.replace(cfg, latent_dim=3)
+  with pytest.raises(ckpt.CheckpointError, match=r"holds a checkpoint of "
+                     r"VAEConfig.*not of this VAE"):
+    training.train_vae(other, xtr, xte, tmp_path, steps=2, batch_size=16,
+                       progress=False)
+  _, elbo = training.train_vae(cfg, xtr, xte, tmp_path, steps=2,
+                               batch_size=16, progress=False)
+  assert np.isfinite(elbo)
+
+
 @pytest.mark.slow  # 15-50 s on an AVX2-only 2-core CPU
 def test_resume_in_two_pieces_equals_one_run(tmp_path):
   xtr, xte = tiny_data()
@@ -324,3 +386,35 @@ def test_sigint_stops_between_steps_and_checkpoints(tmp_path):
   meta = json.loads((tmp_path / "state" / "meta.json").read_text())
   logged = [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").open()]
   assert meta["extra"]["step"] >= max(logged)
+
+
+def test_export_refuses_a_missing_run_and_a_model_of_another_kind(
+    tmp_path, monkeypatch):
+  """train.export names --workdir when it holds no run, and --name when the
+  run is of another kind than the name holds (a VAE would have replaced a
+  shipped flow); a flow of the right kind is exported and loads."""
+  from mapflow import pretrained
+  from train import export
+  monkeypatch.setattr(pretrained, "MODELS_DIR", tmp_path / "models")
+  run = lambda *a: export.main(["--command", "test", "--samples", "", *a])
+  with pytest.raises(SystemExit, match=r"--workdir: got .*nowhere.* holds "
+                     r"no training run"):
+    run("--workdir", str(tmp_path / "nowhere"), "--name", "digits_realnvp")
+  xtr, xte = tiny_data()
+  cfg = mf.vae.VAEConfig(image_shape=(28, 28, 1), hidden=(8,), latent_dim=2)
+  x28 = np.zeros((32, 28, 28, 1), np.uint8)
+  training.train_vae(cfg, x28, x28, tmp_path / "vae", steps=1,
+                     batch_size=16, progress=False)
+  with pytest.raises(SystemExit, match=r"--name: got a VAEConfig for images "
+                     r"\(28, 28, 1\), but 'digits_realnvp' holds a "
+                     r"RealNVPConfig"):
+    run("--workdir", str(tmp_path / "vae"), "--name", "digits_realnvp")
+  training.train(TINY, TC, xtr, xte, tmp_path / "flow", steps=1,
+                 progress=False)
+  with pytest.raises(SystemExit, match=r"--name: got a RealNVPConfig for "
+                     r"images \(8, 8, 1\)"):
+    run("--workdir", str(tmp_path / "flow"), "--name", "digits_realnvp")
+  assert not (tmp_path / "models").exists()
+  run("--workdir", str(tmp_path / "vae"), "--name", "fashion_mnist_vae")
+  decode, params = pretrained.load("fashion_mnist_vae")
+  assert decode(params, jnp.zeros(2)).shape == (28, 28, 1)

@@ -40,20 +40,40 @@ def main(argv=None):
   p.add_argument("--samples", default="docs/models/{name}_samples.png",
                  help="flows: PNG grid of 64 samples at temperature 0.8 "
                  "('' to skip)")
+  p.add_argument("--data-dir", help="IDX directory or tfds data_dir for "
+                 "--data")
   args = p.parse_args(argv)
   workdir = Path(args.workdir)
-  if (workdir / "params").is_dir():
-    params, config = ckpt.load(workdir / "params")
-    meta = ckpt.read_meta(workdir / "params")["extra"]
-  else:  # runs/ keeps only the resumable state; its params are a subtree
-    params, config = ckpt.load(workdir / "state", key="params")
-    meta = ckpt.read_meta(workdir / "state")["extra"]
+  if not ((workdir / "params").is_dir() or (workdir / "state").is_dir()):
+    raise SystemExit(f"--workdir: got {str(workdir)!r}, which holds no "
+                     "training run (no params/ or state/ checkpoint)")
+  try:
+    if (workdir / "params").is_dir():
+      params, config = ckpt.load(workdir / "params")
+      meta = ckpt.read_meta(workdir / "params")["extra"]
+    else:  # runs/ keeps only the resumable state; its params are a subtree
+      params, config = ckpt.load(workdir / "state", key="params")
+      meta = ckpt.read_meta(workdir / "state")["extra"]
+  except ckpt.CheckpointError as e:
+    raise SystemExit(f"--workdir: {e}") from None
+  try:
+    pretrained.check_kind(args.name, config)
+  except ValueError as e:
+    raise SystemExit(f"--name: {str(e).partition(': ')[2]}; export it "
+                     "under a name of its kind") from None
+  if args.data and not hasattr(config, "num_bits"):
+    raise SystemExit(f"--data: evaluates a flow's bits/dim; {args.name!r} "
+                     "is not a flow")
   ev = last_eval(workdir)
   if args.data:
-    from mapflow import data
     from mapflow.flows import from_config
     from mapflow.training import evaluate_bpd
-    x = data.load(args.data, "test")
+    from train.flow import load_data
+    _, x = load_data(args.data, args.data_dir)
+    if tuple(x.shape[1:]) != tuple(config.image_shape):
+      raise SystemExit(f"--data: {args.data}'s images are "
+                       f"{tuple(x.shape[1:])}, the flow's "
+                       f"{tuple(config.image_shape)}")
     seed = meta.get("train_config", {}).get("seed", 0)
     ev = {"step": meta.get("step"), "num_test": int(len(x)),
           "test_bpd": evaluate_bpd(from_config(config), params, x, 500, seed)}

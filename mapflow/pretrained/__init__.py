@@ -30,6 +30,25 @@ DESCRIPTIONS = {
                          "Fashion-MNIST",
 }
 
+# What each name holds: the config's type and the images it models, so a
+# checkpoint of another kind is never shipped under it.
+KINDS = {
+    "fashion_mnist_realnvp": ("RealNVPConfig", (28, 28, 1)),
+    "fashion_mnist_realnvp_10k": ("RealNVPConfig", (28, 28, 1)),
+    "digits_realnvp": ("RealNVPConfig", (28, 28, 1)),
+    "fashion_mnist_glow": ("GlowConfig", (28, 28, 1)),
+    "fashion_mnist_vae": ("VAEConfig", (28, 28, 1)),
+}
+
+
+def check_kind(name: str, config) -> None:
+  """Raises ValueError when ``config`` is not of the kind ``name`` holds."""
+  kind, shape = KINDS[name]
+  got = (type(config).__name__, tuple(getattr(config, "image_shape", ())))
+  if got != (kind, shape):
+    raise ValueError(f"config: got a {got[0]} for images {got[1]}, but "
+                     f"{name!r} holds a {kind} for images {shape}")
+
 
 def available() -> list:
   """Names of the models shipped in this installation."""

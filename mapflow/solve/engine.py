@@ -107,17 +107,21 @@ def default_max_batch() -> Optional[int]:
   return 256 if jax.default_backend() == "cpu" else None
 
 
-def _batched_losses(objective: Objective):
+def _batched_losses(objective: Objective, with_images: bool = False):
   """``(v (R, B, ...), y (B, ...), h, data) -> (R, B)`` for one grid point:
   restarts and examples flattened into one batch, so the objective runs
   batched (cheaper to compile than per-example vmaps).  Examples never
-  interact, so the gradient of the sum is per example."""
+  interact, so the gradient of the sum is per example.  ``with_images``
+  (a loss with ``loss_and_image``): ``((R, B), x (R, B, ...))``."""
 
   def losses(v, y, h, data):
     r, b = v.shape[:2]
     flat = v.reshape((r * b,) + v.shape[2:])
     yy = jnp.broadcast_to(y[None], (r,) + y.shape).reshape(
         (r * b,) + y.shape[1:])
+    if with_images:
+      l, x = objective.loss.loss_and_image(flat, yy, {**data, **h})
+      return l.reshape(r, b), x.reshape((r, b) + x.shape[1:])
     return objective.loss(flat, yy, {**data, **h}).reshape(r, b)
 
   return losses
@@ -177,6 +181,20 @@ def compiled(objective: Objective, optimizer, chunk: int):
     return l, g
 
   vg = _over_p(values_and_grads)
+  if hasattr(objective.loss, "loss_and_image"):
+    # The images of the iterate from the loss's own forward pass.
+    losses_x = _batched_losses(objective, with_images=True)
+
+    def values_grads_images(v, y, h, data):
+      def total(v):
+        l, x = losses_x(v, y, h, data)
+        return jnp.sum(l), (l, x)
+      (_, (l, x)), g = jax.value_and_grad(total, has_aux=True)(v)
+      return l, g, x
+
+    vgx = _over_p(values_grads_images)
+  else:
+    vgx = None
 
   def update_one(v, state, g, val, y, h, data):
     # value_fn is traced only by optimisers that use it (line searches).
@@ -200,14 +218,16 @@ def compiled(objective: Objective, optimizer, chunk: int):
     x = objective.to_image(flat, yy, data)
     return x.reshape((r, b) + x.shape[1:])
 
-  # The images of every iterate (P, R, B, ...).  In the step the loss has
-  # just computed them, and XLA shares that work (the step runs no
-  # slower); returning them spares recover a decoder program to compile.
+  # The images of every iterate (P, R, B, ...), which the step returns so
+  # that recover needs no decoder program.  A loss with
+  # ``loss_and_image`` hands over the images it computed; otherwise
+  # they are computed beside it, and XLA may or may not merge the two
+  # forward passes (it did not for Glow: a step 1.3x slower).
   images = _over_p(point_images)
 
-  def one(carry, _, y, h, data):
+  def advance(carry, val, g, y, h, data):
+    """The carry after one update, given the loss and gradient at it."""
     v, (s, v_ok, l_ok, n_bad) = carry
-    val, g = vg(v, y, h, data)
     fin = jnp.isfinite(val)                                  # (P, R, B)
     g_fin = _gradient_ok(g, axis=tuple(range(3, g.ndim)))
     n_bad = n_bad + (~(fin & g_fin)).astype(n_bad.dtype)
@@ -218,14 +238,22 @@ def compiled(objective: Objective, optimizer, chunk: int):
     # gradient would be non-finite too, every later step skipped, and the
     # iterate stuck there.  Go back to the last finite iterate instead.
     v = _where_rows(fin, v, v_ok)
-    return (v, (s, v_ok, l_ok, n_bad)), val
+    return v, (s, v_ok, l_ok, n_bad)
+
+  def one(carry, _, y, h, data):
+    val, g = vg(carry[0], y, h, data)
+    return advance(carry, val, g, y, h, data), val
 
   def step(v, s, n, y, h, data):
     """``chunk`` scanned steps, of which the first ``n`` (traced, so a
     short last chunk needs no new compile) update the carry."""
     if chunk == 1:
-      x = images(v, y, h, data)
-      (v, s), val = one((v, s), None, y, h, data)
+      if vgx is None:
+        x = images(v, y, h, data)
+        val, g = vg(v, y, h, data)
+      else:
+        val, g, x = vgx(v, y, h, data)
+      v, s = advance((v, s), val, g, y, h, data)
       return v, s, val[None], x
 
     def masked(carry, i):
