@@ -890,9 +890,11 @@ def markdown(report: dict) -> str:
     if "skipped" in pe:
       lines += [f"Skipped: {pe['skipped']}.", ""]
     else:
+      when = (f" (this section rerun on {pe['measured']}, alone)"
+              if "measured" in pe else "")
       lines += [f"The same flows in PyTorch {pe['torch']} "
                 f"({pe['torch_threads']} threads; `bench/peer_torch.py`), "
-                f"timed in this process alternately with ours, "
+                f"timed in this process{when} alternately with ours, "
                 f"{pe['rounds']} rounds of {pe['steps_per_round']} steps. "
                 "Ratio: PyTorch's s/step over ours (> 1: ours faster), "
                 "the median of the rounds' and their range.", ""]

@@ -25,6 +25,7 @@ redraws them.  FROM is left in place.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 from typing import List
@@ -44,7 +45,20 @@ class MergeError(ValueError):
 
 def _run_info(folder: Path) -> dict:
   f = folder / "run.json"
-  return json.loads(f.read_text()) if f.is_file() else {}
+  if not f.is_file():
+    return {}
+  try:
+    return json.loads(f.read_text())
+  except json.JSONDecodeError as e:
+    raise MergeError(f"{f}: not readable as JSON ({e})") from None
+
+
+def _read_table(path: Path, columns, key) -> "tables.ResultTable":
+  """A results table to read; one that cannot be read is a MergeError."""
+  try:
+    return tables.ResultTable(path, columns, key)
+  except (ValueError, csv.Error) as e:
+    raise MergeError(str(e)) from None
 
 
 def merged_run_info(into: dict, src: dict, src_name: str) -> dict:
@@ -89,7 +103,7 @@ def plan(into: Path, sources) -> tuple:
   info = _run_info(into)
   rows = {name: {} for name, _, _ in TABLES}   # key -> (row, where from)
   for name, columns, key in TABLES:
-    for r in tables.ResultTable(into / name, columns, key).rows:
+    for r in _read_table(into / name, columns, key).rows:
       rows[name][tuple(r[k] for k in key)] = (r, into / name)
   new_rows = {name: [] for name, _, _ in TABLES}
   figures = {}  # relative path -> the folder it comes from
@@ -100,7 +114,7 @@ def plan(into: Path, sources) -> tuple:
   for src in sources:
     info = merged_run_info(info, _run_info(src), str(src))
     if (src / "results.csv").is_file():
-      theirs = _experiments(tables.ResultTable(
+      theirs = _experiments(_read_table(
           src / "results.csv", tables.RESULT_COLUMNS,
           tables.RESULT_KEY).rows)
       if experiment and theirs and theirs != experiment:
@@ -112,7 +126,7 @@ def plan(into: Path, sources) -> tuple:
     for name, columns, key in TABLES:
       if not (src / name).is_file():
         continue
-      for r in tables.ResultTable(src / name, columns, key).rows:
+      for r in _read_table(src / name, columns, key).rows:
         k = tuple(r[c] for c in key)
         if k not in rows[name]:
           rows[name][k] = (r, src / name)
@@ -181,8 +195,9 @@ def main(argv=None):
   args = p.parse_args(argv)
   try:
     added = merge(args.into, args.sources)
-  except (ValueError, io_lib.LockedError) as e:
-    # MergeError, and a run.json or table that cannot be read.
+  except (MergeError, io_lib.LockedError, OSError) as e:
+    # Folders that disagree or cannot be read, or one in use; anything
+    # else is a fault of ours and keeps its traceback.
     raise SystemExit(f"error: {e}") from None
   print(", ".join(f"{n} +{k}" for n, k in added.items()) +
         f" -> {args.into}; rerun the experiment on it to redraw its curves")

@@ -177,3 +177,21 @@ def test_folders_of_two_experiments_are_refused(tmp_path):
       [{"experiment": "one_bit_ood", "setting": "m=50,s=1", "method": "ours",
         "hyper": "0.5|zeros", "image": 0, "psnr": 20.0}])
   merge.merge(into, [ood])
+
+
+def test_unreadable_folders_end_the_command_with_one_line(tmp_path):
+  """A run.json that is not JSON and a table with other columns are
+  MergeErrors, which the command prints as one line; nothing is written."""
+  into = _folder(tmp_path / "into", ["m=50,s=1"])
+  before = _bytes(into)
+  bad_json = _folder(tmp_path / "bad_json", ["m=60,s=1"])
+  (bad_json / "run.json").write_text("{not json")
+  with pytest.raises(merge.MergeError, match=r"bad_json.*run\.json: not "
+                     r"readable as JSON"):
+    merge.merge(into, [bad_json])
+  bad_csv = _folder(tmp_path / "bad_csv", ["m=70,s=1"])
+  (bad_csv / "selection.csv").write_text("a,b\n1,2\n")
+  with pytest.raises(SystemExit, match=r"error: .*bad_csv.*selection\.csv: "
+                     r"has columns \['a', 'b'\]"):
+    merge.main(["--into", str(into), str(bad_csv)])
+  assert _bytes(into) == before

@@ -714,9 +714,22 @@ def test_a_bad_out_folder_or_list_ends_the_command(tiny_prior, tmp_path):
   out = tmp_path / "o2"
   (out).mkdir()
   (out / "run.json").write_text(json.dumps({"seed": 7}))
+  from recover.paper import tables
+  tables.ResultTable(out / "selection.csv", tables.SELECTION_COLUMNS,
+                     tables.SELECTION_KEY).add([{
+                         "experiment": "sinusoidal", "setting": "0.5",
+                         "method": "ours", "hyper": 0.5, "start": "zeros",
+                         "val_images": "1 2", "val_score": 11.0}])
   with pytest.raises(SystemExit, match=r"--seed: got 0, but the results in "
                      ".* were made with 7; use another --out"):
     main("sinusoidal", ["--out", str(out)] + base)
+  # Without rows (a run that stopped before its first result) run.json
+  # binds nothing: it is replaced.
+  from recover.paper import cells
+  bare = cells.Context.__new__(cells.Context)
+  bare.out, bare.run_info = out, {"seed": 0, "hosts": ["here"]}
+  bare._check_run_info(False)
+  assert json.loads((out / "run.json").read_text()) == bare.run_info
   with io_lib.FolderLock(tmp_path / "o3", what="--out"):
     with pytest.raises(SystemExit, match=r"--out: .* is in use"):
       main("sinusoidal", ["--out", str(tmp_path / "o3")] + base)

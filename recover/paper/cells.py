@@ -115,7 +115,6 @@ class Context:
       io_lib.remove_orphans(self.out, ["results.csv", "selection.csv",
                                        tables.DRAWS_FILE, "summary.json",
                                        "run.json"])
-      self._check_run_info()
       self.results = tables.ResultTable(self.out / "results.csv",
                                         tables.RESULT_COLUMNS,
                                         tables.RESULT_KEY)
@@ -124,6 +123,8 @@ class Context:
                                           tables.SELECTION_KEY)
       self.draws = tables.ResultTable(self.out / tables.DRAWS_FILE,
                                       tables.DRAWS_COLUMNS, tables.DRAWS_KEY)
+      self._check_run_info(any(t.rows for t in (
+          self.results, self.selection, self.draws)))
     except BaseException:
       self.lock.release()
       raise
@@ -136,11 +137,15 @@ class Context:
   def say(self, msg: str):
     self.options.say(msg)
 
-  def _check_run_info(self):
+  def _check_run_info(self, has_rows: bool):
+    """Refuses settings other than those the folder's rows were made with.
+    A run.json without rows (a run stopped before its first result, or
+    one that refused a value after starting) binds nothing: it is
+    replaced."""
     import json
     from mapflow import io as io_lib
     f = self.out / "run.json"
-    if f.is_file():
+    if f.is_file() and has_rows:
       have = json.loads(f.read_text())
       # Every setting that changes a score must match, or results of two
       # configurations would mix (cached scores, finished cells).
