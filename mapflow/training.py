@@ -202,9 +202,8 @@ def check_resumable(workdir, extra: dict, settings: dict,
         f"workdir: {workdir} holds a run trained on other images "
         f"({was['num']} of shape {tuple(was['shape'])}, sha256 "
         f"{was['sha256'][:12]}; these: {data['num']} of shape "
-        f"{tuple(data['shape'])}, sha256 {data['sha256'][:12]}): another "
-        "dataset or --train-limit; give the same data, or use another "
-        "--workdir")
+        f"{tuple(data['shape'])}, sha256 {data['sha256'][:12]}); give it "
+        "the images it began with, or use another --workdir")
 
 
 def save_state(workdir: Path, state: TrainState, flow_config, tc,

@@ -63,6 +63,11 @@ def test_learned_noise_removes_structured_noise(tmp_path, capsys):
   assert (tmp_path / "out" / "noise_flow" / "metrics.jsonl").read_text() == \
       metrics
   np.testing.assert_allclose(again.x, res.x, atol=1e-5)
+  # Other noise examples would carry on the flow trained on the first.
+  np.savez(tmp_path / "noise_b.npz", x=_stripes(rng, 600))
+  with pytest.raises(SystemExit, match=r"--out: .*noise_flow holds a run "
+                     r"trained on other images .*another --out"):
+    learned_noise.main(["--noise", str(tmp_path / "noise_b.npz")] + args[2:])
   # Noise of another shape than the measurements is named.
   np.savez(tmp_path / "noise4.npz", x=np.zeros((10, 4, 4, 1)))
   with pytest.raises(SystemExit, match="--noise: examples of shape"):
