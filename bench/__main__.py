@@ -75,6 +75,22 @@ def main(argv=None):
   unknown = sorted(set(names) - set(sections.ALL))
   if unknown:
     p.error(f"--only: got {unknown}, expected some of {list(sections.ALL)}")
+  from mapflow.io import file_in_the_way
+  for flag, path, folder in (("--out", args.out, True),
+                             ("--md", args.md, False)):
+    if path is None:
+      continue
+    if not str(path).strip():
+      p.error(f"{flag}: got {str(path)!r}, expected a "
+              + ("folder" if folder else "file path"))
+    # The report is written after every section has run: refuse a path it
+    # could not be written to before spending the time.
+    bad = file_in_the_way(path if folder else Path(path).parent)
+    if bad is not None:
+      p.error(f"{flag}: got {str(path)!r}, but {str(bad)!r} is a file")
+    if not folder and Path(path).is_dir():
+      p.error(f"{flag}: got {str(path)!r}, which is a folder; expected a "
+              "file path")
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   report = {"mode": "quick" if args.quick else "full",
@@ -102,6 +118,7 @@ def main(argv=None):
     report["sections"][name] = res
     write_json_atomic(out / "bench.json", report)  # each section kept
   md = Path(args.md) if args.md else out / "BENCHMARKS.md"
+  md.parent.mkdir(parents=True, exist_ok=True)
   text = sections.markdown(report)
   tmp = md.with_name(f".{md.name}.tmp")
   tmp.write_text(text)

@@ -164,3 +164,23 @@ def test_gpu_step_probe_appends_a_line_per_run(tmp_path):
   assert [r["chunk"] for r in rows] == [None, 3]
   assert all(r["s_per_step"] > 0 and r["psnr_after_steps"] > 5
              for r in rows)
+
+
+def test_paths_it_could_not_write_are_refused_before_any_section(tmp_path,
+                                                                 capsys):
+  """The report is written after every section has run; an --out or --md
+  that could not take it ends the command at once, naming the flag."""
+  from bench.__main__ import main
+  a_file = tmp_path / "a_file"
+  a_file.write_text("x")
+  for argv, match in (
+      (["--out", ""], r"--out: got '', expected a folder"),
+      (["--out", str(a_file / "sub")], r"--out: got .*sub', but .*a_file' "
+       r"is a file"),
+      (["--md", str(a_file / "r.md")], r"--md: got .*r\.md', but "
+       r".*a_file' is a file"),
+      (["--md", str(tmp_path)], r"--md: got .*, which is a folder")):
+    with pytest.raises(SystemExit):
+      main(argv + ["--only", "memory", "--quick"])
+    assert __import__("re").search(match, capsys.readouterr().err), argv
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
