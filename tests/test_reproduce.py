@@ -40,6 +40,10 @@ CELLS = [
     pytest.param("v1/one_bit", "one_bit", "m=800,s=1", "bora", _FMNIST,
                  marks=slow),
     # About 60 s, and 0.01 dB holds only on the kind of CPU that made it.
+    # On an AMD EPYC of family 26 (2026-12-07) three cells miss, by the
+    # same amounts at 282c7af and after: this one by 0.055 dB, SINUSOIDAL
+    # ours by 1.61 dB on one image, digit-noise ours by 0.42 dB (their
+    # fits are chaotic: a float's last bit sends Adam elsewhere).
     pytest.param("v1/subpixel", "subpixel", "keep=0.75", "asim",
                  "fashion_mnist_glow", marks=slow),
     pytest.param("v1/sinusoidal", "sinusoidal", "0.4", "bora", _FMNIST,
