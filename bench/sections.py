@@ -890,7 +890,7 @@ def markdown(report: dict) -> str:
     if "skipped" in pe:
       lines += [f"Skipped: {pe['skipped']}.", ""]
     else:
-      when = (f" (this section rerun on {pe['measured']}, alone)"
+      when = (f" (this section from a later run, {pe['measured']})"
               if "measured" in pe else "")
       lines += [f"The same flows in PyTorch {pe['torch']} "
                 f"({pe['torch_threads']} threads; `bench/peer_torch.py`), "

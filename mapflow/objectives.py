@@ -155,8 +155,8 @@ class Objective(NamedTuple):
   A ``loss`` made by ``loss_from`` also carries ``loss_and_image``, the loss
   and the images ``to_image`` would give, from one pass (a solver that
   wants both runs the flow's forward once; XLA does not always merge two
-  separate ones).  A ``loss`` replaced by another function drops it, so
-  the two never disagree.
+  separate ones).  Solvers use it only while neither ``loss`` nor
+  ``to_image`` has been replaced (``images_with_loss``).
   """
 
   loss: Callable
@@ -190,13 +190,26 @@ def _identity(v, y, d):
   return v
 
 
-def loss_from(loss_and_image: Callable) -> Callable:
+def loss_from(loss_and_image: Callable, to_image: Callable) -> Callable:
   """The per-example loss of ``loss_and_image(v, y, data) -> (loss, x)``,
-  carrying it as its ``loss_and_image`` attribute (see ``Objective``)."""
+  carrying it as its ``loss_and_image`` attribute (see ``Objective``);
+  ``x`` must be what ``to_image`` gives, and is used only while the
+  objective's ``to_image`` is this one."""
   def loss(v, y, data):
     return loss_and_image(v, y, data)[0]
   loss.loss_and_image = loss_and_image
+  loss.to_image = to_image
   return loss
+
+
+def images_with_loss(objective: "Objective") -> Optional[Callable]:
+  """The objective's ``loss_and_image``, if its loss carries one made for
+  its own ``to_image`` (either field replaced: None)."""
+  fn = getattr(objective.loss, "loss_and_image", None)
+  if fn is None or getattr(objective.loss, "to_image",
+                           None) is not objective.to_image:
+    return None
+  return fn
 
 
 def map_objective(prior, parametrization: str = "z") -> Objective:
@@ -219,7 +232,8 @@ def _map_objective(prior, parametrization):
       return map_loss_and_image(z, y, prior=prior, params=d["params"],
                                 operator=data_operator(d), noise=d["noise"],
                                 beta=d["beta"])
-    return Objective(loss_from(loss_and_image), forward, shape, shape, inverse)
+    return Objective(loss_from(loss_and_image, forward), forward, shape,
+                     shape, inverse)
   if parametrization == "x":
     def loss(x, y, d):
       return map_loss_x(x, y, prior=prior, params=d["params"],
@@ -237,8 +251,8 @@ def _map_objective(prior, parametrization):
 
     def from_image(x, y, d):
       return d["noise"].noise_to_latent(y - d["operator"](x))
-    return Objective(loss_from(loss_and_image), to_image, "measurement",
-                     shape, from_image)
+    return Objective(loss_from(loss_and_image, to_image), to_image,
+                     "measurement", shape, from_image)
   raise ValueError(f"parametrization: got {parametrization!r}, expected "
                    "one of ('z', 'x', 'noise')")
 
@@ -258,7 +272,8 @@ def _asim_objective(prior, parametrization):
     def loss_and_image(z, y, d):
       return asim_loss_and_image(z, y, prior=prior, params=d["params"],
                                  operator=data_operator(d), gamma=d["gamma"])
-    return Objective(loss_from(loss_and_image), forward, shape, shape, inverse)
+    return Objective(loss_from(loss_and_image, forward), forward, shape,
+                     shape, inverse)
   if parametrization == "x":
     def loss(x, y, d):
       return asim_loss_x(x, y, prior=prior, params=d["params"],
@@ -291,5 +306,5 @@ def _bora_objective(generator, latent_shape, image_shape, with_params):
 
   def to_image(z, y, d):
     return batched(z, d)
-  return Objective(loss_from(loss_and_image), to_image, tuple(latent_shape),
-                   tuple(image_shape))
+  return Objective(loss_from(loss_and_image, to_image), to_image,
+                   tuple(latent_shape), tuple(image_shape))

@@ -180,6 +180,17 @@ _STEP_FIELDS = ("batch_size", "learning_rate", "halve_every", "max_grad_norm",
                 "wn_l2", "seed")
 
 
+def _plain(v):
+  """``v`` as JSON writes it (NumPy scalars as Python numbers)."""
+  if isinstance(v, dict):
+    return {k: _plain(x) for k, x in v.items()}
+  if isinstance(v, np.integer):
+    return int(v)
+  if isinstance(v, np.floating):
+    return float(v)
+  return v
+
+
 def check_resumable(workdir, extra: dict, settings: dict,
                     data: Optional[dict]) -> None:
   """Raises ``CheckpointError`` (``"workdir: ..."``) when the checkpoint in
@@ -187,9 +198,10 @@ def check_resumable(workdir, extra: dict, settings: dict,
   ``settings`` or other training images (``data``, a ``data_fingerprint``)
   than the run about to resume it.  Resuming would quietly carry on a
   different run; checkpoints from before these were recorded are not
-  checked for what they lack."""
+  checked for what they lack.  ``settings`` None: not compared (a run
+  that will train no further step)."""
   saved = extra.get("train_config") or {}
-  diff = [f"{k}={saved[k]!r} (now {v!r})" for k, v in settings.items()
+  diff = [f"{k}={saved[k]!r} (now {v!r})" for k, v in (settings or {}).items()
           if k in saved and saved[k] != v]
   if diff:
     raise ckpt.CheckpointError(
@@ -210,7 +222,8 @@ def save_state(workdir: Path, state: TrainState, flow_config, tc,
                data: Optional[dict] = None):
   """Atomic checkpoints: the full state, and the params alone for loading.
   ``data``: the training set's ``data_fingerprint``, checked on resume."""
-  extra = {"step": int(state.step), "train_config": dataclasses.asdict(tc)}
+  extra = {"step": int(state.step),
+           "train_config": _plain(dataclasses.asdict(tc))}
   if data is not None:
     extra["data"] = data
   ckpt.save(workdir / "state", state._asdict(), flow_config, extra)
@@ -289,7 +302,7 @@ def check_run(tc: TrainConfig, steps, time_budget=None) -> None:
 def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
           steps: int, time_budget: Optional[float] = None,
           progress: bool = True, on_eval: Optional[Callable] = None,
-          devices=None):
+          devices=None, check_resume: bool = True):
   """Trains (or resumes) a flow in ``workdir`` until ``steps`` or the budget.
 
   Args:
@@ -305,6 +318,10 @@ def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
     devices: data parallelism: each batch is split over these devices and
       the state replicated (default all of ``jax.devices()``; the batch
       size must be a multiple of their number).
+    check_resume: refuse (``CheckpointError``) to resume a run begun with
+      other step settings or other training images (``check_resumable``).
+      False resumes anyway, e.g. images decoded a bit differently on
+      another machine; the checkpoints then record the new ones.
 
   Returns:
     The final ``TrainState``.
@@ -317,11 +334,11 @@ def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
     io_lib.remove_orphan_dirs(workdir / "params")
     io_lib.remove_orphans(workdir, ["metrics.jsonl", "evals.jsonl"])
     return _train(flow_config, tc, x_train, x_test, workdir, steps,
-                  time_budget, progress, on_eval, devices)
+                  time_budget, progress, on_eval, devices, check_resume)
 
 
 def _train(flow_config, tc, x_train, x_test, workdir, steps, time_budget,
-           progress, on_eval, devices):
+           progress, on_eval, devices, check_resume):
   from mapflow.viz import save_grid
   shape = tuple(flow_config.image_shape)
   for name, x in (("x_train", x_train), ("x_test", x_test)):
@@ -340,8 +357,13 @@ def _train(flow_config, tc, x_train, x_test, workdir, steps, time_budget,
       raise ckpt.CheckpointError(
           f"workdir: {workdir} holds a run of {saved_cfg}, not of "
           f"{flow_config}; use another --workdir")
-    check_resumable(workdir, ckpt.read_meta(Path(workdir) / "state").get(
-        "extra", {}), {k: getattr(tc, k) for k in _STEP_FIELDS}, data)
+    extra = ckpt.read_meta(Path(workdir) / "state").get("extra", {})
+    # A run already at ``steps`` trains nothing, so its step settings do
+    # not matter; its images still say what the model is.
+    if check_resume:
+      todo = int(extra.get("step", 0)) < steps
+      check_resumable(workdir, extra, _plain(
+          {k: getattr(tc, k) for k in _STEP_FIELDS}) if todo else None, data)
   restored = restore_state(workdir, state)
   if restored is not None:
     state = restored
@@ -510,8 +532,8 @@ def _train_vae(cfg, x_train, x_test, workdir, steps, batch_size,
   params = vae_lib.init(cfg, jax.random.PRNGKey(seed))
   state = {"params": params, "opt_state": opt.init(params),
            "step": jnp.zeros((), jnp.int32)}
-  settings = {"batch_size": batch_size, "learning_rate": learning_rate,
-              "seed": seed}
+  settings = _plain({"batch_size": batch_size,
+                     "learning_rate": learning_rate, "seed": seed})
   extra = {"train_config": settings, "data": data_fingerprint(x_train)}
   if (workdir / "state").exists():
     if ckpt.read_config(workdir / "state") != cfg:

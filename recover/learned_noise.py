@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
@@ -127,6 +128,16 @@ def train_noise_flow(noise_u8, workdir, preset_name, steps, batch,
   return mf.flows.from_config(cfg), state.params
 
 
+def _in_flags(msg: str, noise_steps: int) -> str:
+  """A resume refusal's training settings as this command's flags (its
+  learning rate halves at half of --noise-steps)."""
+  msg = re.sub(r"halve_every=(\d+) \(now \d+\)", lambda m: (
+      f"--noise-steps {2 * int(m[1])} or {2 * int(m[1]) + 1} (now "
+      f"{noise_steps})"), msg)
+  return re.sub(r"batch_size=(\d+) \(now (\d+)\)",
+                r"--noise-batch \1 (now \2)", msg)
+
+
 def main(argv=None):
   args = parse_args(argv)
   import jax
@@ -176,7 +187,7 @@ def main(argv=None):
   except (checkpoint.CheckpointError, io_lib.LockedError) as e:
     # A noise flow of another preset or shape already in --out, a damaged
     # one, or a run in progress there.
-    msg = str(e).replace("--workdir", "--out")
+    msg = _in_flags(str(e).replace("--workdir", "--out"), args.noise_steps)
     raise SystemExit("--out: " + msg.removeprefix("workdir: ")) from None
   noise = mf.noise.from_flow(flow, noise_params)
   starts = {"noise_latent": mf.SolverConfig(init="zeros",

@@ -48,9 +48,13 @@ def _run_info(folder: Path) -> dict:
   if not f.is_file():
     return {}
   try:
-    return json.loads(f.read_text())
-  except json.JSONDecodeError as e:
+    info = json.loads(f.read_text())
+  except ValueError as e:  # not JSON, or not UTF-8
     raise MergeError(f"{f}: not readable as JSON ({e})") from None
+  if not isinstance(info, dict):
+    raise MergeError(f"{f}: holds {type(info).__name__}, expected a JSON "
+                     "object")
+  return info
 
 
 def _read_table(path: Path, columns, key) -> "tables.ResultTable":

@@ -197,12 +197,29 @@ def test_a_resume_with_other_settings_or_images_is_refused(tmp_path):
                                                          log_every=2))
   assert int(training.train(TINY, logs, xtr, xte, tmp_path, steps=2,
                             progress=False).step) == 2
+  # A run already at its steps trains nothing, so it is not refused.
+  assert int(training.train(TINY, dataclasses.replace(TC, learning_rate=1e-3),
+                            xtr, xte, tmp_path, steps=2,
+                            progress=False).step) == 2
+  # check_resume=False carries on regardless; the checkpoint then records
+  # the new images.
+  training.train(TINY, TC, flipped, xte, tmp_path, steps=3, progress=False,
+                 check_resume=False)
+  assert ckpt.read_meta(tmp_path / "state")["extra"]["data"] == \
+      training.data_fingerprint(flipped)
   # A checkpoint without the fingerprint (saved before it was recorded).
   state = training.restore_state(tmp_path, training.init_state(
       mf.flows.from_config(TINY), TC, xtr, training.make_optimizer(TC)))
   training.save_state(tmp_path, state, TINY, TC)
-  assert int(training.train(TINY, TC, xtr[:128], xte, tmp_path, steps=3,
-                            progress=False).step) == 3
+  assert int(training.train(TINY, TC, xtr[:128], xte, tmp_path, steps=4,
+                            progress=False).step) == 4
+  # NumPy-typed settings are written as plain JSON numbers.
+  np_tc = dataclasses.replace(TC, seed=np.int64(0), learning_rate=np.float32(
+      3e-3).item(), batch_size=np.int64(16))
+  training.train(TINY, np_tc, xtr[:128], xte, tmp_path / "np", steps=1,
+                 progress=False)
+  assert ckpt.read_meta(tmp_path / "np" / "state")["extra"][
+      "train_config"]["seed"] == 0
 
 
 def test_vae_resume_checks_its_settings_and_images(tmp_path):
@@ -293,6 +310,14 @@ def test_shipped_models_load_and_score_real_images(name):
 def test_unknown_pretrained_name_is_named():
   with pytest.raises(ValueError, match="expected one of"):
     mf.pretrained.load("imagenet_glow")
+
+
+def test_every_model_name_has_a_kind_that_its_shipped_model_matches():
+  """train.export checks a model against ``KINDS``: every name needs one,
+  and each shipped checkpoint is of its name's kind."""
+  assert set(mf.pretrained.KINDS) == set(mf.pretrained.DESCRIPTIONS)
+  for name in mf.pretrained.available():
+    mf.pretrained.check_kind(name, ckpt.read_config(mf.pretrained.path(name)))
 
 
 def test_a_bad_training_setting_is_refused_before_any_work(tmp_path):

@@ -68,6 +68,12 @@ def test_learned_noise_removes_structured_noise(tmp_path, capsys):
   with pytest.raises(SystemExit, match=r"--out: .*noise_flow holds a run "
                      r"trained on other images .*another --out"):
     learned_noise.main(["--noise", str(tmp_path / "noise_b.npz")] + args[2:])
+  # Training on past the end would change the halving schedule: named by
+  # this command's flag.
+  longer = [a if a != "120" else "200" for a in args]
+  with pytest.raises(SystemExit, match=r"--out: .*--noise-steps 120 or 121 "
+                     r"\(now 200\)"):
+    learned_noise.main(longer)
   # Noise of another shape than the measurements is named.
   np.savez(tmp_path / "noise4.npz", x=np.zeros((10, 4, 4, 1)))
   with pytest.raises(SystemExit, match="--noise: examples of shape"):

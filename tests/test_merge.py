@@ -189,6 +189,13 @@ def test_unreadable_folders_end_the_command_with_one_line(tmp_path):
   with pytest.raises(merge.MergeError, match=r"bad_json.*run\.json: not "
                      r"readable as JSON"):
     merge.merge(into, [bad_json])
+  (bad_json / "run.json").write_bytes(b"\xff\xfe")
+  with pytest.raises(merge.MergeError, match="not readable as JSON"):
+    merge.merge(into, [bad_json])
+  (bad_json / "run.json").write_text("null")
+  with pytest.raises(merge.MergeError, match="holds NoneType, expected a "
+                     "JSON object"):
+    merge.merge(into, [bad_json])
   bad_csv = _folder(tmp_path / "bad_csv", ["m=70,s=1"])
   (bad_csv / "selection.csv").write_text("a,b\n1,2\n")
   with pytest.raises(SystemExit, match=r"error: .*bad_csv.*selection\.csv: "

@@ -186,8 +186,13 @@ def test_start_config_and_context_checks(tmp_path):
   import json
   run = lambda info: cells.Context(tmp_path / "run", models, images,
                                    cells.Options(("ours",)), run_info=info)
-  with run({"seed": 0, "hosts": ["cpu A"]}):
+  # Until the folder holds a row its run.json binds nothing.
+  with run({"seed": 5, "hosts": ["cpu Z"]}):
     pass
+  with run({"seed": 0, "hosts": ["cpu A"]}) as ctx:
+    ctx.selection.add([{"experiment": "sinusoidal", "setting": "0.5",
+                        "method": "ours", "hyper": 0.5, "start": "zeros",
+                        "val_images": "1 2", "val_score": 11.0}])
   with run({"seed": 0, "hosts": ["cpu B"]}):
     pass
   with run({"seed": 0, "hosts": ["cpu A"]}):

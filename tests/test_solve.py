@@ -753,7 +753,7 @@ def test_the_step_runs_the_flows_forward_once():
     return prior.forward(p, z)
   counted = prior._replace(forward=forward)
   obj = mf.objectives.asim_objective(counted)
-  assert obj.loss.loss_and_image is not None
+  assert mf.objectives.images_with_loss(obj) is not None
   data = {"params": params, "operator": op, "gamma": 0.1}
   one = mf.SolverConfig(chunk=1)
   res = mf.minimize(obj, op(x), data, steps=3, optimizer=ADAM, config=one)
@@ -762,10 +762,16 @@ def test_the_step_runs_the_flows_forward_once():
   plain = obj._replace(loss=lambda v, y, d: obj.loss(v, y, d))
   res2 = mf.minimize(plain, op(x), data, steps=3, optimizer=ADAM, config=one)
   assert len(traced) == 2
-  np.testing.assert_array_equal(res.z, res2.z)
+  np.testing.assert_allclose(res.z, res2.z, rtol=0, atol=1e-6)
   np.testing.assert_allclose(res.x, res2.x, rtol=0, atol=1e-6)
   np.testing.assert_allclose(res.x, prior.forward(params, res.z)[0],
                              rtol=1e-5, atol=1e-6)
+  # Another to_image is honoured: the loss's images are of the old one.
+  shifted = obj._replace(to_image=lambda v, y, d: obj.to_image(v, y, d) + 1)
+  assert mf.objectives.images_with_loss(shifted) is None
+  res3 = mf.minimize(shifted, op(x), data, steps=3, optimizer=ADAM,
+                     config=one)
+  np.testing.assert_allclose(res3.x, res.x + 1, rtol=0, atol=1e-5)
 
 
 def test_params_made_for_another_config_are_refused_before_any_step(tmp_path):

@@ -68,8 +68,11 @@ def main(argv=None):
   if args.data:
     from mapflow.flows import from_config
     from mapflow.training import evaluate_bpd
-    from train.flow import load_data
-    _, x = load_data(args.data, args.data_dir)
+    from mapflow import data
+    try:
+      x = data.load(args.data, "test", args.data_dir)
+    except (data.DatasetNotFoundError, ValueError) as e:
+      raise SystemExit(f"--data: {e}") from None
     if tuple(x.shape[1:]) != tuple(config.image_shape):
       raise SystemExit(f"--data: {args.data}'s images are "
                        f"{tuple(x.shape[1:])}, the flow's "

@@ -40,6 +40,10 @@ def parse_args(argv=None):
         p.add_argument("--" + f.name.replace("_", "-"),
                        type=type(f.default), default=None,
                        help=f"override {cls.__name__}.{f.name}")
+  p.add_argument("--resume-anyway", action="store_true",
+                 help="resume a run in --workdir although its settings or "
+                 "training images differ from those it began with (e.g. "
+                 "images decoded a bit differently on another machine)")
   p.add_argument("--no-progress", action="store_true")
   return p.parse_args(argv)
 
@@ -122,11 +126,15 @@ def main(argv=None):
   try:
     training.train(flow_cfg, tc, x_train, x_test, args.workdir, args.steps,
                    args.time_budget, progress=not args.no_progress,
+                   check_resume=not args.resume_anyway,
                    on_eval=lambda r: print(
                        f"step {r['step']}: test bits/dim "
                        f"{r['test_bpd']:.4f}", file=sys.stderr))
   except (checkpoint.CheckpointError, io.LockedError) as e:
     # Another run's workdir, a damaged checkpoint, or one in use.
+    if "began with" in str(e):
+      e = checkpoint.CheckpointError(f"{e} (--resume-anyway carries on "
+                                     "regardless)")
     raise training_errors(e) from None
 
 

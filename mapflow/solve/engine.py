@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mapflow import objectives
 from mapflow import operators as ops_lib
 from mapflow import sharding
 from mapflow.objectives import Objective
@@ -120,7 +121,7 @@ def _batched_losses(objective: Objective, with_images: bool = False):
     yy = jnp.broadcast_to(y[None], (r,) + y.shape).reshape(
         (r * b,) + y.shape[1:])
     if with_images:
-      l, x = objective.loss.loss_and_image(flat, yy, {**data, **h})
+      l, x = objectives.images_with_loss(objective)(flat, yy, {**data, **h})
       return l.reshape(r, b), x.reshape((r, b) + x.shape[1:])
     return objective.loss(flat, yy, {**data, **h}).reshape(r, b)
 
@@ -181,7 +182,7 @@ def compiled(objective: Objective, optimizer, chunk: int):
     return l, g
 
   vg = _over_p(values_and_grads)
-  if hasattr(objective.loss, "loss_and_image"):
+  if objectives.images_with_loss(objective) is not None:
     # The images of the iterate from the loss's own forward pass.
     losses_x = _batched_losses(objective, with_images=True)
 

@@ -123,8 +123,11 @@ class Context:
                                           tables.SELECTION_KEY)
       self.draws = tables.ResultTable(self.out / tables.DRAWS_FILE,
                                       tables.DRAWS_COLUMNS, tables.DRAWS_KEY)
+      # Kept recoveries (figures/shown) can precede a method's rows.
+      shown = self.out / "figures" / "shown"
       self._check_run_info(any(t.rows for t in (
-          self.results, self.selection, self.draws)))
+          self.results, self.selection, self.draws)) or (
+              shown.is_dir() and any(shown.iterdir())))
     except BaseException:
       self.lock.release()
       raise
@@ -138,10 +141,10 @@ class Context:
     self.options.say(msg)
 
   def _check_run_info(self, has_rows: bool):
-    """Refuses settings other than those the folder's rows were made with.
-    A run.json without rows (a run stopped before its first result, or
-    one that refused a value after starting) binds nothing: it is
-    replaced."""
+    """Refuses settings other than those the folder's rows (or kept
+    recoveries) were made with.  A run.json without them (a run stopped
+    before its first result, or one that refused a value after starting)
+    binds nothing: it is replaced."""
     import json
     from mapflow import io as io_lib
     f = self.out / "run.json"
