@@ -39,7 +39,8 @@ QUICK = dict(tiny_prior=True, batches=(1, 8), steps=3, repeats=2, sweep_images=2
              train_batch=8, scaling_sizes=(28, 32), scaling_depths=(2,),
              scaling_batch=2, chunk_batches=(1,), chunk_steps=10,
              precision_images=2, precision_steps=3, remat_batch=2,
-             remat_gradients=("recovery",),
+             remat_gradients=("recovery",), profile_batch=4,
+             profile_steps=2,
              # Every shipped model compiles at full size: not a smoke test.
              skip=("models", "peer", "first_minute"))
 FULL = dict(batches=(1, 64, 256), steps=10, repeats=3, sweep_images=16,

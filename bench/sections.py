@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, NamedTuple
+from typing import Callable, Dict, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -844,12 +844,123 @@ def first_minute(ctx) -> dict:
           "command": "python -m recover.demo --cache <empty folder>"}
 
 
+# XLA op names by what they do (the names XLA:CPU gives its thunks; GPU
+# kernels are named by their HLO too).
+_OP_KINDS = (
+    ("convolution / matmul", re.compile(
+        r"^(ynn_fusion|xnn_fusion|onednn|convolution|dot|cudnn|.*gemm|"
+        r".*conv)", re.I)),
+    ("transpose / copy", re.compile(r"transpose|^copy", re.I)),
+    ("LAPACK / custom call", re.compile(
+        r"triangular_solve|cholesky|lapack|custom-call|custom_call", re.I)),
+)
+# Runtime bookkeeping, not ops: executors, waits, Python frames.
+_NOT_OPS = re.compile(r"^\$|Thunk|Execut|Await|Pjit|PjRt|shard_args|"
+                      r"[Cc]opy[A-Z]|Batched|backend_compile|end: |^Compile",
+                      re.I)
+
+
+def op_kind(name: str) -> Optional[str]:
+  """What an XLA op of this name does (``_OP_KINDS``), "elementwise and
+  other" for any other op, None for runtime events that are not ops."""
+  if _NOT_OPS.search(name):
+    return None
+  for kind, pattern in _OP_KINDS:
+    if pattern.search(name):
+      return kind
+  return "elementwise and other"
+
+
+def _profile_calls(call, reps: int) -> dict:
+  """Thread time by ``op_kind`` over ``reps`` calls of ``call()`` (already
+  compiled), from ``jax.profiler``'s trace; per call, in ms."""
+  import glob
+  import tempfile
+  with tempfile.TemporaryDirectory() as d:
+    with jax.profiler.trace(d):
+      for _ in range(reps):
+        jax.block_until_ready(call())
+    files = glob.glob(f"{d}/**/*.xplane.pb", recursive=True)
+    if not files:
+      return {}
+    data = jax.profiler.ProfileData.from_file(files[0])
+  ms, count = {}, {}
+  for plane in data.planes:
+    for line in plane.lines:
+      for ev in line.events:
+        kind = op_kind(ev.name)
+        if kind is not None:
+          ms[kind] = ms.get(kind, 0.0) + ev.duration_ns / 1e6 / reps
+          count[kind] = count.get(kind, 0) + 1
+  return {k: {"ms": ms[k], "ops": count[k] / reps} for k in ms}
+
+
+def op_profile(ctx) -> dict:
+  """Where a step's time goes: XLA ops' thread time (summed over the
+  threads that ran them), by kind (``op_kind``), for the RealNVP MAP step
+  (SINUSOIDAL denoising, one-step ``recover`` calls: two runs of the step
+  and the call's small programs), its training step, and in full mode the
+  64x64 Glow's CS step (Asim et al.'s loss).  Shares
+  are of the ops' total; thread time may exceed wall time where ops ran
+  side by side.  Found the Glow step's second forward pass (BENCHMARKS.md,
+  fast paths)."""
+  from mapflow import training as tr
+  c = ctx.cfg
+  b = c.get("profile_batch", 64)
+  reps = c.get("profile_steps", 3)
+  rows = []
+
+  def add(problem, call, batch=b):
+    jax.block_until_ready(call())          # compiled outside the trace
+    kinds = _profile_calls(call, reps)
+    total = sum(v["ms"] for v in kinds.values())
+    rows.append({"problem": problem, "batch": batch,
+                 "op_ms_per_call": total,
+                 "kinds": {k: dict(v, share=v["ms"] / total if total else
+                                   float("nan"))
+                           for k, v in sorted(kinds.items())}})
+    ctx.save_partial({"rows": rows})
+
+  _, op, noise, y = denoise_problem(ctx, b)
+  # A one-step recover call runs the step twice (the step, then the spare
+  # one that scores and decodes the result) and its small init/finish.
+  add("realnvp MAP: recover call of 1 step", lambda: mf.recover(
+      y, **_recover_kw(ctx, op, noise, beta=0.5), steps=1).x)
+  flow = mf.flows.from_config(ctx.base_config)
+  tc = tr.TrainConfig(batch_size=b)
+  opt = tr.make_optimizer(tc)
+  xb = jnp.asarray((np.asarray(ctx.batch(b)) * 255).astype(np.uint8))
+  state = {"s": tr.init_state(flow, tc, np.asarray(xb), opt)}
+  step = tr.make_train_step(flow, tc, opt)
+
+  def train_once():
+    state["s"], m = step(state["s"], xb)
+    return m["bpd"]
+  add("realnvp training step", train_once)
+  if not c.get("tiny_prior"):
+    cfg = mf.flows.GlowConfig(image_shape=(64, 64, 3), num_levels=4,
+                              steps_per_level=8, hidden_channels=512,
+                              coupling="affine", num_bits=5)
+    prior = mf.flows.from_config(cfg)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (6,) + cfg.image_shape,
+                           minval=0.05, maxval=0.95)
+    params = prior.init(jax.random.PRNGKey(1), x)
+    gop = mf.operators.gaussian(jax.random.PRNGKey(2), 2000, cfg.image_shape)
+    gy = gop(x)
+    add("glow 64x64x3 CS: recover_asim call of 1 step",
+        lambda: mf.recover_asim(gy, prior=prior, params=params, operator=gop,
+                                gamma=0.1, steps=1,
+                                optimizer=ctx.optimizer).x, batch=6)
+  return {"steps_per_profile": reps, "rows": rows}
+
+
 ALL: Dict[str, Callable] = {
     "throughput": throughput, "sweep": sweep, "restarts": restarts,
     "flops": flops, "time_to_quality": time_to_quality,
     "training": training, "scaling": scaling, "chunking": chunking,
     "precision": precision, "remat": remat, "memory": memory,
     "models": models, "peer": peer, "first_minute": first_minute,
+    "op_profile": op_profile,
 }
 
 
@@ -921,6 +1032,24 @@ def markdown(report: dict) -> str:
     lines += _table(fm["rows"], [
         ("round", "round"), ("cache", "cache"), ("wall (s)", "wall_s"),
         ("demo's own clock (s)", "demo_clock_s")]) + [""]
+  if "op_profile" in s:
+    op = s["op_profile"]
+    when = (f" This section is from a later run ({op['measured']})."
+            if "measured" in op else "")
+    lines += ["## Where a step's time goes", "",
+              "XLA ops' thread time per call (`jax.profiler`), by kind, "
+              f"over {op['steps_per_profile']} calls; shares of the ops' "
+              f"total.{when}", ""]
+    kinds = [k for k, _ in _OP_KINDS] + ["elementwise and other"]
+    rows = [dict({"problem": r["problem"], "batch": r["batch"],
+                  "ms": r["op_ms_per_call"]},
+                 **{k: (f"{100 * r['kinds'][k]['share']:.0f}% "
+                        f"({r['kinds'][k]['ops']:.0f} ops)"
+                        if k in r["kinds"] else "—") for k in kinds})
+            for r in op["rows"]]
+    lines += _table(rows, [("problem", "problem"), ("batch", "batch"),
+                           ("op ms/call", "ms")] +
+                    [(k, k) for k in kinds]) + [""]
   if "throughput" in s:
     lines += ["## Recovery throughput", "",
               f"Prior: {s['throughput']['prior']}.", ""]

@@ -10,7 +10,7 @@ import pytest
 
 ALL_QUICK = {"throughput", "sweep", "restarts", "flops", "time_to_quality",
              "training", "scaling", "chunking", "precision", "remat",
-             "memory"}
+             "memory", "op_profile"}
 # The default run leaves out the sections that compile the most (each flow
 # size; remat's gradients; L-BFGS against Adam; restarts; a training step);
 # -m slow runs every one.
@@ -46,6 +46,10 @@ def test_bench_quick_writes_json_and_report(tmp_path, every_section):
   assert s["flops"]["step_flops"] > 0
   assert not any(v.get("partial") for v in s.values())
   assert s["memory"]["peak_rss_mb"] > 0
+  for r in s["op_profile"]["rows"]:
+    assert r["op_ms_per_call"] > 0
+    assert abs(sum(k["share"] for k in r["kinds"].values()) - 1) < 1e-6
+    assert r["kinds"]["convolution / matmul"]["ops"] > 0
   assert {r["chunk"] for r in s["chunking"]["rows"]} == {1, 10}
   prec = {r["dtype"]: r for r in s["precision"]["rows"]}
   assert set(prec) == {"float32", "bfloat16"}
@@ -184,3 +188,18 @@ def test_paths_it_could_not_write_are_refused_before_any_section(tmp_path,
       main(argv + ["--only", "memory", "--quick"])
     assert __import__("re").search(match, capsys.readouterr().err), argv
   assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_op_kinds_sort_xla_op_names_and_leave_out_runtime_events():
+  from bench.sections import op_kind
+  assert op_kind("ynn_fusion.311") == "convolution / matmul"
+  assert op_kind("convolution.4") == "convolution / matmul"
+  assert op_kind("transpose_copy_fusion.211") == "transpose / copy"
+  assert op_kind("triangular_solve.123") == "LAPACK / custom call"
+  assert op_kind("add_maximum_fusion.3") == "elementwise and other"
+  assert op_kind("wrapped_log") == "elementwise and other"
+  for runtime in ("ThunkExecutor::Execute", "$api.py:2479 block_until_ready",
+                  "SlinkyThreadPool::Await", "PjitFunction(loss)",
+                  "end: ynn_fusion", "CopyToMemorySpace",
+                  "backend_compile_and_load", "shard_args"):
+    assert op_kind(runtime) is None, runtime
