@@ -503,8 +503,11 @@ def train_preset(name: str):
 def train_vae(cfg, x_train, x_test, workdir, steps: int,
               batch_size: int = 100, learning_rate: float = 1e-3,
               seed: int = 0, progress: bool = True,
-              checkpoint_every: int = 1000):
+              checkpoint_every: int = 1000, check_resume: bool = True):
   """Trains (or resumes) the VAE on uint8 images; returns (params, test_elbo).
+
+  ``check_resume``: as in ``train`` (batch size, learning rate, seed and
+  the training images must be the ones the run began with).
 
   Same determinism as flow training: the batch and noise at step ``s`` are
   functions of ``(seed, s)``, so a resumed run equals an uninterrupted one.
@@ -520,11 +523,13 @@ def train_vae(cfg, x_train, x_test, workdir, steps: int,
       io_lib.remove_orphan_dirs(workdir / name)
     io_lib.remove_orphans(workdir, ["eval.json"])
     return _train_vae(cfg, x_train, x_test, workdir, steps, batch_size,
-                      learning_rate, seed, progress, checkpoint_every)
+                      learning_rate, seed, progress, checkpoint_every,
+                      check_resume)
 
 
 def _train_vae(cfg, x_train, x_test, workdir, steps, batch_size,
-               learning_rate, seed, progress, checkpoint_every):
+               learning_rate, seed, progress, checkpoint_every,
+               check_resume):
   from mapflow import vae as vae_lib
   vae = vae_lib.VAE(cfg)
   elbo = vae_lib.elbo
@@ -541,8 +546,10 @@ def _train_vae(cfg, x_train, x_test, workdir, steps, batch_size,
           f"workdir: {workdir} holds a checkpoint of "
           f"{ckpt.read_config(workdir / 'state')}, not of this VAE ({cfg}); "
           "use another --workdir")
-    check_resumable(workdir, ckpt.read_meta(workdir / "state").get(
-        "extra", {}), settings, extra["data"])
+    if check_resume:
+      saved = ckpt.read_meta(workdir / "state").get("extra", {})
+      check_resumable(workdir, saved, settings if int(
+          saved.get("step", 0)) < steps else None, extra["data"])
     state = ckpt.restore(workdir / "state", state)
   base = jax.random.PRNGKey(seed + 1)
 
@@ -560,7 +567,8 @@ def _train_vae(cfg, x_train, x_test, workdir, steps, batch_size,
   if progress:
     from tqdm.auto import tqdm
     bar = tqdm(total=steps, initial=int(state["step"]), desc="vae")
-  s = int(state["step"])
+  s = start = int(state["step"])
+  restored = (workdir / "state").exists()
   try:
     while s < steps:
       idx = batch_indices(s, len(x_train), batch_size, seed)
@@ -571,11 +579,15 @@ def _train_vae(cfg, x_train, x_test, workdir, steps, batch_size,
         if s % 50 == 0:
           bar.set_postfix(neg_elbo=f"{float(loss):.1f}")
       if s % checkpoint_every == 0:
-        ckpt.save(workdir / "state", state, cfg, extra)
+        ckpt.save(workdir / "state", state, cfg, {**extra, "step": s})
   finally:
-    ckpt.save(workdir / "state", state, cfg, extra)
+    # A resume that trained nothing leaves the checkpoint (and the
+    # settings it records) as it was.
+    if s > start or not restored:
+      ckpt.save(workdir / "state", state, cfg, {**extra, "step": s})
     if bar is not None:
       bar.close()
+  record = ckpt.read_meta(workdir / "state").get("extra", {})
   ev = jax.jit(lambda p, x, k: elbo(vae, p, x.astype(jnp.float32) / 255.0, k))
   key = jax.random.PRNGKey(seed + 2)
   vals = [ev(state["params"], jnp.asarray(x_test[i:i + 1000]),
@@ -583,7 +595,7 @@ def _train_vae(cfg, x_train, x_test, workdir, steps, batch_size,
           for i in range(0, len(x_test), 1000)]
   test_elbo = float(jnp.mean(jnp.concatenate(vals)))
   ckpt.save(workdir / "params", state["params"], cfg,
-            {"step": s, "test_elbo_nats": test_elbo, **extra})
+            {**record, "step": s, "test_elbo_nats": test_elbo})
   io_lib.write_json_atomic(workdir / "eval.json",
                          {"step": s, "test_elbo_nats": test_elbo,
                           "num_test": int(len(x_test))})

@@ -234,6 +234,17 @@ def test_vae_resume_checks_its_settings_and_images(tmp_path):
   with pytest.raises(ckpt.CheckpointError, match="other images"):
     training.train_vae(cfg, xtr[:64], xte, tmp_path, steps=2, batch_size=16,
                        progress=False)
+  # Finished at step 1: another learning rate trains nothing, so it passes.
+  training.train_vae(cfg, xtr, xte, tmp_path, steps=1, batch_size=16,
+                     learning_rate=1e-2, progress=False)
+  # From the command line, naming the way out.
+  from train import vae as vae_cli
+  cli = ["--data", "digits8", "--workdir", str(tmp_path / "cli"),
+         "--batch-size", "16", "--no-progress"]
+  vae_cli.main(cli + ["--steps", "1"])
+  with pytest.raises(SystemExit, match=r"--workdir: .*learning_rate=0\.001 "
+                     r"\(now 0\.01\).*--resume-anyway"):
+    vae_cli.main(cli + ["--steps", "2", "--learning-rate", "0.01"])
   other = dataclasses.replace(cfg, latent_dim=3)
   with pytest.raises(ckpt.CheckpointError, match=r"holds a checkpoint of "
                      r"VAEConfig.*not of this VAE"):
