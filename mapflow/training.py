@@ -71,6 +71,11 @@ class TrainConfig:
     wn_l2: L2 penalty on the weight-norm scales.
     seed: seeds init, data order and dequantisation.
     log: when the run evaluates, checkpoints, samples and logs.
+    check_resume: refuse (``CheckpointError``) to resume a run begun with
+      other step settings or other training images (``check_resumable``);
+      False resumes anyway (e.g. images decoded a bit differently on
+      another machine), and the checkpoints then record the new ones.
+      Not a step setting: it may differ between a run and its resumption.
   """
 
   batch_size: int = 64
@@ -80,6 +85,7 @@ class TrainConfig:
   wn_l2: float = 5e-5
   seed: int = 0
   log: LogSchedule = LogSchedule()
+  check_resume: bool = True
 
 
 class TrainState(NamedTuple):
@@ -302,7 +308,7 @@ def check_run(tc: TrainConfig, steps, time_budget=None) -> None:
 def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
           steps: int, time_budget: Optional[float] = None,
           progress: bool = True, on_eval: Optional[Callable] = None,
-          devices=None, check_resume: bool = True):
+          devices=None):
   """Trains (or resumes) a flow in ``workdir`` until ``steps`` or the budget.
 
   Args:
@@ -318,10 +324,6 @@ def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
     devices: data parallelism: each batch is split over these devices and
       the state replicated (default all of ``jax.devices()``; the batch
       size must be a multiple of their number).
-    check_resume: refuse (``CheckpointError``) to resume a run begun with
-      other step settings or other training images (``check_resumable``).
-      False resumes anyway, e.g. images decoded a bit differently on
-      another machine; the checkpoints then record the new ones.
 
   Returns:
     The final ``TrainState``.
@@ -334,11 +336,11 @@ def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
     io_lib.remove_orphan_dirs(workdir / "params")
     io_lib.remove_orphans(workdir, ["metrics.jsonl", "evals.jsonl"])
     return _train(flow_config, tc, x_train, x_test, workdir, steps,
-                  time_budget, progress, on_eval, devices, check_resume)
+                  time_budget, progress, on_eval, devices)
 
 
 def _train(flow_config, tc, x_train, x_test, workdir, steps, time_budget,
-           progress, on_eval, devices, check_resume):
+           progress, on_eval, devices):
   from mapflow.viz import save_grid
   shape = tuple(flow_config.image_shape)
   for name, x in (("x_train", x_train), ("x_test", x_test)):
@@ -360,7 +362,7 @@ def _train(flow_config, tc, x_train, x_test, workdir, steps, time_budget,
     extra = ckpt.read_meta(Path(workdir) / "state").get("extra", {})
     # A run already at ``steps`` trains nothing, so its step settings do
     # not matter; its images still say what the model is.
-    if check_resume:
+    if tc.check_resume:
       todo = int(extra.get("step", 0)) < steps
       check_resumable(workdir, extra, _plain(
           {k: getattr(tc, k) for k in _STEP_FIELDS}) if todo else None, data)
@@ -503,11 +505,11 @@ def train_preset(name: str):
 def train_vae(cfg, x_train, x_test, workdir, steps: int,
               batch_size: int = 100, learning_rate: float = 1e-3,
               seed: int = 0, progress: bool = True,
-              checkpoint_every: int = 1000, check_resume: bool = True):
+              checkpoint_every: int = 1000):
   """Trains (or resumes) the VAE on uint8 images; returns (params, test_elbo).
 
-  ``check_resume``: as in ``train`` (batch size, learning rate, seed and
-  the training images must be the ones the run began with).
+  A resume must repeat the batch size, learning rate, seed and training
+  images the run began with (``check_resumable``).
 
   Same determinism as flow training: the batch and noise at step ``s`` are
   functions of ``(seed, s)``, so a resumed run equals an uninterrupted one.
@@ -523,13 +525,11 @@ def train_vae(cfg, x_train, x_test, workdir, steps: int,
       io_lib.remove_orphan_dirs(workdir / name)
     io_lib.remove_orphans(workdir, ["eval.json"])
     return _train_vae(cfg, x_train, x_test, workdir, steps, batch_size,
-                      learning_rate, seed, progress, checkpoint_every,
-                      check_resume)
+                      learning_rate, seed, progress, checkpoint_every)
 
 
 def _train_vae(cfg, x_train, x_test, workdir, steps, batch_size,
-               learning_rate, seed, progress, checkpoint_every,
-               check_resume):
+               learning_rate, seed, progress, checkpoint_every):
   from mapflow import vae as vae_lib
   vae = vae_lib.VAE(cfg)
   elbo = vae_lib.elbo
@@ -546,10 +546,9 @@ def _train_vae(cfg, x_train, x_test, workdir, steps, batch_size,
           f"workdir: {workdir} holds a checkpoint of "
           f"{ckpt.read_config(workdir / 'state')}, not of this VAE ({cfg}); "
           "use another --workdir")
-    if check_resume:
-      saved = ckpt.read_meta(workdir / "state").get("extra", {})
-      check_resumable(workdir, saved, settings if int(
-          saved.get("step", 0)) < steps else None, extra["data"])
+    saved = ckpt.read_meta(workdir / "state").get("extra", {})
+    check_resumable(workdir, saved, settings if int(
+        saved.get("step", 0)) < steps else None, extra["data"])
     state = ckpt.restore(workdir / "state", state)
   base = jax.random.PRNGKey(seed + 1)
 

@@ -203,8 +203,8 @@ def test_a_resume_with_other_settings_or_images_is_refused(tmp_path):
                             progress=False).step) == 2
   # check_resume=False carries on regardless; the checkpoint then records
   # the new images.
-  training.train(TINY, TC, flipped, xte, tmp_path, steps=3, progress=False,
-                 check_resume=False)
+  training.train(TINY, dataclasses.replace(TC, check_resume=False), flipped,
+                 xte, tmp_path, steps=3, progress=False)
   assert ckpt.read_meta(tmp_path / "state")["extra"]["data"] == \
       training.data_fingerprint(flipped)
   # A checkpoint without the fingerprint (saved before it was recorded).
@@ -243,8 +243,19 @@ def test_vae_resume_checks_its_settings_and_images(tmp_path):
          "--batch-size", "16", "--no-progress"]
   vae_cli.main(cli + ["--steps", "1"])
   with pytest.raises(SystemExit, match=r"--workdir: .*learning_rate=0\.001 "
-                     r"\(now 0\.01\).*--resume-anyway"):
+                     r"\(now 0\.01\).*another --workdir"):
     vae_cli.main(cli + ["--steps", "2", "--learning-rate", "0.01"])
+  # train.flow names its way out.
+  from train import flow as flow_cli
+  fcli = ["--preset", "digits_realnvp", "--flow", "realnvp_small", "--data",
+          "digits8", "--workdir", str(tmp_path / "fcli"), "--batch-size",
+          "16", "--no-progress", "--eval-limit", "16", "--eval-every", "0",
+          "--sample-every", "0"]
+  flow_cli.main(fcli + ["--steps", "1"])
+  with pytest.raises(SystemExit, match=r"--workdir: .*seed=0 \(now 3\).*"
+                     r"--resume-anyway carries on regardless"):
+    flow_cli.main(fcli + ["--steps", "2", "--seed", "3"])
+  flow_cli.main(fcli + ["--steps", "2", "--seed", "3", "--resume-anyway"])
   other = dataclasses.replace(cfg, latent_dim=3)
   with pytest.raises(ckpt.CheckpointError, match=r"holds a checkpoint of "
                      r"VAEConfig.*not of this VAE"):

@@ -36,7 +36,7 @@ def parse_args(argv=None):
                  help="use only the first N training images (0: all)")
   for cls in (training.TrainConfig, training.LogSchedule):
     for f in dataclasses.fields(cls):
-      if f.name != "log":
+      if f.name not in ("log", "check_resume"):
         p.add_argument("--" + f.name.replace("_", "-"),
                        type=type(f.default), default=None,
                        help=f"override {cls.__name__}.{f.name}")
@@ -94,11 +94,12 @@ def main(argv=None):
     flow_cfg = PRESETS[args.flow]
   data_name = args.data or data_name
   given = lambda cls: {f.name: getattr(args, f.name)
-                       for f in dataclasses.fields(cls) if f.name != "log"
+                       for f in dataclasses.fields(cls)
+                       if f.name not in ("log", "check_resume")
                        and getattr(args, f.name) is not None}
   tc = dataclasses.replace(
       tc, log=dataclasses.replace(tc.log, **given(training.LogSchedule)),
-      **given(training.TrainConfig))
+      check_resume=not args.resume_anyway, **given(training.TrainConfig))
   try:
     training.check_run(tc, args.steps, args.time_budget)
   except ValueError as e:
@@ -126,7 +127,6 @@ def main(argv=None):
   try:
     training.train(flow_cfg, tc, x_train, x_test, args.workdir, args.steps,
                    args.time_budget, progress=not args.no_progress,
-                   check_resume=not args.resume_anyway,
                    on_eval=lambda r: print(
                        f"step {r['step']}: test bits/dim "
                        f"{r['test_bpd']:.4f}", file=sys.stderr))

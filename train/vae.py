@@ -22,9 +22,6 @@ def main(argv=None):
   p.add_argument("--batch-size", type=int, default=100)
   p.add_argument("--learning-rate", type=float, default=1e-3)
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--resume-anyway", action="store_true",
-                 help="resume a run in --workdir although its settings or "
-                 "training images differ from those it began with")
   p.add_argument("--no-progress", action="store_true")
   args = p.parse_args(argv)
   try:
@@ -40,12 +37,8 @@ def main(argv=None):
   try:
     _, test_elbo = training.train_vae(
         cfg, x_train, x_test, args.workdir, args.steps, args.batch_size,
-        args.learning_rate, args.seed, not args.no_progress,
-        check_resume=not args.resume_anyway)
+        args.learning_rate, args.seed, not args.no_progress)
   except (checkpoint.CheckpointError, io.LockedError) as e:
-    if "began with" in str(e):
-      e = checkpoint.CheckpointError(f"{e} (--resume-anyway carries on "
-                                     "regardless)")
     raise training_errors(e) from None
   print(f"test ELBO: {test_elbo:.2f} nats per image")
 
