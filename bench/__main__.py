@@ -119,11 +119,9 @@ def main(argv=None):
     report["sections"][name] = res
     write_json_atomic(out / "bench.json", report)  # each section kept
   md = Path(args.md) if args.md else out / "BENCHMARKS.md"
-  md.parent.mkdir(parents=True, exist_ok=True)
   text = sections.markdown(report)
-  tmp = md.with_name(f".{md.name}.tmp")
-  tmp.write_text(text)
-  tmp.replace(md)
+  from mapflow.io import write_text_atomic
+  write_text_atomic(md, text)
   print(text)
   print(f"\nraw figures: {out / 'bench.json'}; report: {md}")
 

@@ -875,7 +875,6 @@ def _profile_calls(call, reps: int) -> dict:
   """Thread time by ``op_kind`` over ``reps`` calls of ``call()`` (already
   compiled), from ``jax.profiler``'s trace; per call, in ms."""
   import glob
-  import tempfile
   with tempfile.TemporaryDirectory() as d:
     with jax.profiler.trace(d):
       for _ in range(reps):

@@ -197,31 +197,76 @@ def _plain(v):
   return v
 
 
+class ResumeError(ckpt.CheckpointError):
+  """A resume refused: the run in ``workdir`` began with other step
+  settings (``changed``: field -> (then, now)) or other training images
+  (``images``: the two ``data_fingerprint``s).  Its text names the
+  fields; a command line with other flags for them words it its own way
+  with ``message``."""
+
+  def __init__(self, workdir, changed: Optional[dict] = None,
+               images: Optional[tuple] = None):
+    self.workdir, self.changed, self.images = workdir, changed or {}, images
+    super().__init__(self.message())
+
+  def message(self, flag: str = "--workdir",
+              describe: Optional[dict] = None) -> str:
+    """The refusal, pointing at ``flag``; ``describe`` maps a field to
+    ``(then, now) -> text`` in place of ``field=then (now now)``."""
+    describe = describe or {}
+    if self.changed:
+      diff = ", ".join(describe[k](a, b) if k in describe
+                       else f"{k}={a!r} (now {b!r})"
+                       for k, (a, b) in self.changed.items())
+      return (f"workdir: {self.workdir} holds a run made with {diff}; a "
+              "resumed run must keep the settings it began with, so give "
+              f"them again, or use another {flag}")
+    was, now = self.images
+    return (f"workdir: {self.workdir} holds a run trained on other images "
+            f"({was['num']} of shape {tuple(was['shape'])}, sha256 "
+            f"{was['sha256'][:12]}; these: {now['num']} of shape "
+            f"{tuple(now['shape'])}, sha256 {now['sha256'][:12]}); give it "
+            f"the images it began with, or use another {flag}")
+
+
 def check_resumable(workdir, extra: dict, settings: dict,
-                    data: Optional[dict]) -> None:
-  """Raises ``CheckpointError`` (``"workdir: ..."``) when the checkpoint in
-  ``workdir``, whose metadata is ``extra``, was made with other step
-  ``settings`` or other training images (``data``, a ``data_fingerprint``)
-  than the run about to resume it.  Resuming would quietly carry on a
-  different run; checkpoints from before these were recorded are not
-  checked for what they lack.  ``settings`` None: not compared (a run
-  that will train no further step)."""
+                    data: Optional[dict], steps: int) -> None:
+  """Raises ``ResumeError`` when the checkpoint in ``workdir``, whose
+  metadata is ``extra``, was made with other step ``settings`` or other
+  training images (``data``, a ``data_fingerprint``) than the run about
+  to resume it towards ``steps``.  Resuming would quietly carry on a
+  different run.  A run already at ``steps`` trains nothing, so its
+  settings are not compared (its images still say what the model is);
+  checkpoints from before these were recorded are not checked for what
+  they lack."""
   saved = extra.get("train_config") or {}
-  diff = [f"{k}={saved[k]!r} (now {v!r})" for k, v in (settings or {}).items()
-          if k in saved and saved[k] != v]
-  if diff:
-    raise ckpt.CheckpointError(
-        f"workdir: {workdir} holds a run made with {', '.join(diff)}; a "
-        "resumed run must keep the settings it began with, so give them "
-        "again, or use another --workdir")
+  if int(extra.get("step", 0)) < steps:
+    changed = {k: (saved[k], v) for k, v in settings.items()
+               if k in saved and saved[k] != v}
+    if changed:
+      raise ResumeError(workdir, changed=changed)
   was = extra.get("data")
   if was is not None and data is not None and was != data:
+    raise ResumeError(workdir, images=(was, data))
+
+
+def _check_same_run(workdir, config, what: str, settings: dict, data: dict,
+                    steps: int, check: bool = True) -> dict:
+  """The metadata of ``workdir``'s state checkpoint, after refusing one of
+  another config (``what`` names this run's kind in the message) and, with
+  ``check``, one ``check_resumable`` refuses."""
+  state = Path(workdir) / "state"
+  # The config first: another model's state would fail to restore with a
+  # message about missing leaves instead.
+  saved_cfg = ckpt.read_config(state)
+  if saved_cfg != config:
     raise ckpt.CheckpointError(
-        f"workdir: {workdir} holds a run trained on other images "
-        f"({was['num']} of shape {tuple(was['shape'])}, sha256 "
-        f"{was['sha256'][:12]}; these: {data['num']} of shape "
-        f"{tuple(data['shape'])}, sha256 {data['sha256'][:12]}); give it "
-        "the images it began with, or use another --workdir")
+        f"workdir: {workdir} holds {what[0]} of {saved_cfg}, not of "
+        f"{what[1].format(config)}; use another --workdir")
+  extra = ckpt.read_meta(state).get("extra", {})
+  if check:
+    check_resumable(workdir, extra, _plain(settings), data, steps)
+  return extra
 
 
 def save_state(workdir: Path, state: TrainState, flow_config, tc,
@@ -352,20 +397,9 @@ def _train(flow_config, tc, x_train, x_test, workdir, steps, time_budget,
   data = data_fingerprint(x_train)
   state = init_state(flow, tc, x_train, optimizer)
   if (Path(workdir) / "state").exists():
-    # The config first: another flow's state would fail to restore with a
-    # message about missing leaves instead.
-    saved_cfg = ckpt.read_config(Path(workdir) / "state")
-    if saved_cfg != flow_config:
-      raise ckpt.CheckpointError(
-          f"workdir: {workdir} holds a run of {saved_cfg}, not of "
-          f"{flow_config}; use another --workdir")
-    extra = ckpt.read_meta(Path(workdir) / "state").get("extra", {})
-    # A run already at ``steps`` trains nothing, so its step settings do
-    # not matter; its images still say what the model is.
-    if tc.check_resume:
-      todo = int(extra.get("step", 0)) < steps
-      check_resumable(workdir, extra, _plain(
-          {k: getattr(tc, k) for k in _STEP_FIELDS}) if todo else None, data)
+    _check_same_run(workdir, flow_config, ("a run", "{}"),
+                    {k: getattr(tc, k) for k in _STEP_FIELDS}, data, steps,
+                    tc.check_resume)
   restored = restore_state(workdir, state)
   if restored is not None:
     state = restored
@@ -540,15 +574,10 @@ def _train_vae(cfg, x_train, x_test, workdir, steps, batch_size,
   settings = _plain({"batch_size": batch_size,
                      "learning_rate": learning_rate, "seed": seed})
   extra = {"train_config": settings, "data": data_fingerprint(x_train)}
-  if (workdir / "state").exists():
-    if ckpt.read_config(workdir / "state") != cfg:
-      raise ckpt.CheckpointError(
-          f"workdir: {workdir} holds a checkpoint of "
-          f"{ckpt.read_config(workdir / 'state')}, not of this VAE ({cfg}); "
-          "use another --workdir")
-    saved = ckpt.read_meta(workdir / "state").get("extra", {})
-    check_resumable(workdir, saved, settings if int(
-        saved.get("step", 0)) < steps else None, extra["data"])
+  restored = (workdir / "state").exists()
+  if restored:
+    record = _check_same_run(workdir, cfg, ("a checkpoint", "this VAE ({})"),
+                             settings, extra["data"], steps)
     state = ckpt.restore(workdir / "state", state)
   base = jax.random.PRNGKey(seed + 1)
 
@@ -567,7 +596,6 @@ def _train_vae(cfg, x_train, x_test, workdir, steps, batch_size,
     from tqdm.auto import tqdm
     bar = tqdm(total=steps, initial=int(state["step"]), desc="vae")
   s = start = int(state["step"])
-  restored = (workdir / "state").exists()
   try:
     while s < steps:
       idx = batch_indices(s, len(x_train), batch_size, seed)
@@ -583,10 +611,10 @@ def _train_vae(cfg, x_train, x_test, workdir, steps, batch_size,
     # A resume that trained nothing leaves the checkpoint (and the
     # settings it records) as it was.
     if s > start or not restored:
-      ckpt.save(workdir / "state", state, cfg, {**extra, "step": s})
+      record = {**extra, "step": s}
+      ckpt.save(workdir / "state", state, cfg, record)
     if bar is not None:
       bar.close()
-  record = ckpt.read_meta(workdir / "state").get("extra", {})
   ev = jax.jit(lambda p, x, k: elbo(vae, p, x.astype(jnp.float32) / 255.0, k))
   key = jax.random.PRNGKey(seed + 2)
   vals = [ev(state["params"], jnp.asarray(x_test[i:i + 1000]),

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 from pathlib import Path
 
@@ -128,14 +127,13 @@ def train_noise_flow(noise_u8, workdir, preset_name, steps, batch,
   return mf.flows.from_config(cfg), state.params
 
 
-def _in_flags(msg: str, noise_steps: int) -> str:
+def _as_flags(noise_steps: int) -> dict:
   """A resume refusal's training settings as this command's flags (its
   learning rate halves at half of --noise-steps)."""
-  msg = re.sub(r"halve_every=(\d+) \(now \d+\)", lambda m: (
-      f"--noise-steps {2 * int(m[1])} or {2 * int(m[1]) + 1} (now "
-      f"{noise_steps})"), msg)
-  return re.sub(r"batch_size=(\d+) \(now (\d+)\)",
-                r"--noise-batch \1 (now \2)", msg)
+  return {"halve_every": lambda then, now: (
+              f"--noise-steps {2 * then} or {2 * then + 1} (now "
+              f"{noise_steps})"),
+          "batch_size": lambda then, now: f"--noise-batch {then} (now {now})"}
 
 
 def main(argv=None):
@@ -145,7 +143,7 @@ def main(argv=None):
   import optax
   import mapflow as mf
   from mapflow import data
-  from recover.common import load_prior, say
+  from recover.common import cli_error, load_prior, say
   out = Path(args.out)
   for name in ("noise_steps", "noise_batch", "steps"):
     if getattr(args, name) < 1:
@@ -187,8 +185,11 @@ def main(argv=None):
   except (checkpoint.CheckpointError, io_lib.LockedError) as e:
     # A noise flow of another preset or shape already in --out, a damaged
     # one, or a run in progress there.
-    msg = _in_flags(str(e).replace("--workdir", "--out"), args.noise_steps)
-    raise SystemExit("--out: " + msg.removeprefix("workdir: ")) from None
+    from mapflow import training
+    msg = (e.message("--out", _as_flags(args.noise_steps))
+           if isinstance(e, training.ResumeError)
+           else str(e).replace("--workdir", "--out"))
+    raise cli_error("--out", msg) from None
   noise = mf.noise.from_flow(flow, noise_params)
   starts = {"noise_latent": mf.SolverConfig(init="zeros",
                                             parametrization="noise"),

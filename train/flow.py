@@ -14,6 +14,11 @@ from mapflow import data, io, training
 from mapflow.flows import PRESETS
 
 
+# Config fields without a flag of their own: the log schedule's fields get
+# theirs, and --resume-anyway sets check_resume.
+_NOT_FLAGS = ("log", "check_resume")
+
+
 def parse_args(argv=None):
   p = argparse.ArgumentParser(prog="python -m train.flow",
                               description=__doc__.splitlines()[0])
@@ -36,7 +41,7 @@ def parse_args(argv=None):
                  help="use only the first N training images (0: all)")
   for cls in (training.TrainConfig, training.LogSchedule):
     for f in dataclasses.fields(cls):
-      if f.name not in ("log", "check_resume"):
+      if f.name not in _NOT_FLAGS:
         p.add_argument("--" + f.name.replace("_", "-"),
                        type=type(f.default), default=None,
                        help=f"override {cls.__name__}.{f.name}")
@@ -95,7 +100,7 @@ def main(argv=None):
   data_name = args.data or data_name
   given = lambda cls: {f.name: getattr(args, f.name)
                        for f in dataclasses.fields(cls)
-                       if f.name not in ("log", "check_resume")
+                       if f.name not in _NOT_FLAGS
                        and getattr(args, f.name) is not None}
   tc = dataclasses.replace(
       tc, log=dataclasses.replace(tc.log, **given(training.LogSchedule)),
@@ -132,7 +137,7 @@ def main(argv=None):
                        f"{r['test_bpd']:.4f}", file=sys.stderr))
   except (checkpoint.CheckpointError, io.LockedError) as e:
     # Another run's workdir, a damaged checkpoint, or one in use.
-    if "began with" in str(e):
+    if isinstance(e, training.ResumeError):
       e = checkpoint.CheckpointError(f"{e} (--resume-anyway carries on "
                                      "regardless)")
     raise training_errors(e) from None

@@ -108,20 +108,21 @@ def default_max_batch() -> Optional[int]:
   return 256 if jax.default_backend() == "cpu" else None
 
 
-def _batched_losses(objective: Objective, with_images: bool = False):
+def _batched_losses(objective: Objective, loss_and_image=None):
   """``(v (R, B, ...), y (B, ...), h, data) -> (R, B)`` for one grid point:
   restarts and examples flattened into one batch, so the objective runs
   batched (cheaper to compile than per-example vmaps).  Examples never
-  interact, so the gradient of the sum is per example.  ``with_images``
-  (a loss with ``loss_and_image``): ``((R, B), x (R, B, ...))``."""
+  interact, so the gradient of the sum is per example.  With
+  ``loss_and_image`` (``objectives.images_with_loss``) in place of the
+  loss: ``((R, B), x (R, B, ...))``."""
 
   def losses(v, y, h, data):
     r, b = v.shape[:2]
     flat = v.reshape((r * b,) + v.shape[2:])
     yy = jnp.broadcast_to(y[None], (r,) + y.shape).reshape(
         (r * b,) + y.shape[1:])
-    if with_images:
-      l, x = objectives.images_with_loss(objective)(flat, yy, {**data, **h})
+    if loss_and_image is not None:
+      l, x = loss_and_image(flat, yy, {**data, **h})
       return l.reshape(r, b), x.reshape((r, b) + x.shape[1:])
     return objective.loss(flat, yy, {**data, **h}).reshape(r, b)
 
@@ -182,9 +183,10 @@ def compiled(objective: Objective, optimizer, chunk: int):
     return l, g
 
   vg = _over_p(values_and_grads)
-  if objectives.images_with_loss(objective) is not None:
+  with_images = objectives.images_with_loss(objective)
+  if with_images is not None:
     # The images of the iterate from the loss's own forward pass.
-    losses_x = _batched_losses(objective, with_images=True)
+    losses_x = _batched_losses(objective, with_images)
 
     def values_grads_images(v, y, h, data):
       def total(v):
@@ -195,7 +197,7 @@ def compiled(objective: Objective, optimizer, chunk: int):
 
     vgx = _over_p(values_grads_images)
   else:
-    vgx = None
+    vgx = None  # set below, once ``images`` exists
 
   def update_one(v, state, g, val, y, h, data):
     # value_fn is traced only by optimisers that use it (line searches).
@@ -225,6 +227,10 @@ def compiled(objective: Objective, optimizer, chunk: int):
   # they are computed beside it, and XLA may or may not merge the two
   # forward passes (it did not for Glow: a step 1.3x slower).
   images = _over_p(point_images)
+  if vgx is None:
+    def vgx(v, y, h, data):
+      x = images(v, y, h, data)
+      return (*vg(v, y, h, data), x)
 
   def advance(carry, val, g, y, h, data):
     """The carry after one update, given the loss and gradient at it."""
@@ -249,11 +255,7 @@ def compiled(objective: Objective, optimizer, chunk: int):
     """``chunk`` scanned steps, of which the first ``n`` (traced, so a
     short last chunk needs no new compile) update the carry."""
     if chunk == 1:
-      if vgx is None:
-        x = images(v, y, h, data)
-        val, g = vg(v, y, h, data)
-      else:
-        val, g, x = vgx(v, y, h, data)
+      val, g, x = vgx(v, y, h, data)
       v, s = advance((v, s), val, g, y, h, data)
       return v, s, val[None], x
 
