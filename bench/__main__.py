@@ -30,7 +30,7 @@ from bench import sections
 
 QUICK = dict(tiny_prior=True, batches=(1, 8), steps=3, repeats=2, sweep_images=2,
              sweep_betas=(0.1, 1.0), sweep_ms=(100, 400), sweep_steps=2,
-             sweep_max_batch=4,
+             sweep_max_batch=4, sweep_rounds=1,
              restarts=(1, 4), restart_batch=2, restart_steps=2,
              flops_batch=8, matmul_n=512, ttq_images=2,
              ttq_schedule=(2, 4), lbfgs_schedule=(2, 4), ttq_budget_s=None,

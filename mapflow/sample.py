@@ -67,6 +67,7 @@ from mapflow import noise as noise_lib
 from mapflow import objectives
 from mapflow import operators as ops_lib
 from mapflow import sharding
+from mapflow import xla
 from mapflow.solve import api as solve_api
 from mapflow.solve import engine, starts
 
@@ -190,7 +191,7 @@ def _jacobian_columns(prior, chunk: int):
     jx = jax.vmap(g_lin)(t)
     return x0, jx, jax.vmap(f_lin)(jx)
 
-  return jax.jit(columns)
+  return jax.jit(columns, compiler_options=xla.step_options())
 
 
 def laplace_approximation(z0, y, *, prior, params, operator, noise,
@@ -329,7 +330,10 @@ def _compiled(objective, target_accept):
                              u - u_new - bwd + fwd, jax.random.fold_in(key, 1),
                              t, adapt, target_accept)
 
-  return jax.jit(step, donate_argnums=(0,)), jax.jit(value_grad)
+  jit = functools.partial(jax.jit, compiler_options=xla.step_options())
+  # The bare value_grad too, for programs that call it (options may only
+  # be given to the outermost jit).
+  return jit(step, donate_argnums=(0,)), jit(value_grad), value_grad
 
 
 @functools.lru_cache(maxsize=16)
@@ -346,7 +350,7 @@ def _compiled_hmc(objective, target_accept):
 
   One leapfrog step is MALA's proposal with the same ε; L of them move a
   chain about L times as far per draw at L gradients."""
-  _, value_grad = _compiled(objective, target_accept)
+  value_grad = _compiled(objective, target_accept)[2]
 
   def expand(a, like):
     return a.reshape(a.shape + (1,) * (like.ndim - a.ndim))
@@ -371,8 +375,9 @@ def _compiled_hmc(objective, target_accept):
                              (u + k0) - (u_new + k1), key, t, adapt,
                              target_accept)
 
-  return (jax.jit(begin), jax.jit(leap, donate_argnums=(0, 1, 2)),
-          jax.jit(end, donate_argnums=(0,)))
+  jit = functools.partial(jax.jit, compiler_options=xla.step_options())
+  return (jit(begin), jit(leap, donate_argnums=(0, 1, 2)),
+          jit(end, donate_argnums=(0,)))
 
 
 def _ess(draws: np.ndarray) -> np.ndarray:
@@ -501,7 +506,7 @@ def sample_posterior(y, *, prior, params, operator, noise, num_samples: int,
     data["_laplace"] = tuple(
         sharding.shard_along(sharding.pad_along(a, mesh.size, 0)[0], mesh, 0)
         for a in (lap.center, lap.whitening))
-  step, value_grad = _compiled(obj, float(cfg.target_accept))
+  step, value_grad, _ = _compiled(obj, float(cfg.target_accept))
   if leapfrog_steps > 1:
     begin, leap, end = _compiled_hmc(obj, float(cfg.target_accept))
 

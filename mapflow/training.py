@@ -35,6 +35,7 @@ import optax
 from mapflow import checkpoint as ckpt
 from mapflow import io as io_lib
 from mapflow import sharding
+from mapflow import xla
 from mapflow.flows import dequantize, from_config, preset, weightnorm_l2
 
 
@@ -133,7 +134,8 @@ def make_train_step(flow, tc: TrainConfig, optimizer):
     metrics = {"loss": loss, "bpd": bpd, "grad_norm": optax.global_norm(grads)}
     return TrainState(params, opt_state, state.step + 1), metrics
 
-  return jax.jit(step_fn, donate_argnums=0)
+  return jax.jit(step_fn, donate_argnums=0,
+                 compiler_options=xla.step_options())
 
 
 class _JittedFlow(NamedTuple):
@@ -145,7 +147,8 @@ class _JittedFlow(NamedTuple):
 def jitted_flow(flow) -> _JittedFlow:
   """Compiled evaluation and sampling of a flow, built once per flow (a new
   ``jax.jit`` per evaluation would retrace every time)."""
-  return _JittedFlow(jax.jit(flow.bits_per_dim),
+  return _JittedFlow(jax.jit(flow.bits_per_dim,
+                             compiler_options=xla.step_options()),
                      jax.jit(flow.sample, static_argnums=(2, 3)))
 
 

@@ -263,7 +263,10 @@ def run_info(args, prior, experiment: str = "") -> dict:
 
 def host_description() -> str:
   """The machine kind results come from: CPU model, its widest vector
-  extension, core count, and jax's version and device."""
+  extension, core count, and jax's version and device; on CPU, ", XLA
+  convolutions" where the steps run them on XLA's own kernels
+  (``mapflow.xla.step_options``; rows from before 2026-12-07 used
+  jaxlib's YNNPACK ones)."""
   import os
   import platform
   import jax
@@ -282,8 +285,10 @@ def host_description() -> str:
   vec = next((f for f in ("avx512f", "avx2", "avx") if f in flags), "")
   dev = jax.devices()[0]
   kind = dev.platform if dev.platform == "cpu" else dev.device_kind
+  from mapflow import xla
+  convs = ", XLA convolutions" if xla.step_options() else ""
   return (f"{model}{' ' + vec if vec else ''}, {os.cpu_count()} cores; "
-          f"jax {jax.__version__} on {kind}")
+          f"jax {jax.__version__} on {kind}{convs}")
 
 
 def cli_error(flag: str, error: Exception) -> SystemExit:

@@ -118,7 +118,7 @@ def test_one_leapfrog_step_is_the_mala_step():
   y = op(prior.sample(params, jax.random.PRNGKey(1), 2))
   obj = sample.latent_posterior_objective(prior)
   data = {"params": params, "operator": op, "noise": noise}
-  step, value_grad = sample._compiled(obj, 0.574)
+  step, value_grad, _ = sample._compiled(obj, 0.574)
   begin, leap, end = sample._compiled_hmc(obj, 0.574)
   z = jax.random.normal(jax.random.PRNGKey(4), (3, 2) + SHAPE)
   m = jnp.exp(0.3 * jax.random.normal(jax.random.PRNGKey(5), z.shape))

@@ -28,7 +28,7 @@ from mapflow import operators as ops_lib
 from mapflow import sharding
 from mapflow.objectives import Objective
 from mapflow.solve import starts as starts_lib
-from mapflow.solve.xla import run_once_options
+from mapflow import xla
 
 
 class RecoveryResult(NamedTuple):
@@ -303,12 +303,12 @@ def compiled(objective: Objective, optimizer, chunk: int):
   # the mesh): left to XLA, small leaves come back replicated, and the
   # second call, fed them, would compile the step again.
   step_for_mesh = _PerMesh(lambda mesh: jax.jit(
-      step, donate_argnums=(0, 1),
+      step, donate_argnums=(0, 1), compiler_options=xla.step_options(),
       out_shardings=(sharding.along(mesh, 2), sharding.along(mesh, 2),
                      sharding.along(mesh, 3)) + (
                          (sharding.along(mesh, 2),) if chunk == 1 else ())))
   # The examples stay split over the mesh from init to finish.
-  once = functools.partial(jax.jit, compiler_options=run_once_options())
+  once = functools.partial(jax.jit, compiler_options=xla.run_once_options())
   init_for_mesh = _PerMesh(lambda mesh: once(
       init, static_argnums=(1,), out_shardings=sharding.along(mesh, 2)))
   finish_for_mesh = _PerMesh(lambda mesh: once(
@@ -346,7 +346,7 @@ class _PerMesh:
 @functools.lru_cache(maxsize=64)
 def _to_image(fn):
   """A jitted ``to_image`` (objectives over one flow share theirs)."""
-  return jax.jit(fn, compiler_options=run_once_options())
+  return jax.jit(fn, compiler_options=xla.run_once_options())
 
 
 @functools.lru_cache(maxsize=64)
@@ -363,7 +363,7 @@ def _decode(fn):
     x = fn(flat, yy, data)
     return x.reshape((p, b) + x.shape[1:])
 
-  return jax.jit(decode, compiler_options=run_once_options())
+  return jax.jit(decode, compiler_options=xla.run_once_options())
 
 
 def _grid(hyper: Dict[str, Any]):

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mapflow import operators as ops_lib
+from mapflow import xla
 
 
 def variable_shape(objective, y) -> tuple:
@@ -57,7 +58,7 @@ def as_array(value, name: str, dtype=None):
 def _jitted(fn):
   # Run eagerly, a flow is hundreds of separately dispatched (and
   # separately compiled) ops.
-  return jax.jit(fn)
+  return jax.jit(fn, compiler_options=xla.step_options())
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,0 +1,72 @@
+"""Per-program XLA options: the solvers', the sampler's and training's."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Dict, Optional
+
+import jax
+
+# YNNPACK keeps the dots it takes by default; convolutions go to XLA's own
+# (Eigen) kernels.
+_CONVOLUTIONS_ON_XLA = (("xla_cpu_experimental_ynn_fusion_type",
+                         "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"),)
+
+
+@functools.lru_cache(maxsize=1)
+def _jaxlib_takes(options) -> bool:
+  """Whether this jaxlib knows the options (older ones refuse the enum)."""
+  try:
+    jax.jit(lambda a: a + 1, compiler_options=dict(options)).lower(
+        1.0).compile()
+  except Exception:  # noqa: BLE001 - any refusal means "not here"
+    return False
+  return True
+
+
+def step_options() -> Optional[Dict[str, Any]]:
+  """XLA options for the programs that run a flow over and over on CPU
+  (a solver's step, the sampler's steps, a training step): convolutions on
+  XLA's own multi-threaded kernels instead of YNNPACK.
+
+  jaxlib 0.10 hands a convolution and its neighbours to YNNPACK as one
+  fusion that runs on about one core: the shipped RealNVP's MAP step used
+  1.13 of 2 cores.  On XLA's kernels it uses 1.9 of them, and on a 2-core
+  AMD EPYC (Zen 5) the step ran 1.2-1.3x faster (batch 64: 0.26 -> 0.20
+  s), the 64x64 Glow's CS step 1.15x, a RealNVP training step 1.1x, and
+  each compiled sooner (BENCHMARKS.md).  Float results move in the last
+  bits, which hundreds of optimiser steps carry on as any regrouping of
+  sums does (the same 64 images after 100 steps: 20.95 against 20.96 dB);
+  the results committed up to 2026-12-07 were made without it.
+
+  None off CPU, where ``XLA_FLAGS`` sets
+  ``--xla_cpu_experimental_ynn_fusion_type`` itself (e.g. ``=+individual_dot``
+  restores jaxlib's default, to rerun an older result bit for bit), and
+  where this jaxlib lacks the option."""
+  if jax.default_backend() != "cpu" or \
+      "xla_cpu_experimental_ynn_fusion_type" in os.environ.get("XLA_FLAGS", ""):
+    return None
+  if not _jaxlib_takes(_CONVOLUTIONS_ON_XLA):
+    return None
+  return dict(_CONVOLUTIONS_ON_XLA)
+
+
+def run_once_options() -> Optional[Dict[str, Any]]:
+  """XLA options for a program that runs once per solve on CPU (decoding
+  the result, the final selection, the optimiser's init): LLVM at -O0,
+  which compiles the 28x28 prior's decoder in 40% of the default's time
+  and runs it in 20 ms against 15 (recover's first call -1.1 s), with the
+  step's convolutions (``step_options``).
+
+  Never -O0 for the step or the starts: -O1 compiles the step in 60% of
+  the time at the same speed, but moves float results by an ulp here and
+  there, which hundreds of optimiser steps amplify (a committed cell's
+  mean moved by more than 0.01 dB).  None off CPU; no level where
+  ``XLA_FLAGS`` sets one itself."""
+  if jax.default_backend() != "cpu":
+    return None
+  options = dict(step_options() or {})
+  if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    options["xla_backend_optimization_level"] = 0
+  return options or None
