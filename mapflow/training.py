@@ -147,8 +147,7 @@ class _JittedFlow(NamedTuple):
 def jitted_flow(flow) -> _JittedFlow:
   """Compiled evaluation and sampling of a flow, built once per flow (a new
   ``jax.jit`` per evaluation would retrace every time)."""
-  return _JittedFlow(jax.jit(flow.bits_per_dim,
-                             compiler_options=xla.step_options()),
+  return _JittedFlow(jax.jit(flow.bits_per_dim),
                      jax.jit(flow.sample, static_argnums=(2, 3)))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from typing import Any, Dict, Optional
 
 import jax
@@ -20,7 +21,10 @@ def _jaxlib_takes(options) -> bool:
   try:
     jax.jit(lambda a: a + 1, compiler_options=dict(options)).lower(
         1.0).compile()
-  except Exception:  # noqa: BLE001 - any refusal means "not here"
+  except Exception as e:  # noqa: BLE001 - any refusal means "not here"
+    warnings.warn(f"mapflow.xla: this jaxlib refused {dict(options)} "
+                  f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                  "steps compile with jaxlib's default convolutions")
     return False
   return True
 
@@ -33,17 +37,19 @@ def step_options() -> Optional[Dict[str, Any]]:
   jaxlib 0.10 hands a convolution and its neighbours to YNNPACK as one
   fusion that runs on about one core: the shipped RealNVP's MAP step used
   1.13 of 2 cores.  On XLA's kernels it uses 1.9 of them, and on a 2-core
-  AMD EPYC (Zen 5) the step ran 1.2-1.3x faster (batch 64: 0.26 -> 0.20
-  s), the 64x64 Glow's CS step 1.15x, a RealNVP training step 1.1x, and
-  each compiled sooner (BENCHMARKS.md).  Float results move in the last
+  AMD EPYC (Zen 5) the step ran 1.3x faster (batch 64: 0.27 -> 0.20 s),
+  the 64x64 Glow's CS step 1.1x, a RealNVP training step 1.14x
+  (BENCHMARKS.md).  Float results move in the last
   bits, which hundreds of optimiser steps carry on as any regrouping of
   sums does (the same 64 images after 100 steps: 20.95 against 20.96 dB);
+  they are options of the outermost jit only (JAX refuses them on a jit
+  called inside another, or under ``grad`` or ``scan``);
   the results committed up to 2026-12-07 were made without it.
 
   None off CPU, where ``XLA_FLAGS`` sets
   ``--xla_cpu_experimental_ynn_fusion_type`` itself (e.g. ``=+individual_dot``
   restores jaxlib's default, to rerun an older result bit for bit), and
-  where this jaxlib lacks the option."""
+  where this jaxlib lacks the option (a warning says so, once)."""
   if jax.default_backend() != "cpu" or \
       "xla_cpu_experimental_ynn_fusion_type" in os.environ.get("XLA_FLAGS", ""):
     return None

@@ -64,6 +64,9 @@ def test_the_solver_step_and_training_step_compile_with_the_options(
     return real()
 
   monkeypatch.setattr(mf.xla, "step_options", spy)
+  # Only the repeated programs ask (the run-once ones would ask through
+  # run_once_options otherwise).
+  monkeypatch.setattr(mf.xla, "run_once_options", lambda: None)
   prior = mf.flows.from_config(mf.flows.RealNVPConfig(
       image_shape=(8, 8, 1), num_scales=2, num_blocks=1, hidden_channels=4,
       couplings_per_scale=2, final_couplings=2))
