@@ -265,8 +265,8 @@ def host_description() -> str:
   """The machine kind results come from: CPU model, its widest vector
   extension, core count, and jax's version and device; on CPU, ", XLA
   convolutions" where the steps run them on XLA's own kernels
-  (``mapflow.xla.step_options``; rows from before 2026-12-07 used
-  jaxlib's YNNPACK ones)."""
+  (``mapflow.xla.step_options``; runs before 2026-12-07 used jaxlib's
+  YNNPACK ones)."""
   import os
   import platform
   import jax
