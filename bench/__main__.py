@@ -100,6 +100,10 @@ def main(argv=None):
             "devices": jax.device_count(), "python": sys.version.split()[0],
             "jax": jax.__version__, "machine": platform.machine(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "sections": {}}
+  # The steps' XLA options, settled before any section's compile clock
+  # runs (their first call compiles a tiny probe program).
+  import mapflow as mf
+  report["step_xla_options"] = mf.xla.step_options()
   from mapflow.io import write_json_atomic
   current = {}
 

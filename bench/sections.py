@@ -1004,7 +1004,10 @@ def markdown(report: dict) -> str:
            f"({report['device']}, {report['devices']} device(s)), jax "
            f"{report['jax']}, started {report['started']}.  Regenerate "
            "with `python -m bench` (`--quick` for the smoke version).  "
-           "Times are medians; ratios are measured within this one run.", ""]
+           "Times are medians; ratios are measured within this one run."
+           + (f"  mapflow's steps compiled with `{report['step_xla_options']}` "
+              "(`mapflow.xla`)." if report.get("step_xla_options") else ""),
+           ""]
   if "peer" in s:
     pe = s["peer"]
     lines += ["## Against PyTorch", ""]
