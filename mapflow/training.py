@@ -538,34 +538,42 @@ def train_preset(name: str):
   return preset(flow_name), data_name, tc
 
 
+# Bora et al.'s VAE: Adam at a constant rate (the schedule, clipping and
+# weight-norm fields of a TrainConfig do not apply to it).
+VAE_TRAINING = TrainConfig(batch_size=100, learning_rate=1e-3,
+                           log=LogSchedule(checkpoint_every=1000))
+
+
 def train_vae(cfg, x_train, x_test, workdir, steps: int,
-              batch_size: int = 100, learning_rate: float = 1e-3,
-              seed: int = 0, progress: bool = True,
-              checkpoint_every: int = 1000):
+              tc: Optional[TrainConfig] = None, progress: bool = True):
   """Trains (or resumes) the VAE on uint8 images; returns (params, test_elbo).
 
-  A resume must repeat the batch size, learning rate, seed and training
-  images the run began with (``check_resumable``).
+  ``tc`` (default ``VAE_TRAINING``): its batch size, learning rate, seed,
+  ``log.checkpoint_every`` and ``check_resume`` apply.  A resume must
+  repeat the batch size, learning rate, seed and training images the run
+  began with (``check_resumable``), unless ``tc.check_resume`` is False.
 
   Same determinism as flow training: the batch and noise at step ``s`` are
   functions of ``(seed, s)``, so a resumed run equals an uninterrupted one.
   Images are scaled to [0, 1] (x / 255) and scored with the Bernoulli
   likelihood, as in Bora et al.  One process per workdir (a lock).
   """
-  check_run(TrainConfig(batch_size=batch_size, learning_rate=learning_rate,
-                        seed=seed, log=LogSchedule(
-                            checkpoint_every=checkpoint_every)), steps)
+  tc = VAE_TRAINING if tc is None else tc
+  if not isinstance(tc, TrainConfig):
+    raise TypeError(f"tc: got {type(tc).__name__}, expected a "
+                    "mapflow.training.TrainConfig")
+  check_run(tc, steps)
   workdir = Path(workdir)
   with io_lib.FolderLock(workdir, what="workdir"):
     for name in ("state", "params"):
       io_lib.remove_orphan_dirs(workdir / name)
     io_lib.remove_orphans(workdir, ["eval.json"])
-    return _train_vae(cfg, x_train, x_test, workdir, steps, batch_size,
-                      learning_rate, seed, progress, checkpoint_every)
+    return _train_vae(cfg, x_train, x_test, workdir, steps, tc, progress)
 
 
-def _train_vae(cfg, x_train, x_test, workdir, steps, batch_size,
-               learning_rate, seed, progress, checkpoint_every):
+def _train_vae(cfg, x_train, x_test, workdir, steps, tc, progress):
+  batch_size, learning_rate, seed = tc.batch_size, tc.learning_rate, tc.seed
+  checkpoint_every = tc.log.checkpoint_every
   from mapflow import vae as vae_lib
   vae = vae_lib.VAE(cfg)
   elbo = vae_lib.elbo
@@ -579,7 +587,7 @@ def _train_vae(cfg, x_train, x_test, workdir, steps, batch_size,
   restored = (workdir / "state").exists()
   if restored:
     record = _check_same_run(workdir, cfg, ("a checkpoint", "this VAE ({})"),
-                             settings, extra["data"], steps)
+                             settings, extra["data"], steps, tc.check_resume)
     state = ckpt.restore(workdir / "state", state)
   base = jax.random.PRNGKey(seed + 1)
 

@@ -225,26 +225,41 @@ def test_a_resume_with_other_settings_or_images_is_refused(tmp_path):
 def test_vae_resume_checks_its_settings_and_images(tmp_path):
   xtr, xte = tiny_data()
   cfg = mf.vae.VAEConfig(image_shape=(8, 8, 1), hidden=(8,), latent_dim=2)
-  training.train_vae(cfg, xtr, xte, tmp_path, steps=1, batch_size=16,
+  tc16 = dataclasses.replace(training.VAE_TRAINING, batch_size=16)
+  lr2 = dataclasses.replace(tc16, learning_rate=1e-2)
+  training.train_vae(cfg, xtr, xte, tmp_path, steps=1, tc=tc16,
                      progress=False)
   with pytest.raises(ckpt.CheckpointError, match=r"learning_rate=0\.001 "
                      r"\(now 0\.01\)"):
-    training.train_vae(cfg, xtr, xte, tmp_path, steps=2, batch_size=16,
-                       learning_rate=1e-2, progress=False)
+    training.train_vae(cfg, xtr, xte, tmp_path, steps=2, tc=lr2,
+                       progress=False)
   with pytest.raises(ckpt.CheckpointError, match="other images"):
-    training.train_vae(cfg, xtr[:64], xte, tmp_path, steps=2, batch_size=16,
+    training.train_vae(cfg, xtr[:64], xte, tmp_path, steps=2, tc=tc16,
                        progress=False)
   # Finished at step 1: another learning rate trains nothing, so it passes.
-  training.train_vae(cfg, xtr, xte, tmp_path, steps=1, batch_size=16,
-                     learning_rate=1e-2, progress=False)
+  training.train_vae(cfg, xtr, xte, tmp_path, steps=1, tc=lr2,
+                     progress=False)
   # From the command line, naming the way out.
   from train import vae as vae_cli
   cli = ["--data", "digits8", "--workdir", str(tmp_path / "cli"),
          "--batch-size", "16", "--no-progress"]
   vae_cli.main(cli + ["--steps", "1"])
   with pytest.raises(SystemExit, match=r"--workdir: .*learning_rate=0\.001 "
-                     r"\(now 0\.01\).*another --workdir"):
+                     r"\(now 0\.01\).*--resume-anyway carries on"):
     vae_cli.main(cli + ["--steps", "2", "--learning-rate", "0.01"])
+  # ... and carries on when told to, recording the new settings.
+  vae_cli.main(cli + ["--steps", "2", "--learning-rate", "0.01",
+                      "--resume-anyway"])
+  assert ckpt.read_meta(tmp_path / "cli" / "state")["extra"][
+      "train_config"]["learning_rate"] == 0.01
+  # The library's switch: tc.check_resume=False carries on too.
+  training.train_vae(cfg, xtr, xte, tmp_path, steps=2,
+                     tc=dataclasses.replace(lr2, check_resume=False),
+                     progress=False)
+  assert ckpt.read_meta(tmp_path / "state")["extra"]["step"] == 2
+  with pytest.raises(TypeError, match="tc: got dict"):
+    training.train_vae(cfg, xtr, xte, tmp_path, steps=3, tc={},
+                       progress=False)
   # train.flow names its way out.
   from train import flow as flow_cli
   fcli = ["--preset", "digits_realnvp", "--flow", "realnvp_small", "--data",
@@ -259,10 +274,10 @@ def test_vae_resume_checks_its_settings_and_images(tmp_path):
   other = dataclasses.replace(cfg, latent_dim=3)
   with pytest.raises(ckpt.CheckpointError, match=r"holds a checkpoint of "
                      r"VAEConfig.*not of this VAE"):
-    training.train_vae(other, xtr, xte, tmp_path, steps=2, batch_size=16,
+    training.train_vae(other, xtr, xte, tmp_path, steps=2, tc=tc16,
                        progress=False)
-  _, elbo = training.train_vae(cfg, xtr, xte, tmp_path, steps=2,
-                               batch_size=16, progress=False)
+  _, elbo = training.train_vae(cfg, xtr, xte, tmp_path, steps=2, tc=tc16,
+                               progress=False)
   assert np.isfinite(elbo)
 
 
@@ -369,7 +384,9 @@ def test_a_bad_training_setting_is_refused_before_any_work(tmp_path):
                      progress=False)
   with pytest.raises(ValueError, match=r"batch_size: got 0"):
     training.train_vae(mf.vae.VAEConfig(image_shape=(8, 8, 1)), x, x,
-                       tmp_path / "v", 5, batch_size=0, progress=False)
+                       tmp_path / "v", 5, dataclasses.replace(
+                           training.VAE_TRAINING, batch_size=0),
+                       progress=False)
   assert not (tmp_path / "w").exists() and not (tmp_path / "v").exists()
 
   from train import flow, vae
@@ -451,7 +468,8 @@ def test_export_refuses_a_missing_run_and_a_model_of_another_kind(
   cfg = mf.vae.VAEConfig(image_shape=(28, 28, 1), hidden=(8,), latent_dim=2)
   x28 = np.zeros((32, 28, 28, 1), np.uint8)
   training.train_vae(cfg, x28, x28, tmp_path / "vae", steps=1,
-                     batch_size=16, progress=False)
+                     tc=dataclasses.replace(training.VAE_TRAINING,
+                                            batch_size=16), progress=False)
   with pytest.raises(SystemExit, match=r"--name: got a VAEConfig for images "
                      r"\(28, 28, 1\), but 'digits_realnvp' holds a "
                      r"RealNVPConfig"):

@@ -160,6 +160,7 @@ def test_a_save_killed_between_its_renames_is_put_back(tmp_path):
 
 
 TRAIN_SCRIPT = """
+import dataclasses
 import sys
 import numpy as np
 import mapflow as mf
@@ -179,7 +180,10 @@ if which == "flow":
 else:
   xs = np.repeat(np.repeat(x, 4, axis=1), 4, axis=2)[:, :28, :28]
   training.train_vae(mf.vae.VAEConfig(), xs, xs[:32], workdir, steps,
-                     batch_size=16, progress=False, checkpoint_every=50)
+                     dataclasses.replace(training.VAE_TRAINING, batch_size=16,
+                                         log=training.LogSchedule(
+                                             checkpoint_every=50)),
+                     progress=False)
 """
 
 

@@ -7,6 +7,7 @@ Resumable like train.flow.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from mapflow import training, vae
 from train.flow import check_workdir, flag_error, load_data, training_errors
@@ -22,12 +23,18 @@ def main(argv=None):
   p.add_argument("--batch-size", type=int, default=100)
   p.add_argument("--learning-rate", type=float, default=1e-3)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--resume-anyway", action="store_true",
+                 help="resume a run in --workdir although its settings or "
+                 "training images differ from those it began with (e.g. "
+                 "images decoded a bit differently on another machine)")
   p.add_argument("--no-progress", action="store_true")
   args = p.parse_args(argv)
+  tc = dataclasses.replace(
+      training.VAE_TRAINING, batch_size=args.batch_size,
+      learning_rate=args.learning_rate, seed=args.seed,
+      check_resume=not args.resume_anyway)
   try:
-    training.check_run(training.TrainConfig(
-        batch_size=args.batch_size, learning_rate=args.learning_rate,
-        seed=args.seed), args.steps)
+    training.check_run(tc, args.steps)
   except ValueError as e:
     raise flag_error(e) from None
   check_workdir(args.workdir)
@@ -36,9 +43,12 @@ def main(argv=None):
   from mapflow import checkpoint, io
   try:
     _, test_elbo = training.train_vae(
-        cfg, x_train, x_test, args.workdir, args.steps, args.batch_size,
-        args.learning_rate, args.seed, not args.no_progress)
+        cfg, x_train, x_test, args.workdir, args.steps, tc,
+        not args.no_progress)
   except (checkpoint.CheckpointError, io.LockedError) as e:
+    if isinstance(e, training.ResumeError):
+      e = checkpoint.CheckpointError(f"{e} (--resume-anyway carries on "
+                                     "regardless)")
     raise training_errors(e) from None
   print(f"test ELBO: {test_elbo:.2f} nats per image")
 
