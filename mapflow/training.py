@@ -252,10 +252,11 @@ def check_resumable(workdir, extra: dict, settings: dict,
     raise ResumeError(workdir, images=(was, data))
 
 
-def _check_same_run(workdir, config, what: str, settings: dict, data: dict,
+def _check_same_run(workdir, config, what: tuple, settings: dict, data: dict,
                     steps: int, check: bool = True) -> dict:
   """The metadata of ``workdir``'s state checkpoint, after refusing one of
-  another config (``what`` names this run's kind in the message) and, with
+  another config (``what``: how the message names the checkpoint, and this
+  run's kind with a ``{}`` for its config) and, with
   ``check``, one ``check_resumable`` refuses."""
   state = Path(workdir) / "state"
   # The config first: another model's state would fail to restore with a

@@ -9,10 +9,22 @@ from typing import Any, Dict, Optional
 
 import jax
 
+_FLAG = "xla_cpu_experimental_ynn_fusion_type"
 # YNNPACK keeps the dots it takes by default; convolutions go to XLA's own
 # (Eigen) kernels.
-_CONVOLUTIONS_ON_XLA = (("xla_cpu_experimental_ynn_fusion_type",
-                         "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"),)
+_CONVOLUTIONS_ON_XLA = ((_FLAG, "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"),)
+
+
+def jaxlib_convolutions_flag() -> Optional[str]:
+  """The ``XLA_FLAGS`` entry that keeps jaxlib's default convolutions
+  (adding a type its default list already holds), so that
+  ``step_options`` steps aside; None where ``XLA_FLAGS`` already names the
+  option, or on a jax older than 0.10, whose XLA may not know it (an
+  unknown flag aborts the process).  Set it before JAX starts."""
+  if _FLAG in os.environ.get("XLA_FLAGS", "") or \
+      jax.__version_info__ < (0, 10):
+    return None
+  return f"--{_FLAG}=+individual_dot"
 
 
 @functools.lru_cache(maxsize=1)
@@ -51,7 +63,7 @@ def step_options() -> Optional[Dict[str, Any]]:
   restores jaxlib's default, to rerun an older result bit for bit), and
   where this jaxlib lacks the option (a warning says so, once)."""
   if jax.default_backend() != "cpu" or \
-      "xla_cpu_experimental_ynn_fusion_type" in os.environ.get("XLA_FLAGS", ""):
+      _FLAG in os.environ.get("XLA_FLAGS", ""):
     return None
   if not _jaxlib_takes(_CONVOLUTIONS_ON_XLA):
     return None

@@ -187,16 +187,14 @@ def main(argv=None):
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   # Takes effect only if JAX has not started its CPU backend yet.
-  flags = os.environ.get("XLA_FLAGS", "")
+  from mapflow import xla
+  # jaxlib's own convolutions, not mapflow's: the three tasks' threads keep
+  # both cores busy already, and with these the demo ran 42-43 s against
+  # 44-45 (and its table stays the committed one).
+  flags = [os.environ.get("XLA_FLAGS", ""), xla.jaxlib_convolutions_flag()]
   if not args.full_compile:
-    flags += " --xla_backend_optimization_level=0"
-  if "xla_cpu_experimental_ynn_fusion_type" not in flags and \
-      jax.__version_info__ >= (0, 10):  # older XLAs may not know the flag
-    # jaxlib's own convolutions, not mapflow's (``mapflow.xla``): the three
-    # tasks' threads keep both cores busy already, and with these the demo
-    # ran 42-43 s against 44-45 (and its table stays the committed one).
-    flags += " --xla_cpu_experimental_ynn_fusion_type=+individual_dot"
-  os.environ["XLA_FLAGS"] = flags.strip()
+    flags.append("--xla_backend_optimization_level=0")
+  os.environ["XLA_FLAGS"] = " ".join(f for f in flags if f).strip()
   from recover.common import load_prior
   t0 = time.time()
   from recover.common import check_out_folder

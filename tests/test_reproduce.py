@@ -101,12 +101,10 @@ def test_committed_cell_reproduces(folder, experiment, setting, method,
   env = dict(os.environ)
   # jaxlib's default convolutions (YNNPACK), which made these results:
   # mapflow's steps have run on XLA's own since 2026-12-07 (mapflow.xla).
-  import jax
   flags = [f for f in env.get("XLA_FLAGS", "").split()
            if f not in conftest_flags()]
-  if jax.__version_info__ >= (0, 10):  # older XLAs may not know the flag
-    flags.append("--xla_cpu_experimental_ynn_fusion_type=+individual_dot")
-  env["XLA_FLAGS"] = " ".join(flags)
+  env["XLA_FLAGS"] = " ".join(flags + [mf.xla.jaxlib_convolutions_flag()
+                                       or ""]).strip()
   env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), str(HERE)])
   args = repr((folder, experiment, setting, method, prior))
   out = subprocess.run(

@@ -45,17 +45,22 @@ def parse_args(argv=None):
         p.add_argument("--" + f.name.replace("_", "-"),
                        type=type(f.default), default=None,
                        help=f"override {cls.__name__}.{f.name}")
-  p.add_argument("--resume-anyway", action="store_true",
-                 help="resume a run in --workdir although its settings or "
-                 "training images differ from those it began with (e.g. "
-                 "images decoded a bit differently on another machine)")
+  add_resume_anyway(p)
   p.add_argument("--no-progress", action="store_true")
   return p.parse_args(argv)
 
 
-def flag_error(error: Exception) -> SystemExit:
-  """A library's "field: got ..." as the flag's error, without a
-  traceback."""
+def add_resume_anyway(p: argparse.ArgumentParser) -> None:
+  """The ``--resume-anyway`` flag (``TrainConfig.check_resume``)."""
+  p.add_argument("--resume-anyway", action="store_true",
+                 help="resume a run in --workdir although its settings or "
+                 "training images differ from those it began with (e.g. "
+                 "images decoded a bit differently on another machine)")
+
+
+def flag_error(error) -> SystemExit:
+  """A library's "field: got ..." (an exception or its text) as the flag's
+  error, without a traceback."""
   name, _, rest = str(error).partition(": ")
   return SystemExit(f"--{name.replace('_', '-')}: {rest}")
 
@@ -72,9 +77,12 @@ def check_workdir(path) -> None:
 
 
 def training_errors(e: Exception) -> SystemExit:
-  """A checkpoint's or workdir lock's refusal as the command's error."""
+  """A checkpoint's or workdir lock's refusal as the command's error (a
+  resume refusal also names ``--resume-anyway``)."""
   msg = str(e)
-  return flag_error(e) if msg.startswith("workdir: ") else SystemExit(msg)
+  if isinstance(e, training.ResumeError):
+    msg += " (--resume-anyway carries on regardless)"
+  return flag_error(msg) if msg.startswith("workdir: ") else SystemExit(msg)
 
 
 def load_data(name, data_dir):
@@ -137,9 +145,6 @@ def main(argv=None):
                        f"{r['test_bpd']:.4f}", file=sys.stderr))
   except (checkpoint.CheckpointError, io.LockedError) as e:
     # Another run's workdir, a damaged checkpoint, or one in use.
-    if isinstance(e, training.ResumeError):
-      e = checkpoint.CheckpointError(f"{e} (--resume-anyway carries on "
-                                     "regardless)")
     raise training_errors(e) from None
 
 

@@ -10,7 +10,8 @@ import argparse
 import dataclasses
 
 from mapflow import training, vae
-from train.flow import check_workdir, flag_error, load_data, training_errors
+from train.flow import (add_resume_anyway, check_workdir, flag_error,
+                        load_data, training_errors)
 
 
 def main(argv=None):
@@ -23,10 +24,7 @@ def main(argv=None):
   p.add_argument("--batch-size", type=int, default=100)
   p.add_argument("--learning-rate", type=float, default=1e-3)
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--resume-anyway", action="store_true",
-                 help="resume a run in --workdir although its settings or "
-                 "training images differ from those it began with (e.g. "
-                 "images decoded a bit differently on another machine)")
+  add_resume_anyway(p)
   p.add_argument("--no-progress", action="store_true")
   args = p.parse_args(argv)
   tc = dataclasses.replace(
@@ -46,9 +44,6 @@ def main(argv=None):
         cfg, x_train, x_test, args.workdir, args.steps, tc,
         not args.no_progress)
   except (checkpoint.CheckpointError, io.LockedError) as e:
-    if isinstance(e, training.ResumeError):
-      e = checkpoint.CheckpointError(f"{e} (--resume-anyway carries on "
-                                     "regardless)")
     raise training_errors(e) from None
   print(f"test ELBO: {test_elbo:.2f} nats per image")
 

@@ -183,21 +183,6 @@ def compiled(objective: Objective, optimizer, chunk: int):
     return l, g
 
   vg = _over_p(values_and_grads)
-  with_images = objectives.images_with_loss(objective)
-  if with_images is not None:
-    # The images of the iterate from the loss's own forward pass.
-    losses_x = _batched_losses(objective, with_images)
-
-    def values_grads_images(v, y, h, data):
-      def total(v):
-        l, x = losses_x(v, y, h, data)
-        return jnp.sum(l), (l, x)
-      (_, (l, x)), g = jax.value_and_grad(total, has_aux=True)(v)
-      return l, g, x
-
-    vgx = _over_p(values_grads_images)
-  else:
-    vgx = None  # set below, once ``images`` exists
 
   def update_one(v, state, g, val, y, h, data):
     # value_fn is traced only by optimisers that use it (line searches).
@@ -227,7 +212,20 @@ def compiled(objective: Objective, optimizer, chunk: int):
   # they are computed beside it, and XLA may or may not merge the two
   # forward passes (it did not for Glow: a step 1.3x slower).
   images = _over_p(point_images)
-  if vgx is None:
+
+  with_images = objectives.images_with_loss(objective)
+  if with_images is not None:
+    losses_x = _batched_losses(objective, with_images)
+
+    def values_grads_images(v, y, h, data):
+      def total(v):
+        l, x = losses_x(v, y, h, data)
+        return jnp.sum(l), (l, x)
+      (_, (l, x)), g = jax.value_and_grad(total, has_aux=True)(v)
+      return l, g, x
+
+    vgx = _over_p(values_grads_images)
+  else:
     def vgx(v, y, h, data):
       x = images(v, y, h, data)
       return (*vg(v, y, h, data), x)
