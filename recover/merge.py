@@ -117,20 +117,19 @@ def plan(into: Path, sources) -> tuple:
   experiment_from = into
   for src in sources:
     info = merged_run_info(info, _run_info(src), str(src))
-    if (src / "results.csv").is_file():
-      theirs = _experiments(_read_table(
-          src / "results.csv", tables.RESULT_COLUMNS,
-          tables.RESULT_KEY).rows)
+    theirs_rows = {name: _read_table(src / name, columns, key).rows
+                   for name, columns, key in TABLES
+                   if (src / name).is_file()}
+    if "results.csv" in theirs_rows:
+      theirs = _experiments(theirs_rows["results.csv"])
       if experiment and theirs and theirs != experiment:
         raise MergeError(f"{src}: holds results of {sorted(theirs)}, but "
                          f"{experiment_from} holds {sorted(experiment)}: "
                          "not parts of one run")
       if theirs and not experiment:
         experiment, experiment_from = theirs, src
-    for name, columns, key in TABLES:
-      if not (src / name).is_file():
-        continue
-      for r in _read_table(src / name, columns, key).rows:
+    for name, _, key in TABLES:
+      for r in theirs_rows.get(name, ()):
         k = tuple(r[c] for c in key)
         if k not in rows[name]:
           rows[name][k] = (r, src / name)

@@ -97,7 +97,7 @@ def parse_args(argv=None):
             "protocol's test images)")
   if not 0.0 < args.level < 1.0:
     p.error(f"--level: got {args.level}, expected a share in (0, 1)")
-  common.parse_floats("--betas", args.betas)
+  args.beta_values = common.parse_floats("--betas", args.betas)
   common.check_out_folder(args.out)
   return args
 
@@ -127,13 +127,11 @@ def calibration(x, samples, level=0.9):
 def _estimate_scale(mf, task, y, prior, params, op, shape, args):
   """ŝ from held-out measurements, given only the noise's shape."""
   from mapflow import holdout
-  from recover import common
-  betas = common.parse_floats("--betas", args.betas)
   unit = (mf.noise.sinusoidal(shape, 1.0) if task == "sinusoidal"
           else mf.noise.gaussian(1.0, (args.m,)))
   _, est = holdout.select_beta_and_scale(
       y, prior=prior, params=params, operator=op, unit_noise=unit,
-      betas=betas, steps=args.holdout_steps)
+      betas=args.beta_values, steps=args.holdout_steps)
   return est
 
 
