@@ -27,6 +27,29 @@ def jaxlib_convolutions_flag() -> Optional[str]:
   return f"--{_FLAG}=+individual_dot"
 
 
+_EMITTERS = "xla_cpu_use_fusion_emitters"
+
+
+def quick_compile_flags() -> list:
+  """``XLA_FLAGS`` entries for a CPU process whose programs compile for
+  longer than they run (the demo, a test suite): LLVM at -O0, and XLA:CPU's
+  older loop emitters in place of its MLIR fusion emitters.  At -O0 the
+  older emitters compile the shipped prior's MAP step in about 60% of the
+  time, and its bits come out the same (the VAE's and the Asim step's move
+  in the last bits); at the default level they gain nothing (BENCHMARKS.md).
+
+  Each entry is left out where ``XLA_FLAGS`` names its option already, and
+  the emitters' on a jax older than 0.10, whose XLA may not know it (an
+  unknown flag aborts the process).  Set them before JAX starts."""
+  have = os.environ.get("XLA_FLAGS", "")
+  flags = []
+  if "xla_backend_optimization_level" not in have:
+    flags.append("--xla_backend_optimization_level=0")
+  if _EMITTERS not in have and jax.__version_info__ >= (0, 10):
+    flags.append(f"--{_EMITTERS}=false")
+  return flags
+
+
 @functools.lru_cache(maxsize=1)
 def _jaxlib_takes(options) -> bool:
   """Whether this jaxlib knows the options (older ones refuse the enum)."""

@@ -168,9 +168,9 @@ def main(argv=None):
   p.add_argument("--vae", default="fashion_mnist_vae")
   p.add_argument("--full-compile", action="store_true",
                  help="compile the steps at XLA's default optimisation "
-                 "level (slower overall here: compiling is a large share of "
-                 "the demo's time, so it runs at the cheapest level unless "
-                 "asked)")
+                 "level and with its default emitters (slower overall here: "
+                 "compiling is a large share of the demo's time, so it "
+                 "compiles the cheapest way unless asked)")
   p.add_argument("--threads", type=_positive(int), default=3,
                  help="tasks run side by side (1: one after another)")
   p.add_argument("--cache", default=None,
@@ -190,10 +190,11 @@ def main(argv=None):
   from mapflow import xla
   # jaxlib's own convolutions, not mapflow's: the three tasks' threads keep
   # both cores busy already, and with these the demo ran 42-43 s against
-  # 44-45 (and its table stays the committed one).
+  # 44-45.  Compiling is a large share of the run: -O0 and XLA's older
+  # emitters (49-51 s -> 37-41 s).
   flags = [os.environ.get("XLA_FLAGS", ""), xla.jaxlib_convolutions_flag()]
   if not args.full_compile:
-    flags.append("--xla_backend_optimization_level=0")
+    flags += xla.quick_compile_flags()
   os.environ["XLA_FLAGS"] = " ".join(f for f in flags if f).strip()
   from recover.common import load_prior
   t0 = time.time()

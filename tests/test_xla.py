@@ -52,6 +52,29 @@ def test_a_users_xla_flags_decide_the_convolutions(monkeypatch):
   assert mf.xla.run_once_options() is None
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="CPU options")
+def test_quick_compile_flags_are_known_to_this_jaxlib_and_leave_a_users(
+    monkeypatch):
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  flags = mf.xla.quick_compile_flags()
+  assert "--xla_backend_optimization_level=0" in flags
+  # An XLA_FLAGS entry this XLA does not know aborts the process; as a
+  # compiler option it raises instead, so check each one that way.
+  options = {}
+  for f in flags:
+    name, value = f[2:].split("=")
+    options[name] = {"false": False, "true": True}.get(value, value)
+    if value.isdigit():
+      options[name] = int(value)
+  x, k = jnp.ones((2, 6, 6, 3)), jnp.full((3, 3, 3, 4), 0.1)
+  quick = jax.jit(_conv_tanh_sum, compiler_options=options)(x, k)
+  np.testing.assert_allclose(quick, _conv_tanh_sum(x, k), rtol=1e-6)
+  # The user's own settings stay theirs.
+  monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=2 "
+                     "--xla_cpu_use_fusion_emitters=true")
+  assert mf.xla.quick_compile_flags() == []
+
+
 def test_the_solver_step_and_training_step_compile_with_the_options(
     monkeypatch):
   """Each repeated program asks ``step_options`` when it is built: a spy
