@@ -72,6 +72,7 @@ import numpy as np
 
 from mapflow import noise as noise_lib
 from mapflow import operators as ops_lib
+from mapflow.solve import starts
 
 
 class HoldoutConfig(NamedTuple):
@@ -110,12 +111,21 @@ def holdout_keep(event_shape, config: Optional[HoldoutConfig] = None):
   """0/1 over a measurement's event shape: 0 on the held-out entries (a
   ``fraction`` of them, at least one, at most all but one)."""
   cfg = HoldoutConfig() if config is None else config
-  if not 0.0 < cfg.fraction < 1.0:
+  if isinstance(cfg.fraction, bool) or not isinstance(
+      cfg.fraction, (int, float, np.integer, np.floating)) or \
+      not 0.0 < cfg.fraction < 1.0:
     raise ValueError(f"fraction: got {cfg.fraction!r}, expected a share in "
                      "(0, 1)")
   n = int(np.prod(event_shape))
+  if n < 2:
+    # Holding out the only entry leaves nothing to fit; keeping it leaves
+    # nothing to score (every configuration would tie at 0).
+    raise ValueError(f"y: got {n} measurement entr{'y' if n == 1 else 'ies'}"
+                     f" per example (event shape {tuple(event_shape)}), "
+                     "expected at least 2 to hold some out")
   k = min(max(1, int(round(cfg.fraction * n))), n - 1)
-  key = jax.random.PRNGKey(0) if cfg.key is None else cfg.key
+  key = (jax.random.PRNGKey(0) if cfg.key is None
+         else starts.check_key(cfg.key, "key"))
   held = jax.random.permutation(key, n)[:k]
   return jnp.ones((n,)).at[held].set(0.0).reshape(tuple(event_shape))
 
@@ -137,6 +147,25 @@ def noise_mean(noise):
     return 0.0
 
 
+def _check_keep(keep, y):
+  """Refuses a ``keep`` that is not a 0/1 map over one measurement (the
+  shape of ``y[0]``) holding out at least one entry: any other would
+  score every configuration alike, or the wrong entries."""
+  k = np.asarray(keep)
+  event = tuple(np.shape(y)[1:])
+  try:
+    np.broadcast_to(k, event)
+  except ValueError:
+    raise ValueError(f"keep: got shape {k.shape}, expected a 0/1 map of one "
+                     f"measurement's shape {event}") from None
+  if not np.all((k == 0) | (k == 1)):
+    raise ValueError("keep: got values other than 0 and 1, expected a 0/1 "
+                     "map (0 on the held-out entries)")
+  if not np.any(k == 0):
+    raise ValueError("keep: holds no entry out (all 1), expected a 0 on at "
+                     "least one entry (holdout_keep)")
+
+
 def heldout_error(noise, y, fx, keep, mask=None):
   """Per example: the mean squared prediction error of the entries
   ``keep`` leaves out (0), ``(y - f(x̂) - μ)²`` over them, μ the noise's
@@ -148,6 +177,8 @@ def heldout_error(noise, y, fx, keep, mask=None):
   1-bit CS m = 100 of 3,200 rows, 0.95 dB between configurations read
   0.12)."""
   check_factorises(noise)
+  if not isinstance(keep, jax.core.Tracer):
+    _check_keep(keep, y)
   mean = noise_mean(noise)
   held = jnp.broadcast_to(1.0 - keep, jnp.shape(y))
   if mask is not None:
@@ -181,13 +212,25 @@ def estimate_noise_scale(unit_std, y, fx, keep, mean=0.0
   noise (a pixel predicted from equally noisy neighbours), part of it
   follows u² and ŝ comes out high (SINUSOIDAL, s = 0.2: ŝ = 0.243).
   """
-  u2 = np.broadcast_to(np.square(np.asarray(unit_std, np.float64)),
-                       np.shape(y)[1:])
+  if np.ndim(y) < 2 or np.shape(fx) != np.shape(y):
+    raise ValueError(f"fx: got shape {np.shape(fx)}, expected the "
+                     f"measurements' shape {np.shape(y)} (a batch)")
+  _check_keep(keep, y)
+  try:
+    u2 = np.broadcast_to(np.square(np.asarray(unit_std, np.float64)),
+                         np.shape(y)[1:])
+  except ValueError:
+    raise ValueError(f"unit_std: got shape {np.shape(unit_std)}, expected "
+                     f"one measurement's shape {np.shape(y)[1:]}") from None
   held = np.broadcast_to(np.asarray(keep) == 0, np.shape(y)[1:])
   for name, a in (("y", y), ("fx", fx), ("unit_std", unit_std)):
     if not np.all(np.isfinite(np.asarray(a))):
       raise ValueError(f"{name}: got non-finite entries; expected finite "
                        "measurements, predictions and std map")
+  if not np.all(u2[held] > 0):
+    raise ValueError(f"unit_std: got {int(np.sum(u2[held] <= 0))} held-out "
+                     "entries of std 0, expected a positive std on every "
+                     "held-out entry")
   r = np.asarray(y, np.float64) - np.asarray(fx, np.float64) - np.asarray(
       mean, np.float64)
   r2 = np.square(r)[:, held].ravel()
@@ -257,12 +300,22 @@ def recorrupt(noise, y, key, alpha: float = 0.5) -> Recorrupted:
   """Splits measurements ``y`` with Gaussian ``noise`` into a noisier
   ``y_fit = y + α z`` and an independent ``y_check = y - z / α``,
   z ~ N(0, diag σ²) drawn with ``key`` (see the module's docstring)."""
-  if not (isinstance(alpha, (int, float)) and alpha > 0
-          and np.isfinite(alpha)):
+  if isinstance(alpha, bool) or not (
+      isinstance(alpha, (int, float, np.integer, np.floating)) and alpha > 0
+      and np.isfinite(alpha)):
     raise ValueError(f"alpha: got {alpha!r}, expected a positive number")
   std = gaussian_std(noise)
-  y = jnp.asarray(y)
-  z = std * jax.random.normal(key, y.shape)
+  y = starts.as_array(y, "y")
+  ev = tuple(getattr(noise, "event_shape", ()) or ())
+  if y.ndim < 2 or (ev and tuple(y.shape[1:]) != ev):
+    raise ValueError(f"y: got shape {tuple(y.shape)}, expected a batch of "
+                     f"measurements (B, {', '.join(map(str, ev)) or '...'})"
+                     " that the noise fits")
+  bad = int(np.sum(~np.isfinite(np.asarray(y))))
+  if bad:
+    raise ValueError(f"y: got non-finite values ({bad} entries), expected "
+                     "finite measurements")
+  z = std * jax.random.normal(starts.check_key(key, "key"), y.shape)
   return Recorrupted(y + alpha * z, y - z / alpha,
                      scaled_gaussian(noise, float(np.sqrt(1 + alpha ** 2))),
                      jnp.broadcast_to(jnp.square(std) * (1 + alpha ** -2),
@@ -289,7 +342,7 @@ def recorrupted_error(split: Recorrupted, fx):
 def noise_log_density_rate(noise, examples):
   """``mean_j log p_Δ(δ_j) / d`` over noise-only ``examples`` (n, *event):
   the log-density per entry that real noise has under ``noise``."""
-  examples = jnp.asarray(examples)
+  examples = starts.as_array(examples, "examples")
   shape = tuple(getattr(noise, "event_shape", ()) or examples.shape[1:])
   if examples.ndim != len(shape) + 1 or tuple(examples.shape[1:]) != shape:
     raise ValueError(f"examples: got shape {examples.shape}, expected "
@@ -297,6 +350,10 @@ def noise_log_density_rate(noise, examples):
   if examples.shape[0] < 1:
     raise ValueError("examples: got none, expected at least one noise-only "
                      "example")
+  bad = int(np.sum(~np.isfinite(np.asarray(examples))))
+  if bad:
+    raise ValueError(f"examples: got non-finite values ({bad} entries), "
+                     "expected finite noise-only examples")
   d = float(np.prod(shape))
   return jnp.mean(noise.log_prob(examples)) / d
 
@@ -335,7 +392,7 @@ def select_beta_recorrupted(y, *, prior, params, operator, noise, betas,
     raise ValueError("operator: got a 1-bit operator, whose measurements "
                      "are signs, not Gaussian; use select_beta (held-out "
                      "rows)")
-  y = jnp.asarray(y)
+  y = starts.as_array(y, "y")
   rc = RecorruptConfig() if recorrupting is None else recorrupting
   split = recorrupt(noise, y, jax.random.PRNGKey(0) if rc.key is None
                     else rc.key, rc.alpha)
@@ -364,7 +421,10 @@ def select_beta(y, *, prior, params, operator, noise, betas, steps=100,
   the betas in one program; ``config`` is its ``SolverConfig``)."""
   from mapflow.solve import api
   check_factorises(noise)
-  y = jnp.asarray(y)
+  y = starts.as_array(y, "y")
+  if y.ndim < 2:
+    raise ValueError(f"y: got shape {tuple(y.shape)}, expected a batch of "
+                     "measurements (B, ...)")
   keep = holdout_keep(y.shape[1:], holdout)
   grid = api.sweep(y, prior=prior, params=params,
                    operator=ops_lib.masked(operator, keep), noise=noise,
@@ -390,8 +450,14 @@ def select_beta_typical(y, *, prior, params, operator, noise,
   ``log p_Δ(r_i) / d - rate`` (the gap is the absolute value of their
   mean).  Nothing is held out: ``x`` is the chosen β's MAP fitted to y."""
   from mapflow.solve import api
-  y = jnp.asarray(y)
-  rate = noise_log_density_rate(noise, noise_examples)
+  y = starts.as_array(y, "y")
+  try:
+    rate = noise_log_density_rate(noise, noise_examples)
+  except ValueError as e:
+    # Named as this function's argument.
+    msg = str(e)
+    raise ValueError("noise_" + msg if msg.startswith("examples:")
+                     else msg) from None
   grid = api.sweep(y, prior=prior, params=params, operator=operator,
                    noise=noise, betas=betas, steps=steps,
                    optimizer=optimizer, config=config)

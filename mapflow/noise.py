@@ -218,13 +218,33 @@ def gaussian(sigma: float, shape=None) -> IsotropicGaussian:
   return IsotropicGaussian(sigma, shape)
 
 
+def _check_scale(scale, name: str = "scale"):
+  if isinstance(scale, jax.core.Tracer):
+    return
+  try:
+    ok = math.isfinite(float(scale)) and float(scale) > 0
+  except (TypeError, ValueError):
+    ok = False
+  if not ok:
+    raise ValueError(f"{name}: got {scale!r}, expected a positive finite "
+                     "number")
+
+
 def diagonal(std_map, mean=0.0) -> DiagonalGaussian:
   """Independent Gaussian noise with a per-entry std map (any shape)."""
+  if not isinstance(std_map, jax.core.Tracer):
+    std = np.asarray(std_map, np.float64)
+    bad = int(np.sum(~(np.isfinite(std) & (std > 0))))
+    if bad:
+      raise ValueError(f"std_map: got {bad} entries that are not positive "
+                       "and finite, expected a std > 0 everywhere (a std of "
+                       "0 makes the density infinite)")
   return DiagonalGaussian(std_map, mean)
 
 
 def sinusoidal_std_map(shape, scale: float):
   """Row k of an (H, W, C) image: ``scale * exp(sin(2 pi 4 k / H) - 1)``."""
+  _check_scale(scale)
   h, w, c = shape
   k = jnp.arange(h, dtype=jnp.float32)
   row = scale * jnp.exp(jnp.sin(2 * jnp.pi * 4 * k / h) - 1.0)
@@ -233,6 +253,7 @@ def sinusoidal_std_map(shape, scale: float):
 
 def radial_std_map(shape, scale: float):
   """``scale * exp(-0.005 (64 d / H)^2)``, d the distance to the centre."""
+  _check_scale(scale)
   h, w, c = shape
   i, j = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32),
                       jnp.arange(w, dtype=jnp.float32), indexing="ij")
@@ -243,6 +264,7 @@ def radial_std_map(shape, scale: float):
 
 def sinusoidal_1d_std_map(m: int, scale: float):
   """Entry i of m: ``scale * exp(sin(2 pi i / 16) - 1)``."""
+  _check_scale(scale)
   i = jnp.arange(m, dtype=jnp.float32)
   return scale * jnp.exp(jnp.sin(2 * jnp.pi * i / 16.0) - 1.0)
 

@@ -441,14 +441,37 @@ def sample_posterior(y, *, prior, params, operator, noise, num_samples: int,
   for name in ("chains", "thin", "num_samples", "leapfrog_steps"):
     v = {"num_samples": num_samples, "leapfrog_steps": leapfrog_steps}.get(
         name, getattr(cfg, name, None))
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
       raise ValueError(f"{name}: got {v!r}, expected an int >= 1")
-  if isinstance(cfg.warmup, bool) or not isinstance(cfg.warmup, int) or \
-      cfg.warmup < 0:
+  if isinstance(cfg.warmup, bool) or not isinstance(
+      cfg.warmup, (int, np.integer)) or cfg.warmup < 0:
     raise ValueError(f"warmup: got {cfg.warmup!r}, expected an int >= 0")
-  if not (math.isfinite(cfg.step_size) and cfg.step_size > 0):
+  for name in ("step_size", "target_accept", "init_std"):
+    v = getattr(cfg, name)
+    if isinstance(v, bool) or not isinstance(
+        v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+      raise ValueError(f"{name}: got {v!r}, expected a finite number")
+  if not cfg.step_size > 0:
     raise ValueError(f"step_size: got {cfg.step_size!r}, expected a "
                      "positive float")
+  if not 0.0 < cfg.target_accept < 1.0:
+    raise ValueError(f"target_accept: got {cfg.target_accept!r}, expected "
+                     "an acceptance rate in (0, 1)")
+  if cfg.init_std < 0:
+    raise ValueError(f"init_std: got {cfg.init_std!r}, expected a number "
+                     ">= 0")
+  if isinstance(cfg.init, str) and cfg.init == "map" and (
+      isinstance(cfg.map_steps, bool) or
+      not isinstance(cfg.map_steps, (int, np.integer)) or cfg.map_steps < 1):
+    raise ValueError(f"map_steps: got {cfg.map_steps!r}, expected an int "
+                     ">= 1 (the Adam steps of the MAP start)")
+  key = starts.check_key(key, "key")
+  # NumPy integers pass the checks; the programs take Python ints.
+  num_samples, leapfrog_steps = int(num_samples), int(leapfrog_steps)
+  cfg = cfg._replace(chains=int(cfg.chains), thin=int(cfg.thin),
+                     warmup=int(cfg.warmup))
+  if isinstance(cfg.init, str) and cfg.init == "map":
+    cfg = cfg._replace(map_steps=int(cfg.map_steps))
   if preconditioner not in ("adaptive", "laplace"):
     raise ValueError(f"preconditioner: got {preconditioner!r}, expected "
                      "'adaptive' or 'laplace'")
@@ -617,6 +640,11 @@ def conformal_std_scale(x, mean, std, level: float = 0.9) -> float:
                      f"{std.shape}, expected one non-empty shape (n, ...)")
   if not (np.all(np.isfinite(std)) and np.all(std >= 0)):
     raise ValueError("std: expected finite values >= 0")
+  for name, a in (("x", x), ("mean", mean)):
+    bad = int(np.sum(~np.isfinite(a)))
+    if bad:
+      raise ValueError(f"{name}: got {bad} non-finite entries, expected "
+                       "finite values")
   n, per = x.shape[0], x.size // x.shape[0]
   r = np.sort((np.abs(x - mean) / _std_floor(std)).ravel())
   # The small slack keeps float error (0.9 * 75 = 67.50000000000001) from
@@ -629,6 +657,14 @@ def conformal_inside(x, mean, std, q: float):
   """Whether each entry of ``x`` lies in ``mean ± q · std`` (std floored
   as in ``conformal_std_scale``; q = inf takes in everything)."""
   x, mean = np.asarray(x, np.float64), np.asarray(mean, np.float64)
+  std = np.asarray(std, np.float64)
+  if not x.shape == mean.shape == std.shape:
+    raise ValueError(f"x, mean, std: got shapes {x.shape}, {mean.shape}, "
+                     f"{std.shape}, expected one shape")
+  if isinstance(q, bool) or not isinstance(
+      q, (int, float, np.integer, np.floating)) or np.isnan(q) or q < 0:
+    raise ValueError(f"q: got {q!r}, expected a number >= 0 (inf takes in "
+                     "everything)")
   if np.isinf(q):
     return np.ones(x.shape, bool)
   return np.abs(x - mean) <= q * _std_floor(std)

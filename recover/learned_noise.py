@@ -34,13 +34,15 @@ def _operator(text):
   kind, _, c = text.partition(":")
   if kind == "scale":
     try:
-      c = float(c)
-    except ValueError:
+      with np.errstate(over="ignore"):  # an overflow is refused below
+        c = float(np.float32(c))  # the operator computes in float32
+    except (ValueError, OverflowError):
       c = 0.0
     if c != 0.0 and np.isfinite(c):
       return mf.operators.scale(c)
   raise argparse.ArgumentTypeError(
-      f"got {text!r}, expected identity or scale:C with C a nonzero number")
+      f"got {text!r}, expected identity or scale:C with C a nonzero number "
+      "that float32 holds")
 
 
 def _measurements(path):
@@ -51,10 +53,20 @@ def _measurements(path):
   try:
     if path.suffix == ".npz":
       y = data.load_npz_array(path, "y").astype(np.float32)
-      return y[..., None] if y.ndim == 3 else y
-    return data.load_examples(path).astype(np.float32) / 255.0
+      y = y[..., None] if y.ndim == 3 else y
+    else:
+      y = data.load_examples(path).astype(np.float32) / 255.0
   except (data.DatasetNotFoundError, ValueError, OSError) as e:
     raise SystemExit(f"--measurements: {e}") from None
+  # Before the noise flow trains, not after.
+  if len(y) == 0:
+    raise SystemExit(f"--measurements: {path} holds no examples, expected "
+                     "at least one")
+  bad = int(np.sum(~np.isfinite(y)))
+  if bad:
+    raise SystemExit(f"--measurements: {path} holds {bad} non-finite "
+                     "values, expected finite measurements")
+  return y
 
 
 def _examples(path, flag: str):

@@ -97,6 +97,14 @@ def parse_args(argv=None):
             "protocol's test images)")
   if not 0.0 < args.level < 1.0:
     p.error(f"--level: got {args.level}, expected a share in (0, 1)")
+  if args.samples < 2:
+    p.error(f"--samples: got {args.samples}, expected at least 2 (a std "
+            "needs two draws)")
+  tasks = [t for t in args.tasks.split(",") if t]
+  if not tasks or set(tasks) - set(TASKS):
+    p.error(f"--tasks: got {args.tasks!r}, expected a subset of "
+            f"{','.join(TASKS)}")
+  args.task_list = list(dict.fromkeys(tasks))  # in order, each once
   args.beta_values = common.parse_floats("--betas", args.betas)
   common.check_out_folder(args.out)
   return args
@@ -252,12 +260,7 @@ def _run(args, out):
   import mapflow as mf
   from recover import common
   from recover.paper import protocol, figures
-  tasks = [t for t in args.tasks.split(",") if t]
-  if not tasks or set(tasks) - set(TASKS):
-    raise SystemExit(f"--tasks: got {args.tasks!r}, expected a subset of "
-                     f"{','.join(TASKS)}")
-  if not 0.0 < args.level < 1.0:
-    raise SystemExit(f"--level: got {args.level}, expected a share in (0, 1)")
+  tasks = args.task_list
   import json
   import time
   done = []

@@ -67,9 +67,17 @@ def test_sigkill_loses_and_duplicates_nothing_and_one_writer_at_a_time(
     deadline = t0 + rng.uniform(0.1, 0.8) * full
     if attempt == 0:
       # A second writer on the same folder is refused, naming the holder.
-      other = _start(_command_m(tiny_prior, out))
-      assert other.wait(timeout=120) != 0
-      assert f"in use by process {proc.pid}" in other.stderr.read()
+      # The holder is paused meanwhile: a fast run could otherwise finish
+      # (and free the folder) while the second one starts up.
+      stopped = time.time()
+      os.kill(proc.pid, signal.SIGSTOP)
+      try:
+        other = _start(_command_m(tiny_prior, out))
+        assert other.wait(timeout=120) != 0
+        assert f"in use by process {proc.pid}" in other.stderr.read()
+      finally:
+        os.kill(proc.pid, signal.SIGCONT)
+      deadline += time.time() - stopped
     time.sleep(max(0.0, deadline - time.time()))
     killed = proc.poll() is None
     if killed:

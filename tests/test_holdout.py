@@ -397,3 +397,51 @@ def test_heldout_error_refuses_a_holdout_of_no_measured_entry():
   y = op(x)
   with pytest.raises(ValueError, match="no measured entry is held out"):
     holdout.heldout_error(noise, y, op(x), keep, op.measurement_mask())
+
+
+def test_holdouts_that_would_tie_every_configuration_are_refused():
+  """Each of these had returned the same error for every configuration
+  (or nan / inf), so a selection silently took the first β."""
+  noise = mf.noise.gaussian(0.1, (4,))
+  y = jnp.ones((2, 4))
+  with pytest.raises(ValueError, match="y: got 1 measurement entry"):
+    holdout.holdout_keep((1,))
+  with pytest.raises(ValueError, match="keep: holds no entry out"):
+    holdout.heldout_error(noise, y, y, jnp.ones(4))
+  with pytest.raises(ValueError, match="keep: got values other than 0 and 1"):
+    holdout.heldout_error(noise, y, y, jnp.array([2.0, 0.0, 1.0, 1.0]))
+  with pytest.raises(ValueError, match="keep: got shape"):
+    holdout.heldout_error(noise, y, y, jnp.array([0.0, 1.0, 1.0]))
+  keep = jnp.array([0.0, 1.0, 0.0, 1.0])
+  with pytest.raises(ValueError, match="keep: holds no entry out"):
+    holdout.estimate_noise_scale(jnp.ones(4), y, y, jnp.ones(4))
+  with pytest.raises(ValueError, match="unit_std: got 2 held-out entries"):
+    holdout.estimate_noise_scale(jnp.zeros(4), y, y, keep)
+  with pytest.raises(ValueError, match="fx: got shape"):
+    holdout.estimate_noise_scale(jnp.ones(4), y, y[:, :3], keep)
+  with pytest.raises(ValueError, match="examples: got non-finite"):
+    holdout.noise_log_density_rate(noise, jnp.full((3, 4), jnp.nan))
+
+
+def test_holdout_keys_and_measurements_are_checked():
+  noise = mf.noise.gaussian(0.1, (4,))
+  with pytest.raises(ValueError, match="key: got 3, expected a JAX PRNG key"):
+    holdout.holdout_keep((4,), holdout.HoldoutConfig(key=3))
+  with pytest.raises(ValueError, match="key: got 0, expected a JAX PRNG key"):
+    holdout.recorrupt(noise, jnp.ones((2, 4)), 0)
+  with pytest.raises(ValueError, match=r"y: got shape \(2, 5\)"):
+    holdout.recorrupt(noise, jnp.ones((2, 5)), jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="y: got non-finite values"):
+    holdout.recorrupt(noise, jnp.ones((2, 4)).at[0, 1].set(jnp.nan),
+                      jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="alpha: got True"):
+    holdout.recorrupt(noise, jnp.ones((2, 4)), jax.random.PRNGKey(0), True)
+  # Typed keys and NumPy numbers are fine.
+  split = holdout.recorrupt(noise, jnp.ones((2, 4)), jax.random.key(1),
+                            np.float32(0.5))
+  assert split.y_fit.shape == (2, 4)
+  prior, params, _ = _problem()
+  with pytest.raises(ValueError, match="y: got a list of 2 items"):
+    holdout.select_beta([[1.0, 2.0], [3.0]], prior=prior, params=params,
+                        operator=mf.operators.identity(), noise=noise,
+                        betas=[1.0])

@@ -90,6 +90,10 @@ def test_bad_files_and_shapes_end_the_command_before_training(tmp_path,
   np.savez(tmp_path / "noise16.npz", x=rng.integers(0, 255, (8, 16, 16, 1),
                                                      dtype=np.uint8))
   np.savez(tmp_path / "y16.npz", y=rng.uniform(size=(3, 16, 16, 1)))
+  y_nan = rng.uniform(size=(3, 28, 28, 1))
+  y_nan[1, 2, 3, 0] = np.nan
+  np.savez(tmp_path / "y_nan.npz", y=y_nan)
+  np.savez(tmp_path / "y_empty.npz", y=np.zeros((0, 28, 28, 1)))
   out = tmp_path / "out"
   base = ["--out", str(out), "--no-progress"]
   for args, match in [
@@ -102,7 +106,15 @@ def test_bad_files_and_shapes_end_the_command_before_training(tmp_path,
        r"--truth: "),
       (["--noise", str(tmp_path / "noise16.npz"), "--measurements",
         str(tmp_path / "y16.npz")],
-       r"--measurements: got shape \(16, 16, 1\), expected \(28, 28, 1\)")]:
+       r"--measurements: got shape \(16, 16, 1\), expected \(28, 28, 1\)"),
+      # These had passed every early check: the NaN failed only after the
+      # noise flow trained.
+      (["--noise", str(tmp_path / "noise16.npz"), "--measurements",
+        str(tmp_path / "y_nan.npz")], r"--measurements: .*holds 1 "
+       "non-finite values"),
+      (["--noise", str(tmp_path / "noise16.npz"), "--measurements",
+        str(tmp_path / "y_empty.npz")], r"--measurements: .*holds no "
+       "examples")]:
     with pytest.raises(SystemExit, match=match):
       learned_noise.main(base + args)
   assert not (out / "noise_flow").exists()

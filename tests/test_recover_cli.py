@@ -674,6 +674,13 @@ def test_a_bad_model_or_data_folder_ends_the_command_naming_its_flag(
     ("uncertainty", ["--seed", "-1"], r"--seed: got '-1', expected an int "
      r"in \[0, 2\*\*32\)"),
     ("sinusoidal", ["--seed", str(2 ** 40)], "--seed: got"),
+    ("uncertainty", ["--samples", "1"], "--samples: got 1, expected at "
+     "least 2"),
+    ("uncertainty", ["--tasks", "cs,foo"], "--tasks: got 'cs,foo'"),
+    ("uncertainty", ["--tasks", ","], "--tasks: got ','"),
+    ("learned_noise", ["--operator", "scale:1e300"], "got 'scale:1e300', "
+     "expected identity or scale:C"),
+    ("learned_noise", ["--operator", "scale:1e-50"], "got 'scale:1e-50'"),
 ])
 def test_a_bad_number_is_refused_before_any_work(tmp_path, capsys, module,
                                                  args, match):

@@ -175,6 +175,11 @@ def test_bad_values_are_named(tmp_path):
           operator=mf.operators.identity(), noise=mf.noise.gaussian(0.1)),
        r"z0: got a tuple of 2 items"),
       (lambda: _recover("y.npy"), r"y: got a str, expected an array"),
+      (lambda: _recover(jnp.zeros((0,) + SHAPE)), r"y: got an empty batch"),
+      (lambda: _recover(jnp.zeros((2,) + SHAPE), key=0),
+       r"key: got 0, expected a JAX PRNG key"),
+      (lambda: _recover(jnp.zeros((2,) + SHAPE), config=mf.SolverConfig(
+          init="random", key=5)), r"config.key: got 5, expected a JAX PRNG"),
       (lambda: mf.pretrained.load("../models/fashion_mnist_realnvp"),
        r"name: got '../models/fashion_mnist_realnvp', expected one of"),
       (lambda: data.load("fashion_mnist", "test",

@@ -88,9 +88,53 @@ def test_one_bit_is_refused_and_bad_arguments_are_named():
                      (sample.SamplerConfig(warmup=-1), "warmup: got -1"),
                      (sample.SamplerConfig(init="mode"), "init: got 'mode'"),
                      (sample.SamplerConfig(step_size=0.0),
-                      "step_size: got 0.0")):
+                      "step_size: got 0.0"),
+                     # These ran before, silently: NaN steps, no jitter.
+                     (sample.SamplerConfig(target_accept=2.0),
+                      "target_accept: got 2.0"),
+                     (sample.SamplerConfig(target_accept=float("nan")),
+                      "target_accept: got nan"),
+                     (sample.SamplerConfig(init_std=float("nan")),
+                      "init_std: got nan"),
+                     (sample.SamplerConfig(init_std=-0.1),
+                      "init_std: got -0.1"),
+                     (sample.SamplerConfig(map_steps=0), "map_steps: got 0")):
     with pytest.raises(ValueError, match=match):
       sample.sample_posterior(y, operator=ident, config=cfg, **kw)
+  with pytest.raises(ValueError, match="key: got 0, expected a JAX PRNG key"):
+    sample.sample_posterior(y, operator=ident, **{**kw, "key": 0})
+  with pytest.raises(ValueError, match="y: got an empty batch"):
+    sample.sample_posterior(y[:0], operator=ident, **kw)
+  with pytest.raises(ValueError, match="y: got an empty batch"):
+    sample.laplace_approximation(jnp.zeros((0,) + SHAPE), y[:0], prior=prior,
+                                 params=params, operator=ident,
+                                 noise=mf.noise.gaussian(0.1))
+  # NumPy integers are counts like any other.
+  res = sample.sample_posterior(
+      y, operator=ident, **{**kw, "num_samples": np.int64(4)},
+      config=sample.SamplerConfig(chains=np.int64(2), warmup=np.int64(2),
+                                  init="zeros"))
+  assert res.samples.shape == (4, 1) + SHAPE
+
+
+def test_zero_std_noise_and_bad_conformal_inputs_are_named():
+  # A std of 0 had given NaN whitening from the Laplace approximation.
+  for make in (lambda: mf.noise.sinusoidal(SHAPE, 0.0),
+               lambda: mf.noise.radial(SHAPE, -1.0),
+               lambda: mf.noise.sinusoidal_1d(4, float("nan"))):
+    with pytest.raises(ValueError, match="scale: got"):
+      make()
+  with pytest.raises(ValueError, match="std_map: got 1 entries"):
+    mf.noise.diagonal(jnp.array([0.1, 0.0, 0.2]))
+  x = np.zeros((2, 3))
+  with pytest.raises(ValueError, match="x: got 1 non-finite"):
+    sample.conformal_std_scale(np.array([[np.nan, 0, 0], [0, 0, 0]]), x,
+                               x + 1, 0.5)
+  for q in (float("nan"), -1.0, None):
+    with pytest.raises(ValueError, match="q: got"):
+      sample.conformal_inside(x, x, x + 1, q)
+  with pytest.raises(ValueError, match="x, mean, std: got shapes"):
+    sample.conformal_inside(x, x[:1], x + 1, 1.0)
 
 
 def test_effective_sample_size_of_known_chains():

@@ -27,6 +27,10 @@ def _config(config, key=None) -> SolverConfig:
   if not isinstance(config, SolverConfig):
     raise TypeError(f"config: got {type(config).__name__}, expected a "
                     "mapflow.SolverConfig")
+  if key is not None:
+    key = starts.check_key(key, "key")
+  elif config.key is not None:
+    starts.check_key(config.key, "config.key")
   r = config.restarts
   if isinstance(r, bool) or not isinstance(r, int) or r < 1:
     raise ValueError(f"restarts: got {r!r}, expected an int >= 1")
@@ -44,6 +48,9 @@ def _check_inputs(y, operator, noise, image_shape, hyper):
   if y.ndim < 2:
     raise ValueError(f"y: got shape {tuple(y.shape)}, expected a batch of "
                      "measurements (B, ...)")
+  if y.shape[0] == 0:
+    raise ValueError(f"y: got an empty batch, shape {tuple(y.shape)}; "
+                     "expected at least one example")
   # On the host: an eager device check would compile two programs.
   bad = int(np.sum(~np.isfinite(np.asarray(y))))
   if bad:

@@ -54,6 +54,20 @@ def as_array(value, name: str, dtype=None):
                      f"{str(e).splitlines()[0]})") from None
 
 
+def check_key(key, name: str = "key"):
+  """``key`` if it is a JAX PRNG key (typed, or raw uint32 key data),
+  else a ValueError naming the argument."""
+  dtype = getattr(key, "dtype", None)
+  if dtype is not None and (
+      jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or
+      (dtype == jnp.uint32 and jnp.ndim(key) == 1)):
+    return key
+  shown = repr(key)
+  shown = shown if len(shown) <= 60 else shown[:57] + "..."
+  raise ValueError(f"{name}: got {shown}, expected a JAX PRNG key "
+                   "(jax.random.key(0) or jax.random.PRNGKey(0))")
+
+
 @functools.lru_cache(maxsize=64)
 def _jitted(fn):
   # Run eagerly, a flow is hundreds of separately dispatched (and
