@@ -111,9 +111,8 @@ def holdout_keep(event_shape, config: Optional[HoldoutConfig] = None):
   """0/1 over a measurement's event shape: 0 on the held-out entries (a
   ``fraction`` of them, at least one, at most all but one)."""
   cfg = HoldoutConfig() if config is None else config
-  if isinstance(cfg.fraction, bool) or not isinstance(
-      cfg.fraction, (int, float, np.integer, np.floating)) or \
-      not 0.0 < cfg.fraction < 1.0:
+  if not starts.is_real_number(cfg.fraction) or \
+      not 0.0 < float(cfg.fraction) < 1.0:
     raise ValueError(f"fraction: got {cfg.fraction!r}, expected a share in "
                      "(0, 1)")
   n = int(np.prod(event_shape))
@@ -300,9 +299,8 @@ def recorrupt(noise, y, key, alpha: float = 0.5) -> Recorrupted:
   """Splits measurements ``y`` with Gaussian ``noise`` into a noisier
   ``y_fit = y + α z`` and an independent ``y_check = y - z / α``,
   z ~ N(0, diag σ²) drawn with ``key`` (see the module's docstring)."""
-  if isinstance(alpha, bool) or not (
-      isinstance(alpha, (int, float, np.integer, np.floating)) and alpha > 0
-      and np.isfinite(alpha)):
+  if not (starts.is_real_number(alpha) and float(alpha) > 0
+          and np.isfinite(float(alpha))):
     raise ValueError(f"alpha: got {alpha!r}, expected a positive number")
   std = gaussian_std(noise)
   y = starts.as_array(y, "y")

@@ -448,8 +448,7 @@ def sample_posterior(y, *, prior, params, operator, noise, num_samples: int,
     raise ValueError(f"warmup: got {cfg.warmup!r}, expected an int >= 0")
   for name in ("step_size", "target_accept", "init_std"):
     v = getattr(cfg, name)
-    if isinstance(v, bool) or not isinstance(
-        v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+    if not starts.is_real_number(v) or not math.isfinite(float(v)):
       raise ValueError(f"{name}: got {v!r}, expected a finite number")
   if not cfg.step_size > 0:
     raise ValueError(f"step_size: got {cfg.step_size!r}, expected a "
@@ -661,8 +660,7 @@ def conformal_inside(x, mean, std, q: float):
   if not x.shape == mean.shape == std.shape:
     raise ValueError(f"x, mean, std: got shapes {x.shape}, {mean.shape}, "
                      f"{std.shape}, expected one shape")
-  if isinstance(q, bool) or not isinstance(
-      q, (int, float, np.integer, np.floating)) or np.isnan(q) or q < 0:
+  if not starts.is_real_number(q) or np.isnan(float(q)) or q < 0:
     raise ValueError(f"q: got {q!r}, expected a number >= 0 (inf takes in "
                      "everything)")
   if np.isinf(q):

@@ -30,7 +30,7 @@ def jaxlib_convolutions_flag() -> Optional[str]:
 _EMITTERS = "xla_cpu_use_fusion_emitters"
 
 
-def quick_compile_flags() -> list:
+def quick_compile_flags(xla_flags: Optional[str] = None) -> list:
   """``XLA_FLAGS`` entries for a CPU process whose programs compile for
   longer than they run (the demo, a test suite): LLVM at -O0, and XLA:CPU's
   older loop emitters in place of its MLIR fusion emitters.  At -O0 the
@@ -38,10 +38,11 @@ def quick_compile_flags() -> list:
   time, and its bits come out the same (the VAE's and the Asim step's move
   in the last bits); at the default level they gain nothing (BENCHMARKS.md).
 
-  Each entry is left out where ``XLA_FLAGS`` names its option already, and
-  the emitters' on a jax older than 0.10, whose XLA may not know it (an
-  unknown flag aborts the process).  Set them before JAX starts."""
-  have = os.environ.get("XLA_FLAGS", "")
+  Each entry is left out where ``xla_flags`` (default: ``XLA_FLAGS``)
+  names its option already, and the emitters' on a jax older than 0.10,
+  whose XLA may not know it (an unknown flag aborts the process).  Set them
+  before JAX starts."""
+  have = os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags
   flags = []
   if "xla_backend_optimization_level" not in have:
     flags.append("--xla_backend_optimization_level=0")

@@ -6,10 +6,12 @@ from mapflow import xla
 # running them: the cheapest backend optimisation level compiles ~2.5x
 # faster, and XLA's older loop emitters take a third off that
 # (mapflow.xla.quick_compile_flags).  One eigen thread keeps tests from
-# fighting a background job.
+# fighting a background job.  The same list in every process (xdist's
+# workers inherit the flags already added), so that test_reproduce can
+# strip them all.
 _FLAGS = " ".join(["--xla_cpu_multi_thread_eigen=false",
                    "--xla_llvm_disable_expensive_passes=true"]
-                  + xla.quick_compile_flags())
+                  + xla.quick_compile_flags(xla_flags=""))
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAGS).strip()
 
 

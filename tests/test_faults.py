@@ -35,6 +35,19 @@ def _wait_for_lock(proc, out):
   return time.time()
 
 
+def _holds_lock(proc, out) -> bool:
+  """Waits until the lock file names ``proc`` (written once the lock is
+  taken); False if it ended first."""
+  while proc.poll() is None:
+    try:
+      if (out / ".lock").read_text().split()[1:2] == [str(proc.pid)]:
+        return True
+    except (FileNotFoundError, IndexError):
+      pass
+    time.sleep(0.005)
+  return False
+
+
 def _rows(folder, name, key):
   rows = tables.read_rows(folder / name)
   keys = [tuple(r[k] for k in key) for r in rows]
@@ -69,14 +82,18 @@ def test_sigkill_loses_and_duplicates_nothing_and_one_writer_at_a_time(
       # A second writer on the same folder is refused, naming the holder.
       # The holder is paused meanwhile: a fast run could otherwise finish
       # (and free the folder) while the second one starts up.
+      assert _holds_lock(proc, out), proc.stderr.read()
       stopped = time.time()
       os.kill(proc.pid, signal.SIGSTOP)
+      other = None
       try:
         other = _start(_command_m(tiny_prior, out))
         assert other.wait(timeout=120) != 0
         assert f"in use by process {proc.pid}" in other.stderr.read()
       finally:
         os.kill(proc.pid, signal.SIGCONT)
+        if other is not None and other.poll() is None:
+          other.kill()
       deadline += time.time() - stopped
     time.sleep(max(0.0, deadline - time.time()))
     killed = proc.poll() is None

@@ -439,6 +439,8 @@ def test_holdout_keys_and_measurements_are_checked():
   # Typed keys and NumPy numbers are fine.
   split = holdout.recorrupt(noise, jnp.ones((2, 4)), jax.random.key(1),
                             np.float32(0.5))
+  assert holdout.holdout_keep((4,), holdout.HoldoutConfig(
+      fraction=jnp.float32(0.5))).sum() == 2
   assert split.y_fit.shape == (2, 4)
   prior, params, _ = _problem()
   with pytest.raises(ValueError, match="y: got a list of 2 items"):

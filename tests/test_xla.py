@@ -73,6 +73,7 @@ def test_quick_compile_flags_are_known_to_this_jaxlib_and_leave_a_users(
   monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=2 "
                      "--xla_cpu_use_fusion_emitters=true")
   assert mf.xla.quick_compile_flags() == []
+  assert mf.xla.quick_compile_flags(xla_flags="") == flags
 
 
 def test_the_solver_step_and_training_step_compile_with_the_options(

@@ -54,6 +54,17 @@ def as_array(value, name: str, dtype=None):
                      f"{str(e).splitlines()[0]})") from None
 
 
+def is_real_number(v) -> bool:
+  """Whether ``v`` is one real number (Python, NumPy or a 0-d JAX array;
+  not a bool, not traced)."""
+  if isinstance(v, (bool, np.bool_)) or isinstance(v, jax.core.Tracer):
+    return False
+  if isinstance(v, (int, float, np.integer, np.floating)):
+    return True
+  dtype = getattr(v, "dtype", None)
+  return dtype is not None and np.ndim(v) == 0 and np.dtype(dtype).kind in "iuf"
+
+
 def check_key(key, name: str = "key"):
   """``key`` if it is a JAX PRNG key (typed, or raw uint32 key data),
   else a ValueError naming the argument."""
