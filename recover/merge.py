@@ -37,6 +37,8 @@ from recover.paper import tables
 TABLES = (("results.csv", tables.RESULT_COLUMNS, tables.RESULT_KEY),
           ("selection.csv", tables.SELECTION_COLUMNS, tables.SELECTION_KEY),
           (tables.DRAWS_FILE, tables.DRAWS_COLUMNS, tables.DRAWS_KEY))
+# Columns that hold numbers (read as floats once merged).
+NUMBERS = tables.NUMBERS
 
 
 class MergeError(ValueError):
@@ -58,11 +60,13 @@ def _run_info(folder: Path) -> dict:
 
 
 def _read_table(path: Path, columns, key) -> "tables.ResultTable":
-  """A results table to read; one that cannot be read is a MergeError."""
+  """A results table to read; one that cannot be read (or a row whose
+  number is not one) is a MergeError."""
   try:
-    return tables.ResultTable(path, columns, key)
-  except (ValueError, csv.Error) as e:
-    raise MergeError(str(e)) from None
+    return tables.read_table(path, columns, key, NUMBERS.get(path.name, ()))
+  except (ValueError, csv.Error) as e:  # UnicodeDecodeError included
+    msg = str(e)
+    raise MergeError(msg if str(path) in msg else f"{path}: {msg}") from None
 
 
 def merged_run_info(into: dict, src: dict, src_name: str) -> dict:
@@ -196,6 +200,8 @@ def main(argv=None):
   p.add_argument("sources", nargs="+", help="folders made by the same run "
                  "with other settings")
   args = p.parse_args(argv)
+  if not args.into.strip():
+    p.error(f"--into: got {args.into!r}, expected a folder")
   try:
     added = merge(args.into, args.sources)
   except (MergeError, io_lib.LockedError, OSError) as e:

@@ -21,6 +21,7 @@ lack read from the folder they vary and marked.
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 from pathlib import Path
 
@@ -471,6 +472,28 @@ def _summary_of(cells, hypers, borrowed=()):
   return out
 
 
+# What an experiment's folder holds that the report reads.
+INPUTS = ("results.csv", "selection.csv", tables.DRAWS_FILE, "run.json",
+          "summary.json")
+
+
+def _check_tables(root: Path):
+  """Every results table under ``root`` reads whole (its columns, each
+  row's fields, its numbers), or the command ends naming the file.  (The
+  first protocol's selection tables have other columns; the report reads
+  only their values.)"""
+  for f in sorted(root.glob("**/results.csv")):
+    if not f.is_file():
+      continue
+    try:
+      tables.read_table(f, tables.RESULT_COLUMNS, tables.RESULT_KEY,
+                        tables.NUMBERS[f.name])
+    except (ValueError, csv.Error) as e:  # UnicodeDecodeError included
+      msg = str(e)
+      raise SystemExit(f"--results: {msg if str(f) in msg else f'{f}: {msg}'}"
+                       ) from None
+
+
 def _read_folder(folder: Path):
   f = folder / "results.csv"
   if not f.is_file():
@@ -498,6 +521,13 @@ def main(argv=None):
       p.error(f"--out: got {args.out!r}, under {str(bad)!r}, which is a "
               "file")
   root = Path(args.results)
+  if args.out is not None:
+    out = Path(args.out)
+    if (out.parent / "results.csv").is_file() or out.name in INPUTS:
+      p.error(f"--out: got {args.out!r}, inside an experiment's folder or "
+              "named as one of its tables; expected a report path where "
+              "no result lives (default RESULTS/REPORT.md)")
+  _check_tables(root)
   main_cells, main_hypers, edges, narrow = {}, {}, [], []
   main_text = []
   for kind, command in COMMANDS.items():

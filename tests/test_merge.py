@@ -202,3 +202,41 @@ def test_unreadable_folders_end_the_command_with_one_line(tmp_path):
                      r"has columns \['a', 'b'\]"):
     merge.main(["--into", str(into), str(bad_csv)])
   assert _bytes(into) == before
+
+
+@pytest.mark.parametrize("damage,match", [
+    ("not_a_number", r"results\.csv: row \(.*image=1\): psnr 'abc' is not "
+     "a number"),
+    ("short_row", r"results\.csv: line 3 has 5 fields, expected 6"),
+    ("long_row", r"selection\.csv: line 2 has 8 fields, expected 7"),
+    ("not_utf8", r"results\.csv: .*codec can't decode")])
+def test_a_damaged_table_is_refused_before_anything_is_written(
+    tmp_path, damage, match):
+  """Each of these had written the source's rows into --into and then
+  crashed while summarising them (a traceback, summary.json stale)."""
+  into = _folder(tmp_path / "into", ["m=50,s=1"])
+  before = _bytes(into)
+  src = _folder(tmp_path / "src", ["m=60,s=1"])
+  res, sel = src / "results.csv", src / "selection.csv"
+  lines = res.read_text().splitlines()
+  if damage == "not_a_number":
+    lines[2] = lines[2].rsplit(",", 1)[0] + ",abc"
+    res.write_text("\n".join(lines) + "\n")
+  elif damage == "short_row":
+    lines[2] = lines[2].rsplit(",", 1)[0]
+    res.write_text("\n".join(lines) + "\n")
+  elif damage == "long_row":
+    sel.write_text(sel.read_text().rstrip("\n") + ",extra\n")
+  else:
+    res.write_bytes(res.read_bytes() + b"\xff\xfe,\n")
+  with pytest.raises(SystemExit, match=r"error: .*src.*" + match):
+    merge.main(["--into", str(into), str(src)])
+  assert _bytes(into) == before
+
+
+def test_an_empty_into_is_refused(tmp_path, capsys):
+  src = _folder(tmp_path / "src", ["m=60,s=1"])
+  with pytest.raises(SystemExit) as e:
+    merge.main(["--into", "", str(src)])
+  assert e.value.code == 2
+  assert "--into: got '', expected a folder" in capsys.readouterr().err

@@ -453,6 +453,37 @@ def test_demo_reads_its_choices_from_the_results(tmp_path):
     demo.validated_choices(tmp_path / "nowhere")
 
 
+def test_report_refuses_a_damaged_table_and_an_out_among_the_results(
+    tmp_path, capsys):
+  """A torn or non-numeric row had ended in a traceback, and an --out
+  naming an experiment's results.csv had replaced it with Markdown."""
+  from recover import report
+  folder = tmp_path / "sinusoidal"
+  folder.mkdir()
+  good = ("experiment,setting,method,hyper,image,psnr\n"
+          "sinusoidal,0.1,bm3d,0.1,0,30.5\n")
+  for body, match in (
+      (good + "sinusoidal,0.1,ours,0.5|zeros,0,abc\n",
+       r"--results: .*results\.csv: row \(.*method=ours.*\): psnr 'abc' "
+       "is not a number"),
+      (good + "sinusoidal,0.1,ours,0.5|zeros,0\n",
+       r"--results: .*results\.csv: line 3 has 5 fields, expected 6"),
+      ("experiment,setting\nsinusoidal,0.1\n", r"--results: .*has columns")):
+    (folder / "results.csv").write_text(body)
+    with pytest.raises(SystemExit, match=match):
+      report.main(["--results", str(tmp_path), "--out",
+                   str(tmp_path / "R.md")])
+  (folder / "results.csv").write_text(good)
+  for out in (folder / "results.csv", folder / "R.md",
+              tmp_path / "selection.csv"):
+    with pytest.raises(SystemExit) as e:
+      report.main(["--results", str(tmp_path), "--out", str(out)])
+    assert e.value.code == 2
+    assert "inside an experiment's folder" in capsys.readouterr().err
+  assert (folder / "results.csv").read_text() == good
+  assert not (tmp_path / "R.md").exists()
+
+
 def test_report_computes_the_claims_from_results_csv(tmp_path):
   """Synthetic SINUSOIDAL curves where ours at noise 2s scores what BM3D
   scores at s: the report's claim must read 2x, and a hyperparameter chosen

@@ -37,6 +37,9 @@ DRAWS_FILE = "recorrupted.csv"
 DRAWS_COLUMNS = ["experiment", "setting", "method", "hyper", "start", "draw",
                  "val_images", "est_error"]
 DRAWS_KEY = ["experiment", "setting", "method", "hyper", "start", "draw"]
+# Each table's columns that hold numbers.
+NUMBERS = {"results.csv": ("psnr",), "selection.csv": ("val_score",),
+           DRAWS_FILE: ("est_error",)}
 
 
 class ResultTable:
@@ -63,6 +66,13 @@ class ResultTable:
               f"{self.path}: has columns {reader.fieldnames}, expected "
               f"{self.columns}; move it away or use another --out")
         for r in reader:
+          if None in r or None in r.values():
+            # Extra fields land under None, missing ones read as None.
+            n = len(r.get(None) or []) + sum(
+                v is not None for k, v in r.items() if k is not None)
+            raise ValueError(
+                f"{self.path}: line {reader.line_num} has {n} fields, "
+                f"expected {len(self.columns)} ({', '.join(self.columns)})")
           self._rows[self._key_of(r)] = r
 
   @property
@@ -89,6 +99,23 @@ class ResultTable:
       row = {c: _fmt(r[c]) for c in self.columns}
       self._rows[self._key_of(row)] = row
     io_lib.write_csv_atomic(self.path, self.rows, self.columns)
+
+
+def read_table(path, columns, key, numbers: Sequence[str] = ()
+               ) -> ResultTable:
+  """``ResultTable(path, columns, key)`` whose ``numbers`` columns are
+  checked to parse as floats; a row that does not is a ValueError naming
+  the file and the row's key."""
+  table = ResultTable(path, columns, key)
+  for r in table.rows:
+    for c in numbers:
+      try:
+        float(r[c])
+      except ValueError:
+        shown = ", ".join(f"{k}={r[k]}" for k in key)
+        raise ValueError(f"{path}: row ({shown}): {c} {r[c]!r} is not a "
+                         "number") from None
+  return table
 
 
 def _fmt(v) -> str:
