@@ -71,8 +71,12 @@ def main(argv=None):
                  help="comma-separated subset of " + ",".join(sections.ALL))
   args = p.parse_args(argv)
   cfg = QUICK if args.quick else FULL
-  names = [n for n in args.only.split(",") if n] or [
-      n for n in sections.ALL if n not in cfg.get("skip", ())]
+  names = [n for n in args.only.split(",") if n]
+  if args.only and not names:
+    # An empty list had run every section (tens of minutes).
+    p.error(f"--only: got {args.only!r}, expected at least one of "
+            f"{list(sections.ALL)} (leave it out for all)")
+  names = names or [n for n in sections.ALL if n not in cfg.get("skip", ())]
   unknown = sorted(set(names) - set(sections.ALL))
   if unknown:
     p.error(f"--only: got {unknown}, expected some of {list(sections.ALL)}")
@@ -92,6 +96,10 @@ def main(argv=None):
     if not folder and Path(path).is_dir():
       p.error(f"{flag}: got {str(path)!r}, which is a folder; expected a "
               "file path")
+    if not folder and Path(path).resolve() == (
+        Path(args.out) / "bench.json").resolve():
+      p.error(f"{flag}: got {str(path)!r}, the raw figures' own file; "
+              "expected another path for the report")
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   report = {"mode": "quick" if args.quick else "full",

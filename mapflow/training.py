@@ -102,6 +102,13 @@ def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
                      optax.adam(schedule))
 
 
+def _check_batch(tc, x_train):
+  """Before anything is written: a batch needs that many images."""
+  if tc.batch_size > len(x_train):
+    raise ValueError(f"batch_size: got {tc.batch_size}, more than the "
+                     f"{len(x_train)} training images")
+
+
 def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
   """Indices of the batch at ``step``: a fresh permutation every epoch."""
   per_epoch = n // batch_size
@@ -377,6 +384,7 @@ def train(flow_config, tc: TrainConfig, x_train, x_test, workdir,
     The final ``TrainState``.
   """
   check_run(tc, steps, time_budget)
+  _check_batch(tc, x_train)
   workdir = Path(workdir)
   # One writer per workdir; what killed writers left behind goes first.
   with io_lib.FolderLock(workdir, what="workdir"):
@@ -564,6 +572,7 @@ def train_vae(cfg, x_train, x_test, workdir, steps: int,
     raise TypeError(f"tc: got {type(tc).__name__}, expected a "
                     "mapflow.training.TrainConfig")
   check_run(tc, steps)
+  _check_batch(tc, x_train)
   workdir = Path(workdir)
   with io_lib.FolderLock(workdir, what="workdir"):
     for name in ("state", "params"):

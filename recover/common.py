@@ -197,6 +197,13 @@ def make_context(args, experiment: str):
   decode, decode_params = (load_prior(args.vae, "--vae", "vae")
                            if "bora" in chosen else (None, None))
   x_val, x_test, val_ids, test_ids = protocol_images(args)
+  # Before any folder is written: the experiments' images are these.
+  for flag, model in (("--prior", prior), ("--vae", decode)):
+    shape = getattr(getattr(model, "config", None), "image_shape", None)
+    if shape is not None and tuple(shape) != tuple(x_test.shape[1:]):
+      raise SystemExit(f"{flag}: got a model for images of shape "
+                       f"{tuple(shape)}, expected {tuple(x_test.shape[1:])} "
+                       "(the experiments' Fashion-MNIST images)")
   x_ood, ood_ids = None, ()
   if getattr(args, "ood", False):
     from mapflow import data
@@ -336,8 +343,11 @@ def protocol_images(args):
   from recover.paper.protocol import protocol_indices
   try:
     x = data.load("fashion_mnist", "test", args.data_dir)
-  except data.DatasetNotFoundError as e:
+  except (data.DatasetNotFoundError, ValueError) as e:  # ValueError: not IDX
     raise cli_error("--data-dir", e) from None
+  except OSError as e:  # a torn .gz
+    raise SystemExit(f"--data-dir: a file could not be read "
+                     f"({type(e).__name__}: {e})") from None
   val, test = protocol_indices(len(x))
   if args.num_val > len(val) or args.num_test > len(test):
     raise SystemExit(f"--num-val/--num-test: got {args.num_val}/"

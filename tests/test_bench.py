@@ -183,9 +183,13 @@ def test_paths_it_could_not_write_are_refused_before_any_section(tmp_path,
        r"is a file"),
       (["--md", str(a_file / "r.md")], r"--md: got .*r\.md', but "
        r".*a_file' is a file"),
-      (["--md", str(tmp_path)], r"--md: got .*, which is a folder")):
+      (["--md", str(tmp_path)], r"--md: got .*, which is a folder"),
+      (["--out", str(tmp_path / "o"), "--md", str(tmp_path / "o" /
+                                                  "bench.json")],
+       r"--md: got .*bench\.json', the raw figures' own file"),
+      (["--only", ","], r"--only: got ',', expected at least one of")):
     with pytest.raises(SystemExit):
-      main(argv + ["--only", "memory", "--quick"])
+      main(["--only", "memory", "--quick"] + argv)
     assert __import__("re").search(match, capsys.readouterr().err), argv
   assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 

@@ -279,6 +279,18 @@ def test_vae_resume_checks_its_settings_and_images(tmp_path):
   _, elbo = training.train_vae(cfg, xtr, xte, tmp_path, steps=2, tc=tc16,
                                progress=False)
   assert np.isfinite(elbo)
+  # A batch larger than the images is refused before anything is written
+  # (it had left a step-0 checkpoint that refused the corrected rerun).
+  big = tmp_path / "big"
+  with pytest.raises(ValueError, match="batch_size: got 16, more than the "
+                     "8 training images"):
+    training.train_vae(cfg, xtr[:8], xte, big, steps=1, tc=tc16,
+                       progress=False)
+  assert not big.exists()
+  with pytest.raises(SystemExit, match="--batch-size: got 5000, more than"):
+    vae_cli.main(["--data", "digits8", "--workdir", str(big), "--batch-size",
+                  "5000", "--no-progress", "--steps", "1"])
+  assert not big.exists()
 
 
 @pytest.mark.slow  # 15-50 s on an AVX2-only 2-core CPU
@@ -480,6 +492,48 @@ def test_export_refuses_a_missing_run_and_a_model_of_another_kind(
                      r"images \(8, 8, 1\)"):
     run("--workdir", str(tmp_path / "flow"), "--name", "digits_realnvp")
   assert not (tmp_path / "models").exists()
+  # A --samples path that cannot be written, or an empty --command, is
+  # refused before the shipped model is replaced (it had been replaced,
+  # then the export crashed).
+  a_file = tmp_path / "a_file"
+  a_file.write_text("x")
+  for args, match in (
+      (["--samples", str(a_file / "s.png")], r"--samples: got .*a_file/s"
+       r"\.png', under .*a_file', which is a file"),
+      (["--samples", "{nme}.png"], r"--samples: got '\{nme\}\.png', "
+       r"expected a path in which \{name\} is the only field"),
+      (["--command", " "], "--command: got ''")):
+    with pytest.raises(SystemExit):
+      run("--workdir", str(tmp_path / "vae"), "--name", "fashion_mnist_vae",
+          *args)
+  assert not (tmp_path / "models").exists()
+  # A VAE's eval.json that is not JSON names --workdir.
+  (tmp_path / "vae" / "eval.json").write_text("{torn")
+  with pytest.raises(SystemExit, match=r"--workdir: .*eval\.json is not "
+                     "readable as JSON"):
+    run("--workdir", str(tmp_path / "vae"), "--name", "fashion_mnist_vae")
+  (tmp_path / "vae" / "eval.json").write_text('{"step": 1}')
   run("--workdir", str(tmp_path / "vae"), "--name", "fashion_mnist_vae")
   decode, params = pretrained.load("fashion_mnist_vae")
   assert decode(params, jnp.zeros(2)).shape == (28, 28, 1)
+  # A flow's evals.jsonl torn by a kill is read up to its last whole line.
+  with (tmp_path / "flow" / "evals.jsonl").open("a") as f:
+    f.write('{"step": 9, "test_b')
+  assert export.last_eval(tmp_path / "flow")["step"] != 9
+
+
+def test_unreadable_image_files_name_the_flag(tmp_path):
+  """A folder of files that are not images (or a torn .gz) had ended
+  train.flow and train.vae in PIL's or gzip's traceback."""
+  from train import flow as flow_cli
+  from train import vae as vae_cli
+  imgs = tmp_path / "imgs"
+  imgs.mkdir()
+  for i in range(4):
+    (imgs / f"{i}.png").write_bytes(b"not a png")
+  for main in (flow_cli.main, vae_cli.main):
+    with pytest.raises(SystemExit, match=r"--data: folder:.*imgs: a file "
+                       r"could not be read \(UnidentifiedImageError"):
+      main(["--workdir", str(tmp_path / "w"), "--data", f"folder:{imgs}",
+            "--steps", "1", "--no-progress"])
+  assert not (tmp_path / "w").exists()

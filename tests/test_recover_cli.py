@@ -659,6 +659,17 @@ def test_a_bad_model_or_data_folder_ends_the_command_naming_its_flag(
   expected, before anything is written."""
   from recover.denoising import main
   base = ["--out", str(tmp_path / "out"), "--scales", "0.5"] + QUICK
+  # A flow trained on other images, and Fashion-MNIST files a copy tore.
+  cfg = mf.flows.RealNVPConfig(image_shape=(8, 8, 1), num_scales=2,
+                               num_blocks=1, hidden_channels=4,
+                               couplings_per_scale=1, final_couplings=1)
+  small = tmp_path / "small"
+  mf.checkpoint.save(small, mf.flows.from_config(cfg).init(
+      jax.random.PRNGKey(0), jnp.full((2, 8, 8, 1), 0.5)), cfg)
+  torn = tmp_path / "torn"
+  torn.mkdir()
+  for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+    (torn / name).write_bytes(b"not gzip")
   cases = [
       (["--prior", "no_such_model"], r"--prior: got 'no_such_model', "
        r"expected a shipped model \(one of .*fashion_mnist_realnvp_10k.*\) "
@@ -671,11 +682,16 @@ def test_a_bad_model_or_data_folder_ends_the_command_naming_its_flag(
        r"checkpoint"),
       (["--prior", tiny_prior, "--data-dir", str(tmp_path / "nowhere")],
        r"--data-dir: got .*nowhere'?, which is not a directory"),
+      (["--prior", str(small)], r"--prior: got a model for images of shape "
+       r"\(8, 8, 1\), expected \(28, 28, 1\)"),
+      (["--prior", tiny_prior, "--data-dir", str(torn)],
+       r"--data-dir: a file could not be read \(BadGzipFile"),
   ]
   for extra, match in cases:
     with pytest.raises(SystemExit, match=match):
       main("sinusoidal", base + extra)
   assert not (tmp_path / "out" / "results.csv").exists()
+  assert not (tmp_path / "out" / "run.json").exists()
 
 
 @pytest.mark.parametrize("module,args,match", [

@@ -15,17 +15,29 @@ from pathlib import Path
 
 from mapflow import checkpoint as ckpt
 from mapflow import pretrained
+from mapflow.io import file_in_the_way
 
 
 def last_eval(workdir: Path) -> dict:
-  for name in ("evals.jsonl",):
-    f = workdir / name
-    if f.is_file():
-      rows = [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
-      if rows:
-        return rows[-1]
+  """The run's last test figure: a flow's evals.jsonl (a line a kill tore
+  is skipped, as training skips it), else a VAE's eval.json."""
+  from mapflow.training import read_jsonl
+  rows = [r for r in read_jsonl(workdir / "evals.jsonl")
+          if isinstance(r, dict)]
+  if rows:
+    return rows[-1]
   f = workdir / "eval.json"
-  return json.loads(f.read_text()) if f.is_file() else {}
+  if not f.is_file():
+    return {}
+  try:
+    ev = json.loads(f.read_text())
+  except ValueError as e:  # not JSON, or not UTF-8
+    raise SystemExit(f"--workdir: {f} is not readable as JSON ({e})"
+                     ) from None
+  if not isinstance(ev, dict):
+    raise SystemExit(f"--workdir: {f} holds {type(ev).__name__}, expected "
+                     "a JSON object")
+  return ev
 
 
 def main(argv=None):
@@ -43,6 +55,22 @@ def main(argv=None):
   p.add_argument("--data-dir", help="IDX directory or tfds data_dir for "
                  "--data")
   args = p.parse_args(argv)
+  if not args.command.strip():
+    p.error("--command: got '', expected the command that trained the "
+            "model (it is recorded with it)")
+  samples = None
+  if args.samples:
+    # Checked before the shipped model is replaced, not after.
+    try:
+      samples = Path(args.samples.format(name=args.name))
+    except (KeyError, IndexError, ValueError) as e:
+      p.error(f"--samples: got {args.samples!r}, expected a path in which "
+              f"{{name}} is the only field ({type(e).__name__}: {e})")
+    bad = file_in_the_way(samples.parent)
+    if bad is not None or samples.is_dir():
+      p.error(f"--samples: got {str(samples)!r}, " + (
+          "which is a folder" if bad is None else
+          f"under {str(bad)!r}, which is a file"))
   workdir = Path(args.workdir)
   if not ((workdir / "params").is_dir() or (workdir / "state").is_dir()):
     raise SystemExit(f"--workdir: got {str(workdir)!r}, which holds no "
@@ -85,16 +113,15 @@ def main(argv=None):
   dest = pretrained.MODELS_DIR / args.name
   ckpt.save(dest, params, config, extra)
   print(json.dumps({"name": args.name, **extra}, indent=1))
-  if args.samples and hasattr(config, "image_shape"):
+  if samples is not None and hasattr(config, "image_shape"):
     import jax
     from mapflow import viz
     from mapflow.flows import from_config
     from mapflow.training import jitted_flow
     x = jitted_flow(from_config(config)).sample(
         params, jax.random.PRNGKey(0), 64, 0.8)
-    path = Path(args.samples.format(name=args.name))
-    viz.save_grid(path, jax.numpy.clip(x, 0.0, 1.0), ncols=8, scale=2)
-    print(f"samples: {path}")
+    viz.save_grid(samples, jax.numpy.clip(x, 0.0, 1.0), ncols=8, scale=2)
+    print(f"samples: {samples}")
 
 
 if __name__ == "__main__":

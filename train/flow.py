@@ -98,6 +98,10 @@ def load_data(name, data_dir):
     if msg.startswith("name: "):
       msg = msg[len("name: "):]
     raise SystemExit(f"--data: {msg}") from None
+  except OSError as e:  # a corrupt image, a torn .gz
+    flag = "--data" if str(name).startswith("folder:") else "--data-dir"
+    raise SystemExit(f"{flag}: {name}: a file could not be read "
+                     f"({type(e).__name__}: {e})") from None
 
 
 def main(argv=None):

@@ -37,6 +37,9 @@ def main(argv=None):
     raise flag_error(e) from None
   check_workdir(args.workdir)
   x_train, x_test = load_data(args.data, args.data_dir)
+  if tc.batch_size > len(x_train):
+    raise SystemExit(f"--batch-size: got {tc.batch_size}, more than the "
+                     f"{len(x_train)} training images")
   cfg = vae.VAEConfig(image_shape=tuple(x_train.shape[1:]))
   from mapflow import checkpoint, io
   try:
