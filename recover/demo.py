@@ -189,9 +189,9 @@ def main(argv=None):
   # Takes effect only if JAX has not started its CPU backend yet.
   from mapflow import xla
   # jaxlib's own convolutions, not mapflow's: the three tasks' threads keep
-  # both cores busy already, and with these the demo ran 42-43 s against
-  # 44-45.  Compiling is a large share of the run: -O0 and XLA's older
-  # emitters (49-51 s -> 37-41 s).
+  # both cores busy already (with mapflow's: 40.5 s against 36.8-38.9).
+  # Compiling is a large share of the run: -O0 and XLA's older emitters
+  # (49-51 s -> 37-41 s).
   flags = [os.environ.get("XLA_FLAGS", ""), xla.jaxlib_convolutions_flag()]
   if not args.full_compile:
     flags += xla.quick_compile_flags()
