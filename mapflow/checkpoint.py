@@ -120,6 +120,19 @@ def save(path, tree, config=None, extra: Optional[dict] = None) -> Path:
   import orbax.checkpoint as ocp
 
   path = Path(path).absolute()
+  # What would be replaced must be a checkpoint (or nothing): a save had
+  # set aside a file, and emptied a folder of anything else.
+  bad = io_lib.file_in_the_way(path)
+  if bad is not None:
+    raise ValueError(f"path: got {str(path)!r}, " + (
+        "which is a file" if bad == path else
+        f"under {str(bad)!r}, which is a file") + "; expected a checkpoint "
+        "folder (new, or one a save made)")
+  if path.is_dir() and any(path.iterdir()) and \
+      not (path / "meta.json").is_file():
+    raise ValueError(f"path: got {str(path)!r}, a folder that holds other "
+                     "things than a mapflow checkpoint (no meta.json); "
+                     "expected a new folder or a checkpoint to replace")
   flat, _ = _flatten(tree)
   tmp = io_lib.atomic_dir(path)
   try:

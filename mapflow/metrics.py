@@ -2,18 +2,44 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Optional
+
+import jax
 import jax.numpy as jnp
+import numpy as np
+
+
+def _check_pair(x, x_hat):
+  """Refuses images that would broadcast into a wrong answer."""
+  sx, sh = jnp.shape(x), jnp.shape(x_hat)
+  if sx != sh or len(sx) < 2:
+    raise ValueError(f"x_hat: got shape {sh}, expected x's shape {sx} (a "
+                     "batch: examples first)")
 
 
 def mse(x, x_hat):
   """Mean squared error per example (mean over all axes but the first)."""
+  _check_pair(x, x_hat)
   d = jnp.square(jnp.asarray(x, jnp.float32) - jnp.asarray(x_hat, jnp.float32))
   return jnp.mean(d.reshape(d.shape[0], -1), axis=1)
 
 
-def psnr(x, x_hat, data_range: float = 1.0):
-  """PSNR in dB per example: ``10 log10(range^2 / mse)``."""
+def psnr(x, x_hat, data_range: Optional[float] = None):
+  """PSNR in dB per example: ``10 log10(range^2 / mse)``.  ``data_range``
+  defaults to 1 for float images (in [0, 1]); integer images (0..255)
+  need it said."""
+  _check_pair(x, x_hat)
+  if data_range is None:
+    if any(jnp.issubdtype(jnp.result_type(a), jnp.integer)
+           for a in (x, x_hat)):
+      raise ValueError("data_range: got None with integer images, expected "
+                       "their range (255 for 8-bit images), or float images "
+                       "in [0, 1]")
+    data_range = 1.0
+  elif not isinstance(data_range, jax.core.Tracer) and not (
+      np.isfinite(float(data_range)) and float(data_range) > 0):
+    raise ValueError(f"data_range: got {data_range!r}, expected a positive "
+                     "number")
   return 10.0 * jnp.log10(data_range ** 2 / jnp.maximum(mse(x, x_hat), 1e-20))
 
 

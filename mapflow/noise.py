@@ -32,6 +32,16 @@ def _sum_event(x, event_ndims):
   return jnp.sum(x, axis=tuple(range(-event_ndims, 0)))
 
 
+def _check_event(value, event, what="value"):
+  """A residual whose trailing axes are not the noise's event shape would
+  broadcast against the std map: a wrong density, silently."""
+  if event and (jnp.ndim(value) < len(event) or
+                tuple(jnp.shape(value)[-len(event):]) != tuple(event)):
+    raise ValueError(f"{what}: got shape {tuple(jnp.shape(value))}, "
+                     f"expected (..., {', '.join(map(str, event))}) (the "
+                     "noise's event shape)")
+
+
 def _normal_logpdf(r, mean, std):
   return (-0.5 * jnp.square((r - mean) / std) - jnp.log(std)
           - 0.5 * math.log(2 * math.pi))
@@ -62,10 +72,13 @@ class DiagonalGaussian(distrax.Distribution):
     return self._mean
 
   def log_prob(self, value):
+    _check_event(value, self.event_shape)
     lp = _normal_logpdf(value, self._mean, self._std)
     return _sum_event(lp, len(self.event_shape))
 
   def masked_log_prob(self, value, mask):
+    _check_event(value, self.event_shape)
+    _check_event(mask, self.event_shape, "mask")
     lp = _normal_logpdf(value, self._mean, self._std) * mask
     return _sum_event(lp, len(self.event_shape))
 
@@ -100,10 +113,12 @@ class IsotropicGaussian(distrax.Distribution):
     return self._sigma
 
   def log_prob(self, value):
+    _check_event(value, self.event_shape)
     lp = _normal_logpdf(value, 0.0, self._sigma)
     return jnp.sum(lp, axis=tuple(range(1, lp.ndim))) if lp.ndim > 1 else lp
 
   def masked_log_prob(self, value, mask):
+    _check_event(value, self.event_shape)
     lp = _normal_logpdf(value, 0.0, self._sigma) * mask
     return jnp.sum(lp, axis=tuple(range(1, lp.ndim))) if lp.ndim > 1 else lp
 
@@ -213,8 +228,14 @@ class FlowNoise(distrax.Distribution):
 
 def gaussian(sigma: float, shape=None) -> IsotropicGaussian:
   """iid ``N(0, sigma^2)``; fits any residual shape."""
-  if not isinstance(sigma, jax.core.Tracer) and not float(sigma) > 0:
-    raise ValueError(f"sigma: got {sigma!r}, expected > 0")
+  if not isinstance(sigma, jax.core.Tracer):
+    try:
+      ok = math.isfinite(float(sigma)) and float(sigma) > 0
+    except (TypeError, ValueError):
+      ok = False
+    if not ok:
+      raise ValueError(f"sigma: got {sigma!r}, expected a positive finite "
+                       "number")
   return IsotropicGaussian(sigma, shape)
 
 

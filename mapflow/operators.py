@@ -159,6 +159,11 @@ class Mask(Operator):
   mask: jax.Array
 
   def __call__(self, x):
+    if tuple(x.shape[-self.mask.ndim:]) != tuple(self.mask.shape) or \
+        x.ndim <= self.mask.ndim:
+      # It would broadcast into images of another shape.
+      raise ValueError(f"x: got shape {tuple(x.shape)}, expected a batch of "
+                       f"images of the mask's shape {tuple(self.mask.shape)}")
     return self.mask * x
 
   def back_project(self, y):
@@ -195,6 +200,8 @@ class Compose(Operator):
 
   def check_input(self, image_shape):
     self.inner.check_input(image_shape)
+    if hasattr(self.outer, "check_input"):
+      self.outer.check_input(self.inner.output_event_shape(image_shape))
 
 
 @flax.struct.dataclass
@@ -234,11 +241,21 @@ class Masked(Operator):
 
   def check_input(self, image_shape):
     self.op.check_input(image_shape)
+    event = tuple(self.op.output_event_shape(image_shape))
+    if tuple(self.keep.shape) != event:
+      # A keep of another shape would broadcast over the batch.
+      raise ValueError(f"keep: got shape {tuple(self.keep.shape)}, expected "
+                       f"the measurement's shape {event}")
 
 
 def masked(op, keep) -> Masked:
   """``op`` counting only the measurement entries where ``keep`` is 1."""
-  return Masked(op, jnp.asarray(keep, jnp.float32))
+  keep = jnp.asarray(keep, jnp.float32)
+  if not isinstance(keep, jax.core.Tracer) and not bool(
+      jnp.all((keep == 0) | (keep == 1))):
+    raise ValueError("keep: got values other than 0 and 1, expected a 0/1 "
+                     "map over the measurement (0: left out)")
+  return Masked(op, keep)
 
 
 @flax.struct.dataclass
@@ -304,6 +321,14 @@ def batched(ops) -> Batched:
 
 
 def scale(c: float) -> Scale:
+  """``f(x) = c x``, c a nonzero finite number (its inverse divides)."""
+  if not isinstance(c, jax.core.Tracer):
+    try:
+      ok = bool(np.all(np.isfinite(np.float32(c)) & (np.float32(c) != 0)))
+    except (TypeError, ValueError):
+      ok = False
+    if not ok:
+      raise ValueError(f"c: got {c!r}, expected a nonzero finite number")
   return Scale(jnp.asarray(c, jnp.float32))
 
 
@@ -330,9 +355,11 @@ def gaussian(key, m: int, d, active=None) -> GaussianMatrix:
   if isinstance(m, bool) or not isinstance(m, int) or m < 1:
     raise ValueError(f"m: got {m!r}, expected a positive int")
   if active is not None and not isinstance(active, jax.core.Tracer):
-    if not 0 <= int(active) <= m:
-      raise ValueError(f"active: got {active!r}, expected 0 <= active <= m "
-                       f"(m={m})")
+    whole = isinstance(active, (int, np.integer)) and not isinstance(
+        active, bool)
+    if not whole or not 0 <= int(active) <= m:
+      raise ValueError(f"active: got {active!r}, expected an int with "
+                       f"0 <= active <= m (m={m})")
   a = jax.random.normal(key, (m, d)) / math.sqrt(m)
   act = None if active is None else jnp.asarray(active, jnp.int32)
   return GaussianMatrix(a, act)
@@ -381,6 +408,11 @@ def with_active(op, active):
   if isinstance(op, Compose):
     return op.replace(outer=with_active(op.outer, active),
                       inner=with_active(op.inner, active))
+  if isinstance(op, Batched) and max_rows(op.ops) is not None:
+    # Its matrices are stacked per example; rows left active silently.
+    raise ValueError("op: got per-example operators (batched), whose rows "
+                     "cannot be masked (active); expected one operator for "
+                     "every example")
   return op
 
 

@@ -160,7 +160,19 @@ def jitted_flow(flow) -> _JittedFlow:
 
 def evaluate_bpd(flow, params, x_uint8, batch: int, seed: int = 0,
                  progress: Optional[Callable] = None) -> float:
-  """Mean bits/dim over ``x_uint8``, uniformly dequantised (fixed key)."""
+  """Mean bits/dim over ``x_uint8`` (N, H, W, C) 8-bit images, uniformly
+  dequantised (fixed key), ``batch`` at a time."""
+  x = np.asarray(x_uint8)
+  want = tuple(flow.config.image_shape)
+  if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want or not len(x):
+    raise ValueError(f"x_uint8: got shape {x.shape}, expected a non-empty "
+                     f"batch (N,) + {want}")
+  if not np.issubdtype(x.dtype, np.integer) or x.min() < 0 or x.max() > 255:
+    raise ValueError(f"x_uint8: got {x.dtype} values in [{x.min()}, "
+                     f"{x.max()}], expected 8-bit integers 0..255")
+  if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) \
+      or batch < 1:
+    raise ValueError(f"batch: got {batch!r}, expected an int >= 1")
   fn = jitted_flow(flow).bits_per_dim
   key = jax.random.fold_in(jax.random.PRNGKey(seed), 2**30)
   total, count = 0.0, 0

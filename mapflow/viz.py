@@ -8,8 +8,17 @@ import numpy as np
 
 
 def image_grid(images, ncols: int = 8, pad: int = 1) -> np.ndarray:
-  """Tiles (N, H, W, C) images in [0, 1] into one uint8 (H', W', C) array."""
-  x = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+  """Tiles (N, H, W, C) images in [0, 1] into one uint8 (H', W', C) array
+  (a NaN pixel is drawn black)."""
+  a = np.asarray(images)
+  if not np.issubdtype(a.dtype, np.floating):
+    # 8-bit images clipped to [0, 1] had come out all white.
+    raise ValueError(f"images: got {a.dtype} values, expected floats in "
+                     "[0, 1] (divide 8-bit images by 255)")
+  if a.ndim != 4:
+    raise ValueError(f"images: got shape {a.shape}, expected (N, H, W, C)")
+  with np.errstate(invalid="ignore"):
+    x = np.nan_to_num(np.clip(a.astype(np.float32), 0.0, 1.0), nan=0.0)
   n, h, w, c = x.shape
   ncols = max(1, min(ncols, n))
   nrows = -(-n // ncols)

@@ -450,3 +450,55 @@ def teardown_module(module):
     io.write_json_atomic(path, {"cases": sum(OUTCOMES.values()),
                                 "outcomes": OUTCOMES,
                                 "failures": FAILURES[:50]})
+
+
+def test_shapes_and_dtypes_that_broadcast_into_a_wrong_answer_are_refused(
+    tmp_path):
+  """A second audit (2026-12-08): each of these had returned a number
+  (or a picture, or an emptied folder) instead of an error."""
+  g = mf.operators.gaussian(KEY, 3, (2, 2, 1))
+  x = jnp.ones((2, 2, 2, 1))
+  u8 = np.full((2, 4, 4, 1), 200, np.uint8)
+  cases = [
+      (lambda: mf.metrics.psnr(jnp.ones((2, 4, 4, 1)), jnp.ones((4, 4, 1))),
+       r"x_hat: got shape \(4, 4, 1\), expected x's shape"),
+      (lambda: mf.metrics.psnr(u8, u8 - 10), r"data_range: got None with "
+       "integer images"),
+      (lambda: mf.metrics.psnr(x, x, data_range=0.0), "data_range: got 0.0"),
+      (lambda: mf.viz.image_grid(u8), "images: got uint8 values"),
+      (lambda: mf.flows.quantize(jnp.zeros((2, 2, 2, 1)), 8),
+       "x_uint8: got float32 values"),
+      (lambda: mf.training.evaluate_bpd(
+          PRIOR, PARAMS, np.zeros(SHAPE, np.uint8), 4),
+       r"x_uint8: got shape \(8, 8, 1\)"),
+      (lambda: mf.operators.masked(mf.operators.identity(), jnp.ones(
+          (2, 1))).check_input((2, 2, 1)), r"keep: got shape \(2, 1\)"),
+      (lambda: mf.operators.masked(g, jnp.array([1.0, 0.5, 0.0])),
+       "keep: got values other than 0 and 1"),
+      (lambda: mf.operators.mask(KEY, (2, 2))(x), r"x: got shape"),
+      (lambda: mf.operators.with_active(mf.operators.batched([g, g]), 1),
+       r"op: got per-example operators"),
+      (lambda: mf.operators.gaussian(KEY, 3, 4, active=1.5),
+       "active: got 1.5"),
+      (lambda: mf.operators.scale(0.0), "c: got 0.0"),
+      (lambda: mf.noise.diagonal(jnp.ones(3)).log_prob(jnp.zeros((2, 1))),
+       r"value: got shape \(2, 1\)"),
+      (lambda: mf.noise.gaussian(float("inf")), "sigma: got inf"),
+      (lambda: mf.checkpoint.save(tmp_path / "a_file", PARAMS),
+       "which is a file"),
+      (lambda: mf.checkpoint.save(tmp_path / "notes", PARAMS),
+       "holds other things than a mapflow checkpoint"),
+  ]
+  (tmp_path / "a_file").write_text("keep me")
+  (tmp_path / "notes").mkdir()
+  (tmp_path / "notes" / "todo.txt").write_text("keep me too")
+  for call, match in cases:
+    with pytest.raises(ValueError, match=match):
+      call()
+  assert (tmp_path / "a_file").read_text() == "keep me"
+  assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me too"
+  # What is right still works: 8-bit images with their range, a
+  # checkpoint replaced by another.
+  assert np.isfinite(mf.metrics.psnr(u8, u8 - 10, 255.0)).all()
+  mf.checkpoint.save(tmp_path / "ckpt", PARAMS)
+  mf.checkpoint.save(tmp_path / "ckpt", PARAMS)

@@ -67,6 +67,13 @@ def quantize(x_uint8, num_bits: int):
   """8-bit integers to ``num_bits``-bit integers (drops low bits)."""
   if not 1 <= num_bits <= 8:
     raise ValueError(f"num_bits: got {num_bits}, expected 1..8")
+  dtype = jnp.result_type(x_uint8)
+  if not jnp.issubdtype(dtype, jnp.integer):
+    # Images already in [0, 1] would read as level 0: a silent wrong
+    # density.
+    raise ValueError(f"x_uint8: got {dtype} values, expected the data's "
+                     "8-bit integers 0..255 (dequantize maps them to "
+                     "[0, 1])")
   return jnp.floor(jnp.asarray(x_uint8, jnp.float32) / 2 ** (8 - num_bits))
 
 
