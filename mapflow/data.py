@@ -99,8 +99,15 @@ def quantize_bits(x_uint8: np.ndarray, num_bits: int) -> np.ndarray:
   """Keeps the top ``num_bits`` bits, rescaled back to 0..255 steps."""
   if not 1 <= num_bits <= 8:
     raise ValueError(f"num_bits: got {num_bits}, expected 1..8")
+  x = np.asarray(x_uint8)
+  if not np.issubdtype(x.dtype, np.integer) or (
+      x.size and (x.min() < 0 or x.max() > 255)):
+    # A cast to uint8 would wrap 300 to 44 and floor 0.5 to 0.
+    raise ValueError(f"x_uint8: got {x.dtype} values"
+                     + (f" in [{x.min()}, {x.max()}]" if x.size else "")
+                     + ", expected 8-bit integers 0..255")
   shift = 8 - num_bits
-  return ((x_uint8.astype(np.uint8) >> shift) << shift).astype(np.uint8)
+  return ((x.astype(np.uint8) >> shift) << shift).astype(np.uint8)
 
 
 def load_digits(split: str, size: Optional[int] = 28, with_labels=False):

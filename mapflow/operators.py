@@ -151,6 +151,9 @@ class OneBit(Operator):
   def check_input(self, image_shape):
     self.op.check_input(image_shape)
 
+  def output_event_shape(self, image_shape):
+    return self.op.output_event_shape(image_shape)
+
 
 @flax.struct.dataclass
 class Mask(Operator):
@@ -203,6 +206,10 @@ class Compose(Operator):
     if hasattr(self.outer, "check_input"):
       self.outer.check_input(self.inner.output_event_shape(image_shape))
 
+  def output_event_shape(self, image_shape):
+    return self.outer.output_event_shape(
+        self.inner.output_event_shape(image_shape))
+
 
 @flax.struct.dataclass
 class Masked(Operator):
@@ -238,6 +245,9 @@ class Masked(Operator):
         1.0)
     fill = jnp.where(near_n > 0, near_sum / jnp.maximum(near_n, 1.0), far)
     return self.op.back_project(y * keep + (1.0 - keep) * fill)
+
+  def output_event_shape(self, image_shape):
+    return self.op.output_event_shape(image_shape)
 
   def check_input(self, image_shape):
     self.op.check_input(image_shape)
@@ -288,6 +298,10 @@ class Batched(Operator):
   def __call__(self, x):
     return self._map(lambda o, xi: o(xi), x)
 
+  def output_event_shape(self, image_shape):
+    return jax.eval_shape(self, jax.ShapeDtypeStruct(
+        (self._size(),) + tuple(image_shape), jnp.float32)).shape[1:]
+
   def back_project(self, y):
     return self._map(lambda o, yi: o.back_project(yi), y)
 
@@ -310,6 +324,13 @@ def batched(ops) -> Batched:
     raise ValueError("ops: got an empty list, expected one operator per "
                      "example")
   kinds = {type(o) for o in ops}
+  if not all(isinstance(o, Operator) for o in ops):
+    raise ValueError(f"ops: got {sorted(k.__name__ for k in kinds)}, "
+                     "expected mapflow operators")
+  if not jax.tree_util.tree_leaves(ops[0]):
+    raise ValueError(f"ops: got {type(ops[0]).__name__} operators, which "
+                     "hold no arrays to differ per example; expected one "
+                     "operator for every example")
   if len(kinds) != 1 or isinstance(ops[0], Batched):
     raise ValueError(f"ops: got operators of kinds {sorted(k.__name__ for k in kinds)}, "
                      "expected one kind (not themselves batched)")
@@ -370,6 +391,13 @@ def one_bit(op, center: float = 0.0, ste: str = "identity") -> OneBit:
   experiments do): uncentred, ``sign(A x)`` cannot see x's brightness."""
   if ste not in ("identity", "clipped"):
     raise ValueError(f"ste: got {ste!r}, expected 'identity' or 'clipped'")
+  if not callable(op):
+    raise ValueError(f"op: got {type(op).__name__}, expected a linear "
+                     "operator (mapflow.operators)")
+  if not isinstance(center, jax.core.Tracer) and (
+      np.ndim(center) != 0 or not np.isfinite(float(center))):
+    raise ValueError(f"center: got {center!r}, expected one finite number "
+                     "(0.5 for images in [0, 1])")
   if is_one_bit(op):
     raise ValueError("op: got a one_bit operator; sign(sign(.)) carries no "
                      "more than one sign, expected a linear operator")
@@ -385,6 +413,11 @@ def mask(key, shape, keep: float = 0.75) -> Mask:
 
 
 def compose(outer, inner) -> Compose:
+  """``f(x) = outer(inner(x))``."""
+  for name, op in (("outer", outer), ("inner", inner)):
+    if not callable(op):
+      raise ValueError(f"{name}: got {type(op).__name__}, expected an "
+                       "operator (mapflow.operators)")
   return Compose(outer, inner)
 
 

@@ -111,6 +111,12 @@ def _check_batch(tc, x_train):
 
 def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
   """Indices of the batch at ``step``: a fresh permutation every epoch."""
+  if isinstance(batch_size, bool) or not isinstance(
+      batch_size, (int, np.integer)) or batch_size < 1:
+    raise ValueError(f"batch_size: got {batch_size!r}, expected an int >= 1")
+  if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or \
+      step < 0:
+    raise ValueError(f"step: got {step!r}, expected an int >= 0")
   per_epoch = n // batch_size
   if per_epoch < 1:
     raise ValueError(f"batch_size: got {batch_size}, larger than the "

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 
 def check_image_shape(name: str, image_shape) -> tuple:
-  shape = tuple(image_shape)
+  try:
+    shape = tuple(image_shape)
+  except TypeError:
+    shape = ()
   if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
     raise ValueError(f"{name}.image_shape: got {image_shape!r}, expected "
                      "(height, width, channels) of positive ints")
@@ -29,3 +32,12 @@ def check_squeezable(name: str, shape, times: int, what: str):
 def check_num_bits(name: str, num_bits):
   if not isinstance(num_bits, int) or not 1 <= num_bits <= 8:
     raise ValueError(f"{name}.num_bits: got {num_bits!r}, expected 1..8")
+
+
+def check_switches(name: str, **values):
+  """Options that are on, off or (None) the backend's default: a string
+  such as 'no' would read as on."""
+  for key, v in values.items():
+    if v is not None and not isinstance(v, bool):
+      raise ValueError(f"{name}.{key}: got {v!r}, expected True, False or "
+                       "None")

@@ -69,6 +69,8 @@ class GlowConfig:
                       steps_per_level=self.steps_per_level,
                       hidden_channels=self.hidden_channels)
     cc.check_num_bits("GlowConfig", self.num_bits)
+    cc.check_switches("GlowConfig", scan_layers=self.scan_layers,
+                      remat=self.remat)
     cc.check_squeezable("GlowConfig", shape, self.num_levels,
                         f"num_levels={self.num_levels}")
     if self.coupling not in COUPLINGS:

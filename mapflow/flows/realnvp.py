@@ -73,9 +73,12 @@ class RealNVPConfig:
                       couplings_per_scale=self.couplings_per_scale,
                       final_couplings=self.final_couplings)
     cc.check_num_bits("RealNVPConfig", self.num_bits)
+    cc.check_switches("RealNVPConfig", scan_layers=self.scan_layers,
+                      remat=self.remat)
     cc.check_squeezable("RealNVPConfig", shape, self.num_scales - 1,
                         f"num_scales={self.num_scales}")
-    if not 0.0 <= self.logit_alpha < 0.5:
+    if isinstance(self.logit_alpha, bool) or not isinstance(
+        self.logit_alpha, (int, float)) or not 0.0 <= self.logit_alpha < 0.5:
       raise ValueError(f"RealNVPConfig.logit_alpha: got {self.logit_alpha!r},"
                        " expected 0 <= alpha < 0.5")
 
