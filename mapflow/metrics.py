@@ -28,6 +28,7 @@ def psnr(x, x_hat, data_range: Optional[float] = None):
   """PSNR in dB per example: ``10 log10(range^2 / mse)``.  ``data_range``
   defaults to 1 for float images (in [0, 1]); integer images (0..255)
   need it said."""
+  x, x_hat = jnp.asarray(x), jnp.asarray(x_hat)
   _check_pair(x, x_hat)
   if data_range is None:
     if any(jnp.issubdtype(jnp.result_type(a), jnp.integer)
@@ -36,10 +37,11 @@ def psnr(x, x_hat, data_range: Optional[float] = None):
                        "their range (255 for 8-bit images), or float images "
                        "in [0, 1]")
     data_range = 1.0
-  elif not isinstance(data_range, jax.core.Tracer) and not (
-      np.isfinite(float(data_range)) and float(data_range) > 0):
-    raise ValueError(f"data_range: got {data_range!r}, expected a positive "
-                     "number")
+  elif not isinstance(data_range, jax.core.Tracer):
+    r = np.asarray(data_range, np.float64)
+    if not (np.all(np.isfinite(r)) and np.all(r > 0)):
+      raise ValueError(f"data_range: got {data_range!r}, expected positive "
+                       "numbers")
   return 10.0 * jnp.log10(data_range ** 2 / jnp.maximum(mse(x, x_hat), 1e-20))
 
 

@@ -35,8 +35,13 @@ def _sum_event(x, event_ndims):
 def _check_event(value, event, what="value"):
   """A residual whose trailing axes are not the noise's event shape would
   broadcast against the std map: a wrong density, silently."""
-  if event and (jnp.ndim(value) < len(event) or
-                tuple(jnp.shape(value)[-len(event):]) != tuple(event)):
+  tail = tuple(jnp.shape(value)[-len(event):]) if event else ()
+  try:
+    fits = jnp.ndim(value) >= len(event) and tuple(
+        np.broadcast_shapes(tail, tuple(event))) == tail
+  except ValueError:
+    fits = False
+  if event and not fits:
     raise ValueError(f"{what}: got shape {tuple(jnp.shape(value))}, "
                      f"expected (..., {', '.join(map(str, event))}) (the "
                      "noise's event shape)")

@@ -163,7 +163,7 @@ class Mask(Operator):
 
   def __call__(self, x):
     if tuple(x.shape[-self.mask.ndim:]) != tuple(self.mask.shape) or \
-        x.ndim <= self.mask.ndim:
+        x.ndim < self.mask.ndim:
       # It would broadcast into images of another shape.
       raise ValueError(f"x: got shape {tuple(x.shape)}, expected a batch of "
                        f"images of the mask's shape {tuple(self.mask.shape)}")
@@ -376,8 +376,8 @@ def gaussian(key, m: int, d, active=None) -> GaussianMatrix:
   if isinstance(m, bool) or not isinstance(m, int) or m < 1:
     raise ValueError(f"m: got {m!r}, expected a positive int")
   if active is not None and not isinstance(active, jax.core.Tracer):
-    whole = isinstance(active, (int, np.integer)) and not isinstance(
-        active, bool)
+    whole = not isinstance(active, (bool, np.bool_)) and np.ndim(
+        active) == 0 and np.issubdtype(np.asarray(active).dtype, np.integer)
     if not whole or not 0 <= int(active) <= m:
       raise ValueError(f"active: got {active!r}, expected an int with "
                        f"0 <= active <= m (m={m})")

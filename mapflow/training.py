@@ -114,8 +114,8 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
   if isinstance(batch_size, bool) or not isinstance(
       batch_size, (int, np.integer)) or batch_size < 1:
     raise ValueError(f"batch_size: got {batch_size!r}, expected an int >= 1")
-  if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or \
-      step < 0:
+  if isinstance(step, (bool, np.bool_)) or np.ndim(step) != 0 or \
+      not np.issubdtype(np.asarray(step).dtype, np.integer) or step < 0:
     raise ValueError(f"step: got {step!r}, expected an int >= 0")
   per_epoch = n // batch_size
   if per_epoch < 1:

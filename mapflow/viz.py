@@ -11,7 +11,7 @@ def image_grid(images, ncols: int = 8, pad: int = 1) -> np.ndarray:
   """Tiles (N, H, W, C) images in [0, 1] into one uint8 (H', W', C) array
   (a NaN pixel is drawn black)."""
   a = np.asarray(images)
-  if not np.issubdtype(a.dtype, np.floating):
+  if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
     # 8-bit images clipped to [0, 1] had come out all white.
     raise ValueError(f"images: got {a.dtype} values, expected floats in "
                      "[0, 1] (divide 8-bit images by 255)")

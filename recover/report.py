@@ -478,11 +478,13 @@ INPUTS = ("results.csv", "selection.csv", tables.DRAWS_FILE, "run.json",
 
 
 def _check_tables(root: Path):
-  """Every results table under ``root`` reads whole (its columns, each
-  row's fields, its numbers), or the command ends naming the file.  (The
+  """Every results table the report reads under ``root`` reads whole (its
+  columns, each row's fields, its numbers), or the command ends naming
+  the file.  (The
   first protocol's selection tables have other columns; the report reads
   only their values.)"""
-  for f in sorted(root.glob("**/results.csv")):
+  folders = list(COMMANDS) + [sup[0] for sup in SUPPLEMENTARY]
+  for f in (root / folder / "results.csv" for folder in folders):
     if not f.is_file():
       continue
     try:

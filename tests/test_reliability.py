@@ -511,8 +511,23 @@ def test_shapes_and_dtypes_that_broadcast_into_a_wrong_answer_are_refused(
       call()
   assert (tmp_path / "a_file").read_text() == "keep me"
   assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me too"
-  # What is right still works: 8-bit images with their range, a
-  # checkpoint replaced by another.
+  # What is right still works: 8-bit images with their range (or one per
+  # example), lists, bfloat16 pictures, a std map shared by channels,
+  # integer arrays as counts, a mask vmapped over images, NumPy config
+  # values, a checkpoint replaced by another.
   assert np.isfinite(mf.metrics.psnr(u8, u8 - 10, 255.0)).all()
+  assert mf.metrics.psnr(u8, u8 - 10, np.array([255.0, 200.0])).shape == (2,)
+  assert mf.metrics.psnr([[0.0, 1.0]], [[0.0, 0.5]]).shape == (1,)
+  assert mf.viz.image_grid(jnp.ones((2, 4, 4, 1), jnp.bfloat16)).max() == 255
+  np.testing.assert_allclose(
+      mf.noise.diagonal(jnp.ones((4, 4, 1))).log_prob(jnp.zeros((2, 4, 4, 3))),
+      mf.noise.diagonal(jnp.ones((4, 4, 3))).log_prob(jnp.zeros((2, 4, 4, 3))))
+  assert mf.operators.gaussian(KEY, 5, 4, active=np.array(3)).active == 3
+  assert len(mf.training.batch_indices(jnp.int32(3), 10, 2, 0)) == 2
+  m = mf.operators.mask(KEY, (4, 4, 1))
+  np.testing.assert_array_equal(jax.vmap(m)(jnp.ones((3, 4, 4, 1))),
+                                m(jnp.ones((3, 4, 4, 1))))
+  mf.flows.RealNVPConfig(image_shape=(8, 8, 1), scan_layers=np.bool_(True),
+                         logit_alpha=np.float32(0.05))
   mf.checkpoint.save(tmp_path / "ckpt", PARAMS)
   mf.checkpoint.save(tmp_path / "ckpt", PARAMS)

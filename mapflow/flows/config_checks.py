@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def check_image_shape(name: str, image_shape) -> tuple:
   try:
@@ -38,6 +40,6 @@ def check_switches(name: str, **values):
   """Options that are on, off or (None) the backend's default: a string
   such as 'no' would read as on."""
   for key, v in values.items():
-    if v is not None and not isinstance(v, bool):
+    if v is not None and not isinstance(v, (bool, np.bool_)):
       raise ValueError(f"{name}.{key}: got {v!r}, expected True, False or "
                        "None")

@@ -78,7 +78,8 @@ class RealNVPConfig:
     cc.check_squeezable("RealNVPConfig", shape, self.num_scales - 1,
                         f"num_scales={self.num_scales}")
     if isinstance(self.logit_alpha, bool) or not isinstance(
-        self.logit_alpha, (int, float)) or not 0.0 <= self.logit_alpha < 0.5:
+        self.logit_alpha, (int, float, np.integer, np.floating)) or \
+        not 0.0 <= self.logit_alpha < 0.5:
       raise ValueError(f"RealNVPConfig.logit_alpha: got {self.logit_alpha!r},"
                        " expected 0 <= alpha < 0.5")
 
