@@ -116,6 +116,10 @@ def load_digits(split: str, size: Optional[int] = 28, with_labels=False):
   A fixed permutation (seed 0) holds out ``DIGITS_TEST_FRACTION`` as "test".
   """
   _check_split(split)
+  if size is not None and (isinstance(size, bool) or not isinstance(
+      size, (int, np.integer)) or size < 1):
+    raise ValueError(f"size: got {size!r}, expected a positive int (or None "
+                     "for the 8x8 originals)")
   from sklearn.datasets import load_digits as sk_digits
   d = sk_digits()
   x = np.clip(np.round(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)

@@ -76,6 +76,10 @@ class GlowConfig:
     if self.coupling not in COUPLINGS:
       raise ValueError(f"GlowConfig.coupling: got {self.coupling!r}, "
                        f"expected one of {COUPLINGS}")
+    if isinstance(self.seed, bool) or not isinstance(self.seed, int) or \
+        not 0 <= self.seed < 2 ** 32:
+      raise ValueError(f"GlowConfig.seed: got {self.seed!r}, expected an "
+                       "int in [0, 2**32)")
 
 
 class GlowStep:

@@ -14,6 +14,7 @@ from typing import Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mapflow.flows import config_checks as cc
 from mapflow.flows.base import ImageBijector
@@ -76,5 +77,17 @@ def linear_gaussian(cfg: LinearGaussianConfig) -> Flow:
 
 
 def linear_gaussian_params(mean, scale_tril):
-  """Wraps ``mean`` and ``L`` as params of ``linear_gaussian`` (a list)."""
-  return [{"mean": jnp.asarray(mean), "scale_tril": jnp.asarray(scale_tril)}]
+  """Wraps ``mean`` and ``L`` as params of ``linear_gaussian`` (a list):
+  ``L`` square, of the mean's size, with a nonzero finite diagonal (a zero
+  makes the density NaN)."""
+  mean, tril = jnp.asarray(mean), jnp.asarray(scale_tril)
+  d = int(np.prod(mean.shape))
+  if tril.shape != (d, d):
+    raise ValueError(f"scale_tril: got shape {tuple(tril.shape)}, expected "
+                     f"({d}, {d}) for a mean of shape {tuple(mean.shape)}")
+  if not isinstance(tril, jax.core.Tracer):
+    diag = np.asarray(jnp.diagonal(tril))
+    if not np.all(np.isfinite(diag) & (diag != 0)):
+      raise ValueError("scale_tril: got a diagonal with zero or non-finite "
+                       "entries, expected a nonzero finite diagonal")
+  return [{"mean": mean, "scale_tril": tril}]

@@ -61,7 +61,8 @@ def available() -> list:
 def path(name: str) -> Path:
   if not isinstance(name, str) or name not in available():
     why = (" (a model this library knows, not trained and committed in "
-           "this installation)" if name in DESCRIPTIONS else "")
+           "this installation)" if isinstance(name, str) and
+           name in DESCRIPTIONS else "")
     raise ValueError(f"name: got {name!r}{why}, expected one of "
                      f"{available()}; a checkpoint of your own loads with "
                      "mapflow.checkpoint.load")
