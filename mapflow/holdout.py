@@ -309,10 +309,7 @@ def recorrupt(noise, y, key, alpha: float = 0.5) -> Recorrupted:
     raise ValueError(f"y: got shape {tuple(y.shape)}, expected a batch of "
                      f"measurements (B, {', '.join(map(str, ev)) or '...'})"
                      " that the noise fits")
-  bad = int(np.sum(~np.isfinite(np.asarray(y))))
-  if bad:
-    raise ValueError(f"y: got non-finite values ({bad} entries), expected "
-                     "finite measurements")
+  starts.check_finite(y, "y", "finite measurements")
   z = std * jax.random.normal(starts.check_key(key, "key"), y.shape)
   return Recorrupted(y + alpha * z, y - z / alpha,
                      scaled_gaussian(noise, float(np.sqrt(1 + alpha ** 2))),
@@ -340,18 +337,19 @@ def recorrupted_error(split: Recorrupted, fx):
 def noise_log_density_rate(noise, examples):
   """``mean_j log p_Δ(δ_j) / d`` over noise-only ``examples`` (n, *event):
   the log-density per entry that real noise has under ``noise``."""
-  examples = starts.as_array(examples, "examples")
+  return _log_density_rate(noise, examples, "examples")
+
+
+def _log_density_rate(noise, examples, name):
+  examples = starts.as_array(examples, name)
   shape = tuple(getattr(noise, "event_shape", ()) or examples.shape[1:])
   if examples.ndim != len(shape) + 1 or tuple(examples.shape[1:]) != shape:
-    raise ValueError(f"examples: got shape {examples.shape}, expected "
+    raise ValueError(f"{name}: got shape {examples.shape}, expected "
                      f"(n,) + the noise's event shape {shape}")
   if examples.shape[0] < 1:
-    raise ValueError("examples: got none, expected at least one noise-only "
+    raise ValueError(f"{name}: got none, expected at least one noise-only "
                      "example")
-  bad = int(np.sum(~np.isfinite(np.asarray(examples))))
-  if bad:
-    raise ValueError(f"examples: got non-finite values ({bad} entries), "
-                     "expected finite noise-only examples")
+  starts.check_finite(examples, name, "finite noise-only examples")
   d = float(np.prod(shape))
   return jnp.mean(noise.log_prob(examples)) / d
 
@@ -449,13 +447,7 @@ def select_beta_typical(y, *, prior, params, operator, noise,
   mean).  Nothing is held out: ``x`` is the chosen β's MAP fitted to y."""
   from mapflow.solve import api
   y = starts.as_array(y, "y")
-  try:
-    rate = noise_log_density_rate(noise, noise_examples)
-  except ValueError as e:
-    # Named as this function's argument.
-    msg = str(e)
-    raise ValueError("noise_" + msg if msg.startswith("examples:")
-                     else msg) from None
+  rate = _log_density_rate(noise, noise_examples, "noise_examples")
   grid = api.sweep(y, prior=prior, params=params, operator=operator,
                    noise=noise, betas=betas, steps=steps,
                    optimizer=optimizer, config=config)

@@ -20,6 +20,10 @@ def _check_pair(x, x_hat):
 def mse(x, x_hat):
   """Mean squared error per example (mean over all axes but the first)."""
   _check_pair(x, x_hat)
+  return _mse(x, x_hat)
+
+
+def _mse(x, x_hat):
   d = jnp.square(jnp.asarray(x, jnp.float32) - jnp.asarray(x_hat, jnp.float32))
   return jnp.mean(d.reshape(d.shape[0], -1), axis=1)
 
@@ -42,7 +46,7 @@ def psnr(x, x_hat, data_range: Optional[float] = None):
     if not (np.all(np.isfinite(r)) and np.all(r > 0)):
       raise ValueError(f"data_range: got {data_range!r}, expected positive "
                        "numbers")
-  return 10.0 * jnp.log10(data_range ** 2 / jnp.maximum(mse(x, x_hat), 1e-20))
+  return 10.0 * jnp.log10(data_range ** 2 / jnp.maximum(_mse(x, x_hat), 1e-20))
 
 
 def equal_quality_ratio(curve_a, curve_b) -> float:

@@ -233,18 +233,12 @@ class FlowNoise(distrax.Distribution):
 
 def gaussian(sigma: float, shape=None) -> IsotropicGaussian:
   """iid ``N(0, sigma^2)``; fits any residual shape."""
-  if not isinstance(sigma, jax.core.Tracer):
-    try:
-      ok = math.isfinite(float(sigma)) and float(sigma) > 0
-    except (TypeError, ValueError):
-      ok = False
-    if not ok:
-      raise ValueError(f"sigma: got {sigma!r}, expected a positive finite "
-                       "number")
+  _check_scale(sigma, "sigma")
   return IsotropicGaussian(sigma, shape)
 
 
 def _check_scale(scale, name: str = "scale"):
+  """A positive finite number (traced ones pass)."""
   if isinstance(scale, jax.core.Tracer):
     return
   try:

@@ -25,7 +25,6 @@ redraws them.  FROM is left in place.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 from typing import List
@@ -64,9 +63,8 @@ def _read_table(path: Path, columns, key) -> "tables.ResultTable":
   number is not one) is a MergeError."""
   try:
     return tables.read_table(path, columns, key, NUMBERS.get(path.name, ()))
-  except (ValueError, csv.Error) as e:  # UnicodeDecodeError included
-    msg = str(e)
-    raise MergeError(msg if str(path) in msg else f"{path}: {msg}") from None
+  except ValueError as e:
+    raise MergeError(str(e)) from None
 
 
 def merged_run_info(into: dict, src: dict, src_name: str) -> dict:

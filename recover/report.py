@@ -21,7 +21,6 @@ lack read from the folder they vary and marked.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 from pathlib import Path
 
@@ -490,10 +489,8 @@ def _check_tables(root: Path):
     try:
       tables.read_table(f, tables.RESULT_COLUMNS, tables.RESULT_KEY,
                         tables.NUMBERS[f.name])
-    except (ValueError, csv.Error) as e:  # UnicodeDecodeError included
-      msg = str(e)
-      raise SystemExit(f"--results: {msg if str(f) in msg else f'{f}: {msg}'}"
-                       ) from None
+    except ValueError as e:
+      raise SystemExit(f"--results: {e}") from None
 
 
 def _read_folder(folder: Path):

@@ -51,11 +51,7 @@ def _check_inputs(y, operator, noise, image_shape, hyper):
   if y.shape[0] == 0:
     raise ValueError(f"y: got an empty batch, shape {tuple(y.shape)}; "
                      "expected at least one example")
-  # On the host: an eager device check would compile two programs.
-  bad = int(np.sum(~np.isfinite(np.asarray(y))))
-  if bad:
-    raise ValueError(f"y: got non-finite values ({bad} entries), expected "
-                     "finite measurements")
+  starts.check_finite(y, "y", "finite measurements")
   if hasattr(operator, "check_input"):
     operator.check_input(tuple(image_shape))
   try:

@@ -54,6 +54,15 @@ def as_array(value, name: str, dtype=None):
                      f"{str(e).splitlines()[0]})") from None
 
 
+def check_finite(value, name: str, expected: str):
+  """A ValueError naming the argument if ``value`` has non-finite entries
+  (counted on the host: an eager device check would compile programs)."""
+  bad = int(np.sum(~np.isfinite(np.asarray(value))))
+  if bad:
+    raise ValueError(f"{name}: got non-finite values ({bad} entries), "
+                     f"expected {expected}")
+
+
 def is_real_number(v) -> bool:
   """Whether ``v`` is one real number (Python, NumPy or a 0-d JAX array;
   not a bool, not traced)."""

@@ -104,9 +104,13 @@ class ResultTable:
 def read_table(path, columns, key, numbers: Sequence[str] = ()
                ) -> ResultTable:
   """``ResultTable(path, columns, key)`` whose ``numbers`` columns are
-  checked to parse as floats; a row that does not is a ValueError naming
-  the file and the row's key."""
-  table = ResultTable(path, columns, key)
+  checked to parse as floats; a table that cannot be read, or a row whose
+  number is not one, is a ValueError naming the file."""
+  try:
+    table = ResultTable(path, columns, key)
+  except (ValueError, csv.Error) as e:  # UnicodeDecodeError included
+    msg = str(e)
+    raise ValueError(msg if str(path) in msg else f"{path}: {msg}") from None
   for r in table.rows:
     for c in numbers:
       try:
